@@ -1,0 +1,17 @@
+/* Wire-format helpers shared by the peer transport and the client service. */
+#ifndef KV_PROTO_PB_H
+#define KV_PROTO_PB_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+
+#include "proto/kvdb.pb-c.h"
+#include "proto/raftpb.pb-c.h"
+
+/* True if @msg or any message nested in it carries fields this build does not know.  Members
+ * refuse such input with a clear error instead of silently dropping data (a newer peer or a
+ * corrupt frame).  Also catches protobuf-c's acceptance of the invalid field number 0.
+ * Borrowed @msg; any thread. */
+bool pb_has_unknown_fields(const ProtobufCMessage *msg);
+
+#endif /* KV_PROTO_PB_H */
