@@ -32,7 +32,7 @@ const char *srv_strerror(int code);
 struct srv_url
 {
     char text[SRV_URL_MAX]; /* normalised "http://host:port" */
-    char host[SRV_URL_MAX];
+    char host[SRV_URL_MAX - 16]; /* room for "http://" and ":port" in text */
     uint16_t port;
 };
 
