@@ -1,0 +1,234 @@
+/* Background history compaction (etcd keyIndex.compact semantics) in bounded batches. */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lsm/internal.h"
+
+/* One pass state: deletions accumulate in a batch written every opts.compact_batch entries. */
+struct cpass
+{
+    struct lsm_store *s;
+    int64_t target;
+    leveldb_writebatch_t *wb;
+    size_t pending;
+    struct lsm_buf key;  /* user key of the group being scanned */
+    struct lsm_buf held; /* LevelDB key of the newest version <= target so far */
+    bool held_tomb;
+    bool have_held;
+};
+
+static int flush(struct cpass *p)
+{
+    if (p->pending == 0) {
+        return 0;
+    }
+    char *err = NULL;
+    /* pause_mu lets a checkpoint pause compaction between batches. */
+    pthread_mutex_lock(&p->s->pause_mu);
+    leveldb_write(p->s->db, p->s->wopts, p->wb, &err);
+    pthread_mutex_unlock(&p->s->pause_mu);
+    leveldb_writebatch_clear(p->wb);
+    p->pending = 0;
+    if (err != NULL) {
+        leveldb_free(err);
+        return LSM_EIO;
+    }
+    sched_yield(); /* let the apply thread at the write queue */
+    return 0;
+}
+
+static int del(struct cpass *p, const uint8_t *k, size_t klen)
+{
+    leveldb_writebatch_delete(p->wb, (const char *)k, klen);
+    if (++p->pending >= p->s->opts.compact_batch) {
+        return flush(p);
+    }
+    return 0;
+}
+
+/* End of a key's versions: a tombstone that was the newest at or below target goes too. */
+static int end_key(struct cpass *p)
+{
+    int rv = 0;
+    if (p->have_held && p->held_tomb) {
+        rv = del(p, p->held.p, p->held.len);
+    }
+    p->have_held = false;
+    return rv;
+}
+
+static bool stopping(struct lsm_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+/* Keep, per key, only the newest version at or below target (unless a tombstone) and
+ * everything above target. */
+static int compact_history(struct cpass *p, leveldb_iterator_t *it)
+{
+    struct lsm_buf uk = {0};
+    uint8_t pre = LSM_P_HIST;
+    int rv = 0;
+    size_t n = 0;
+    for (leveldb_iter_seek(it, (const char *)&pre, 1); rv == 0 && leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        int64_t r;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &klen);
+        if (klen < 1 || k[0] != LSM_P_HIST) {
+            break;
+        }
+        if (lsm_key_hist_parse(k, klen, &uk, &r) != 0) {
+            rv = LSM_ECORRUPT;
+            break;
+        }
+        if (lsm_keycmp(uk.p, uk.len, p->key.p, p->key.len) != 0) {
+            rv = end_key(p);
+            p->key.len = 0;
+            if (rv == 0) {
+                rv = lsm_buf_add(&p->key, uk.p, uk.len);
+            }
+        }
+        if (rv != 0 || r > p->target) {
+            continue;
+        }
+        if (p->have_held) {
+            rv = del(p, p->held.p, p->held.len); /* superseded at or below target */
+        }
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vlen);
+        p->held.len = 0;
+        if (rv == 0) {
+            rv = lsm_buf_add(&p->held, k, klen);
+        }
+        p->held_tomb = vlen > 0 && (v[0] & LSM_HIST_TOMB);
+        p->have_held = true;
+        if (++n % 4096 == 0 && stopping(p->s)) {
+            rv = LSM_ECLOSED;
+        }
+    }
+    if (rv == 0) {
+        rv = end_key(p);
+    }
+    lsm_buf_fini(&uk);
+    return rv;
+}
+
+/* The revision log below target is no longer servable (watchers get LSM_ECOMPACTED). */
+static int compact_revlog(struct cpass *p, leveldb_iterator_t *it)
+{
+    uint8_t k0[13];
+    lsm_key_rev(k0, 0, 0);
+    int rv = 0;
+    for (leveldb_iter_seek(it, (const char *)k0, sizeof k0); rv == 0 && leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &klen);
+        if (klen != 13 || k[0] != LSM_P_REV || (int64_t)lsm_get64be(k + 1) >= p->target) {
+            break;
+        }
+        rv = del(p, k, klen);
+    }
+    return rv;
+}
+
+static int compact_pass(struct lsm_store *s, int64_t target)
+{
+    struct cpass p = {.s = s, .target = target};
+    p.wb = leveldb_writebatch_create();
+    leveldb_readoptions_t *ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_fill_cache(ro, 0); /* a full scan would evict the hot set */
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, ro);
+    int rv = compact_history(&p, it);
+    if (rv == 0) {
+        rv = compact_revlog(&p, it);
+    }
+    if (rv == 0) {
+        uint8_t v[8];
+        lsm_put64(v, (uint64_t)target);
+        leveldb_writebatch_put(p.wb, LSM_META_COMPACTED, strlen(LSM_META_COMPACTED), (char *)v, 8);
+        p.pending++;
+        rv = flush(&p);
+    }
+    leveldb_iter_destroy(it);
+    leveldb_readoptions_destroy(ro);
+    leveldb_writebatch_destroy(p.wb);
+    lsm_buf_fini(&p.key);
+    lsm_buf_fini(&p.held);
+    return rv;
+}
+
+static void *compactor_main(void *arg)
+{
+    struct lsm_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stopping && s->compact_target <= s->compacted_done) {
+            pthread_cond_wait(&s->cond, &s->mu);
+        }
+        if (s->stopping) {
+            break;
+        }
+        int64_t target = s->compact_target;
+        pthread_mutex_unlock(&s->mu);
+        int rv = compact_pass(s, target);
+        pthread_mutex_lock(&s->mu);
+        if (rv != 0) {
+            /* Retried at the next open; reads stay correct meanwhile (they check the mark). */
+            s->compactor_dead = true;
+            pthread_cond_broadcast(&s->cond);
+            break;
+        }
+        s->compacted_done = target;
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int lsm_compactor_start(struct lsm_store *s)
+{
+    if (pthread_create(&s->compactor, NULL, compactor_main, s) != 0) {
+        lsm_set_err(s->errmsg, "start compaction thread");
+        return LSM_ENOMEM;
+    }
+    s->compactor_started = true;
+    return 0;
+}
+
+void lsm_compactor_stop(struct lsm_store *s)
+{
+    if (!s->compactor_started) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->compactor, NULL);
+    s->compactor_started = false;
+}
+
+void lsm_compactor_kick(struct lsm_store *s, int64_t target)
+{
+    pthread_mutex_lock(&s->mu);
+    if (target > s->compact_target) {
+        s->compact_target = target;
+    }
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int lsm_compact_wait(struct lsm_store *s, int64_t revision)
+{
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping && !s->compactor_dead && s->compacted_done < revision) {
+        pthread_cond_wait(&s->cond, &s->mu);
+    }
+    int rv = s->compacted_done >= revision ? 0 : LSM_ECLOSED;
+    pthread_mutex_unlock(&s->mu);
+    return rv;
+}

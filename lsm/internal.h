@@ -1,0 +1,195 @@
+/* Private to lsm/: the store object, key encodings and helpers shared by the lsm sources. */
+#ifndef KV_LSM_INTERNAL_H
+#define KV_LSM_INTERNAL_H
+
+#include <leveldb/c.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "lsm/lsm.h"
+
+/* Key prefixes (lsm/FORMAT.md). */
+#define LSM_P_META 'm'
+#define LSM_P_CUR 'c'
+#define LSM_P_HIST 'h'
+#define LSM_P_REV 'r'
+
+/* A published read view: a LevelDB snapshot and the state it holds.  Reference-counted so the
+ * apply thread can publish a new one while readers still use the old. */
+struct lsm_view
+{
+    const leveldb_snapshot_t *snap;
+    int64_t rev;
+    int64_t compact_rev;
+    uint64_t applied_index;
+    uint64_t applied_term;
+    atomic_int refs;
+};
+
+struct lsm_store
+{
+    leveldb_t *db;
+    leveldb_options_t *lopts;
+    leveldb_cache_t *cache;
+    leveldb_filterpolicy_t *filter;
+    leveldb_readoptions_t *ropts; /* no snapshot: apply thread reads */
+    leveldb_writeoptions_t *wopts;
+    struct lsm_options opts;
+    char *dir;
+
+    /* Apply-thread state (only the apply thread touches it). */
+    uint64_t applied_index;
+    uint64_t applied_term;
+    int64_t rev;
+    int64_t compact_rev;
+    bool broken; /* a LevelDB write failed: refuse further applies */
+    char errmsg[256];
+
+    pthread_mutex_t mu; /* guards view, and the compaction fields below */
+    struct lsm_view *view;
+
+    pthread_mutex_t pause_mu; /* held by a compaction batch; checkpoint takes it to pause it */
+    pthread_cond_t cond;      /* compaction target raised / progress / stop */
+    pthread_t compactor;
+    bool compactor_started;
+    bool stopping;
+    bool compactor_dead;    /* a compaction pass failed; retried at the next open */
+    int64_t compact_target; /* guarded by mu */
+    int64_t compacted_done; /* guarded by mu */
+};
+
+/* Decoded metadata of a key version (the mvcc fields besides key and value). */
+struct lsm_meta
+{
+    int64_t create_rev;
+    int64_t mod_rev;
+    int64_t version;
+    int64_t lease;
+};
+
+/* ---- codec.c ---- */
+void lsm_put64(uint8_t *p, uint64_t v);
+uint64_t lsm_get64(const uint8_t *p);
+void lsm_put64be(uint8_t *p, uint64_t v);
+uint64_t lsm_get64be(const uint8_t *p);
+
+/* A growable byte buffer used to build keys. */
+struct lsm_buf
+{
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+};
+int lsm_buf_reserve(struct lsm_buf *b, size_t n);
+int lsm_buf_add(struct lsm_buf *b, const void *p, size_t n);
+void lsm_buf_fini(struct lsm_buf *b);
+
+/* 'c' + key. */
+int lsm_key_cur(struct lsm_buf *b, const void *key, size_t len);
+/* 'h' + escaped key (no terminator): a bound for history scans. */
+int lsm_key_hist_prefix(struct lsm_buf *b, const void *key, size_t len);
+/* 'h' + escaped key + terminator + big-endian rev. */
+int lsm_key_hist(struct lsm_buf *b, const void *key, size_t len, int64_t rev);
+/* Split a history key: unescaped user key into @key (reset first) and its revision. */
+int lsm_key_hist_parse(const uint8_t *k, size_t klen, struct lsm_buf *key, int64_t *rev);
+/* 'r' + big-endian rev + big-endian sub. */
+void lsm_key_rev(uint8_t out[13], int64_t rev, uint32_t sub);
+
+/* Current value: meta (32 bytes) + value.  History value: flags (1) + meta + value. */
+#define LSM_CUR_HDR 32
+#define LSM_HIST_HDR 33
+#define LSM_HIST_TOMB 1
+void lsm_meta_encode(uint8_t *p, const struct lsm_meta *m);
+void lsm_meta_decode(const uint8_t *p, struct lsm_meta *m);
+
+/* Range bounds in user-key space: @end_len == 0 with @unbounded false = single key. */
+struct lsm_span
+{
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *end;
+    size_t end_len;
+    bool single;    /* range_end empty */
+    bool unbounded; /* range_end "\0": every key >= key */
+};
+void lsm_span_make(struct lsm_span *sp, struct lsm_bytes key, struct lsm_bytes end);
+/* Does user key @k lie in @sp? */
+bool lsm_span_has(const struct lsm_span *sp, const uint8_t *k, size_t len);
+/* Compare user keys bytewise (shorter first on a common prefix). */
+int lsm_keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+
+/* A kv copy owning one allocation (key then value). */
+int lsm_kv_fill(struct lsm_kv *kv,
+                const uint8_t *key,
+                size_t klen,
+                const uint8_t *val,
+                size_t vlen,
+                bool with_value,
+                const struct lsm_meta *m);
+void lsm_kv_fini(struct lsm_kv *kv);
+
+/* Copy a LevelDB error into @errmsg as "@what: <err>", free it, return LSM_EIO. */
+int lsm_ldb_err(char *errmsg, const char *what, char *err);
+void lsm_set_err(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- store.c ---- */
+struct lsm_view *lsm_view_acquire(struct lsm_store *s);
+void lsm_view_release(struct lsm_store *s, struct lsm_view *v);
+/* Publish the apply thread's state with a fresh snapshot. */
+int lsm_view_publish(struct lsm_store *s);
+
+/* ---- read.c: visiting the keys of a span at a revision ---- */
+
+/* Called per live key version in key order; return nonzero to stop (that value is returned). */
+typedef int (*lsm_visit_fn)(void *arg,
+                            const uint8_t *key,
+                            size_t klen,
+                            const uint8_t *val,
+                            size_t vlen,
+                            const struct lsm_meta *m);
+
+/* Collects a range result from visits. */
+struct lsm_collect
+{
+    const struct lsm_range_req *req;
+    struct lsm_range_result *res;
+    size_t cap;
+    size_t stop_after; /* 0 = keep all kvs; else stop copying after this many */
+    int err;
+};
+int lsm_collect_visit(void *arg,
+                      const uint8_t *key,
+                      size_t klen,
+                      const uint8_t *val,
+                      size_t vlen,
+                      const struct lsm_meta *m);
+/* Sort and truncate a collected range result (etcd applierV3backend.Range). */
+void lsm_collect_finish(struct lsm_collect *c);
+/* How many kvs to copy before sorting is needed: limit + 1, or 0 for all. */
+size_t lsm_collect_bound(const struct lsm_range_req *req);
+
+/* Read a past version of a single key: newest version of @key at or below @rev.  *@found false if
+ * none or a tombstone. */
+int lsm_get_hist(leveldb_t *db,
+                 const leveldb_readoptions_t *ro,
+                 const uint8_t *key,
+                 size_t klen,
+                 int64_t rev,
+                 bool *found,
+                 struct lsm_buf *val,
+                 struct lsm_meta *m,
+                 bool *tomb,
+                 char *errmsg);
+
+/* ---- compact.c ---- */
+int lsm_compactor_start(struct lsm_store *s);
+void lsm_compactor_stop(struct lsm_store *s);
+void lsm_compactor_kick(struct lsm_store *s, int64_t target);
+
+/* ---- meta keys ---- */
+#define LSM_META_APPLIED "m/applied"     /* index(8) term(8) */
+#define LSM_META_REV "m/rev"             /* rev(8) */
+#define LSM_META_COMPACT "m/compact"     /* compact revision(8): reads below fail */
+#define LSM_META_COMPACTED "m/compacted" /* history physically compacted through(8) */
+
+#endif /* KV_LSM_INTERNAL_H */

@@ -1,0 +1,330 @@
+/* Opening and closing the store, published read views, status, and releasing results. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lsm/internal.h"
+
+const char *lsm_strerror(int code)
+{
+    switch (code) {
+#define X(c, num, msg) \
+    case num:          \
+        return msg;
+        LSM_ERRORS(X)
+#undef X
+    default:
+        return "unknown error";
+    }
+}
+
+void lsm_options_default(struct lsm_options *o)
+{
+    o->block_cache_bytes = 8u << 20;
+    o->bloom_bits_per_key = 10;
+    o->write_buffer_bytes = 4u << 20;
+    o->max_open_files = 500;
+    o->max_txn_ops = 128;
+    o->compact_batch = 1000;
+}
+
+static void options_resolve(struct lsm_options *o, const struct lsm_options *in)
+{
+    lsm_options_default(o);
+    if (in == NULL) {
+        return;
+    }
+    if (in->block_cache_bytes) {
+        o->block_cache_bytes = in->block_cache_bytes;
+    }
+    if (in->bloom_bits_per_key) {
+        o->bloom_bits_per_key = in->bloom_bits_per_key;
+    }
+    if (in->write_buffer_bytes) {
+        o->write_buffer_bytes = in->write_buffer_bytes;
+    }
+    if (in->max_open_files) {
+        o->max_open_files = in->max_open_files;
+    }
+    if (in->max_txn_ops) {
+        o->max_txn_ops = in->max_txn_ops;
+    }
+    if (in->compact_batch) {
+        o->compact_batch = in->compact_batch;
+    }
+}
+
+/* Read an 8- or 16-byte meta record; absent records read as zero. */
+static int meta_read(struct lsm_store *s, const char *name, uint64_t *a, uint64_t *b)
+{
+    char *err = NULL;
+    size_t vlen = 0;
+    char *v = leveldb_get(s->db, s->ropts, name, strlen(name), &vlen, &err);
+    if (err != NULL) {
+        return lsm_ldb_err(s->errmsg, name, err);
+    }
+    *a = 0;
+    if (b != NULL) {
+        *b = 0;
+    }
+    if (v == NULL) {
+        return 0;
+    }
+    size_t want = b != NULL ? 16 : 8;
+    if (vlen != want) {
+        leveldb_free(v);
+        lsm_set_err(s->errmsg, "meta record %s: %zu bytes, want %zu", name, vlen, want);
+        return LSM_ECORRUPT;
+    }
+    *a = lsm_get64((const uint8_t *)v);
+    if (b != NULL) {
+        *b = lsm_get64((const uint8_t *)v + 8);
+    }
+    leveldb_free(v);
+    return 0;
+}
+
+static int load_state(struct lsm_store *s)
+{
+    uint64_t rev, crev, done;
+    int rv = meta_read(s, LSM_META_APPLIED, &s->applied_index, &s->applied_term);
+    if (rv == 0) {
+        rv = meta_read(s, LSM_META_REV, &rev, NULL);
+    }
+    if (rv == 0) {
+        rv = meta_read(s, LSM_META_COMPACT, &crev, NULL);
+    }
+    if (rv == 0) {
+        rv = meta_read(s, LSM_META_COMPACTED, &done, NULL);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    s->rev = (int64_t)rev;
+    s->compact_rev = (int64_t)crev;
+    s->compact_target = (int64_t)crev;
+    s->compacted_done = (int64_t)done;
+    return 0;
+}
+
+static int ldb_open(struct lsm_store *s)
+{
+    const struct lsm_options *o = &s->opts;
+    s->lopts = leveldb_options_create();
+    s->cache = leveldb_cache_create_lru(o->block_cache_bytes);
+    leveldb_options_set_cache(s->lopts, s->cache);
+    if (o->bloom_bits_per_key > 0) {
+        s->filter = leveldb_filterpolicy_create_bloom(o->bloom_bits_per_key);
+        leveldb_options_set_filter_policy(s->lopts, s->filter);
+    }
+    leveldb_options_set_write_buffer_size(s->lopts, o->write_buffer_bytes);
+    leveldb_options_set_max_open_files(s->lopts, o->max_open_files);
+    leveldb_options_set_create_if_missing(s->lopts, 1);
+    leveldb_options_set_compression(s->lopts, leveldb_snappy_compression);
+    s->ropts = leveldb_readoptions_create();
+    s->wopts = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(s->wopts, 0);
+    char *err = NULL;
+    s->db = leveldb_open(s->lopts, s->dir, &err);
+    if (err != NULL) {
+        s->db = NULL;
+        return lsm_ldb_err(s->errmsg, "open leveldb", err);
+    }
+    return 0;
+}
+
+int lsm_open(const char *dir, const struct lsm_options *opts, struct lsm_store **out, char *errmsg)
+{
+    *out = NULL;
+    struct lsm_store *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->dir = strdup(dir)) == NULL) {
+        free(s);
+        lsm_set_err(errmsg, "open %s: out of memory", dir);
+        return LSM_ENOMEM;
+    }
+    options_resolve(&s->opts, opts);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->pause_mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    int rv = ldb_open(s);
+    if (rv == 0) {
+        rv = load_state(s);
+    }
+    if (rv == 0) {
+        rv = lsm_view_publish(s);
+    }
+    if (rv == 0) {
+        rv = lsm_compactor_start(s);
+    }
+    if (rv != 0) {
+        lsm_set_err(errmsg, "open %s: %s", dir, s->errmsg);
+        lsm_close(s);
+        return rv;
+    }
+    *out = s;
+    return 0;
+}
+
+void lsm_close(struct lsm_store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    lsm_compactor_stop(s);
+    if (s->view != NULL) {
+        lsm_view_release(s, s->view);
+        s->view = NULL;
+    }
+    if (s->db != NULL) {
+        leveldb_close(s->db);
+    }
+    if (s->lopts != NULL) {
+        leveldb_options_destroy(s->lopts);
+    }
+    if (s->cache != NULL) {
+        leveldb_cache_destroy(s->cache);
+    }
+    if (s->filter != NULL) {
+        leveldb_filterpolicy_destroy(s->filter);
+    }
+    if (s->ropts != NULL) {
+        leveldb_readoptions_destroy(s->ropts);
+    }
+    if (s->wopts != NULL) {
+        leveldb_writeoptions_destroy(s->wopts);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->pause_mu);
+    pthread_cond_destroy(&s->cond);
+    free(s->dir);
+    free(s);
+}
+
+const char *lsm_errmsg(const struct lsm_store *s)
+{
+    return s->errmsg;
+}
+
+struct lsm_view *lsm_view_acquire(struct lsm_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct lsm_view *v = s->view;
+    atomic_fetch_add(&v->refs, 1);
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+void lsm_view_release(struct lsm_store *s, struct lsm_view *v)
+{
+    if (atomic_fetch_sub(&v->refs, 1) == 1) {
+        leveldb_release_snapshot(s->db, v->snap);
+        free(v);
+    }
+}
+
+int lsm_view_publish(struct lsm_store *s)
+{
+    struct lsm_view *v = calloc(1, sizeof *v);
+    if (v == NULL) {
+        return LSM_ENOMEM;
+    }
+    v->snap = leveldb_create_snapshot(s->db);
+    v->rev = s->rev;
+    v->compact_rev = s->compact_rev;
+    v->applied_index = s->applied_index;
+    v->applied_term = s->applied_term;
+    atomic_init(&v->refs, 1);
+    pthread_mutex_lock(&s->mu);
+    struct lsm_view *old = s->view;
+    s->view = v;
+    pthread_mutex_unlock(&s->mu);
+    if (old != NULL) {
+        lsm_view_release(s, old);
+    }
+    return 0;
+}
+
+static uint64_t dir_size(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    uint64_t total = 0;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            total += (uint64_t)st.st_size;
+        }
+    }
+    closedir(d);
+    return total;
+}
+
+void lsm_status_get(struct lsm_store *s, struct lsm_status *st)
+{
+    struct lsm_view *v = lsm_view_acquire(s);
+    st->applied_index = v->applied_index;
+    st->applied_term = v->applied_term;
+    st->revision = v->rev;
+    st->compact_revision = v->compact_rev;
+    lsm_view_release(s, v);
+    pthread_mutex_lock(&s->mu);
+    st->compacted_through = s->compacted_done;
+    pthread_mutex_unlock(&s->mu);
+    st->db_size_bytes = dir_size(s->dir);
+}
+
+void lsm_result_fini(struct lsm_result *r)
+{
+    switch (r->type) {
+    case LSM_OP_RANGE:
+        for (size_t i = 0; i < r->u.range.n_kvs; i++) {
+            lsm_kv_fini(&r->u.range.kvs[i]);
+        }
+        free(r->u.range.kvs);
+        break;
+    case LSM_OP_PUT:
+        lsm_kv_fini(&r->u.put.prev_kv);
+        break;
+    case LSM_OP_DELETE_RANGE:
+        for (size_t i = 0; i < r->u.del.n_prev_kvs; i++) {
+            lsm_kv_fini(&r->u.del.prev_kvs[i]);
+        }
+        free(r->u.del.prev_kvs);
+        break;
+    case LSM_OP_TXN:
+        for (size_t i = 0; i < r->u.txn.n_responses; i++) {
+            lsm_result_fini(&r->u.txn.responses[i]);
+        }
+        free(r->u.txn.responses);
+        break;
+    default:
+        break;
+    }
+    memset(r, 0, sizeof *r);
+}
+
+void lsm_events_free(struct lsm_event *ev, size_t n)
+{
+    for (size_t i = 0; ev != NULL && i < n; i++) {
+        lsm_kv_fini(&ev[i].kv);
+        lsm_kv_fini(&ev[i].prev_kv);
+    }
+    free(ev);
+}
+
+void lsm_apply_out_fini(struct lsm_apply_out *out)
+{
+    for (size_t i = 0; out->results != NULL && i < out->n_results; i++) {
+        lsm_result_fini(&out->results[i]);
+    }
+    free(out->results);
+    lsm_events_free(out->events, out->n_events);
+    memset(out, 0, sizeof *out);
+}
