@@ -171,8 +171,10 @@ static bool parse_name(const char *s, uint64_t *index, uint64_t *term)
     return true;
 }
 
+/* Read and decode <dir>/MANIFEST into @m (zeroed on any error). */
 static int read_manifest(const char *dir, struct snap_manifest *m, char *errmsg)
 {
+    memset(m, 0, sizeof *m);
     char path[PATH_MAX];
     int rv = snap_fs_path(path, sizeof path, errmsg, "%s/%s", dir, SNAP_MANIFEST_NAME);
     void *buf = NULL;
