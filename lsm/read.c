@@ -8,8 +8,7 @@ size_t lsm_collect_bound(const struct lsm_range_req *req)
 {
     enum lsm_sort_order o = req->sort_order ? req->sort_order : LSM_SORT_NONE;
     enum lsm_sort_target t = req->sort_target ? req->sort_target : LSM_SORT_KEY;
-    bool sorted =
-        o == LSM_SORT_DESCEND || (t != LSM_SORT_KEY && o != LSM_SORT_NONE) || (t != LSM_SORT_KEY);
+    bool sorted = o == LSM_SORT_DESCEND || t != LSM_SORT_KEY; /* see lsm_collect_finish */
     if (sorted || req->limit <= 0) {
         return 0;
     }
@@ -38,7 +37,9 @@ int lsm_collect_visit(void *arg,
         res->kvs = kvs;
         c->cap = cap;
     }
-    int rv = lsm_kv_fill(&res->kvs[res->n_kvs], key, klen, val, vlen, !c->req->keys_only, m);
+    /* keys_only still needs values to sort by them; lsm_collect_finish drops them after. */
+    bool with_value = !c->req->keys_only || c->req->sort_target == LSM_SORT_VALUE;
+    int rv = lsm_kv_fill(&res->kvs[res->n_kvs], key, klen, val, vlen, with_value, m);
     if (rv != 0) {
         return c->err = rv;
     }
@@ -98,6 +99,10 @@ void lsm_collect_finish(struct lsm_collect *c)
         sort_sign = o == LSM_SORT_DESCEND ? -1 : 1;
         qsort(res->kvs, res->n_kvs, sizeof *res->kvs, kv_cmp);
     }
+    for (size_t i = 0; req->keys_only && i < res->n_kvs; i++) {
+        res->kvs[i].value = NULL;
+        res->kvs[i].value_len = 0;
+    }
     if (req->limit > 0 && res->n_kvs > (size_t)req->limit) {
         for (size_t i = (size_t)req->limit; i < res->n_kvs; i++) {
             lsm_kv_fini(&res->kvs[i]);
@@ -137,14 +142,13 @@ int lsm_range(struct lsm_store *s,
 {
     memset(out, 0, sizeof *out);
     out->type = LSM_OP_RANGE;
-    if (req->key.len == 0) {
-        lsm_set_err(errmsg, "range: empty key");
-        return out->err = LSM_EEMPTYKEY;
-    }
     struct lsm_view *v = lsm_view_acquire(s);
     out->revision = v->rev;
     int rv = 0;
-    if (req->revision > v->rev) {
+    if (req->key.len == 0) {
+        lsm_set_err(errmsg, "range: empty key");
+        rv = LSM_EEMPTYKEY;
+    } else if (req->revision > v->rev) {
         lsm_set_err(errmsg, "range at %lld: current revision is %lld", (long long)req->revision,
                     (long long)v->rev);
         rv = LSM_EFUTUREREV;
@@ -161,9 +165,11 @@ int lsm_range(struct lsm_store *s,
     }
     lsm_view_release(s, v);
     if (rv != 0) {
+        int64_t rev = out->revision;
         lsm_result_fini(out);
         out->type = LSM_OP_RANGE;
         out->err = rv;
+        out->revision = rev;
     }
     return rv;
 }
