@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "proto/pb.h"
+#include "proto/raftconv.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -29,6 +30,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (b != NULL) {
         kvdb__raftpb__batch__free_unpacked(b, NULL);
+    }
+    /* The member's real peer decoder: validation into struct raft_msg. */
+    struct pb_batch pb;
+    char err[128];
+    if (pb_batch_decode(data, size, &pb, err, sizeof err) == 0) {
+        for (size_t i = 0; i < pb.n_msgs; i++) {
+            if (pb.msgs[i].from != pb.from || pb.msgs[i].type < RAFT_MSG_APP ||
+                pb.msgs[i].type > RAFT_MSG_TYPE_MAX) {
+                abort();
+            }
+        }
+        pb_batch_free(&pb);
     }
     Kvdb__Frame *f = kvdb__frame__unpack(NULL, size, data);
     if (f != NULL) {
