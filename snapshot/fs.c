@@ -105,6 +105,11 @@ int snap_fs_fsync(int fd, const char *path, char *errmsg)
     return err != 0 ? snap_fs_fail(errmsg, "fsync", path, err) : 0;
 }
 
+void snap_fs_writeback(int fd, off_t off, size_t len)
+{
+    (void)sync_file_range(fd, off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
 int snap_fs_ftruncate(int fd, off_t size, const char *path, char *errmsg)
 {
     int err = fault(SNAP_FS_TRUNCATE, path);

@@ -20,6 +20,9 @@ int snap_fs_fail(char *errmsg, const char *what, const char *path, int err);
 int snap_fs_open(const char *path, int flags, int *fd, char *errmsg);
 int snap_fs_pwrite(int fd, const void *buf, size_t len, off_t off, const char *path, char *errmsg);
 int snap_fs_fsync(int fd, const char *path, char *errmsg);
+/* Start asynchronous writeback of [@off, @off+@len) (sync_file_range); advisory, never fails:
+ * durability still comes from snap_fs_fsync. */
+void snap_fs_writeback(int fd, off_t off, size_t len);
 int snap_fs_ftruncate(int fd, off_t size, const char *path, char *errmsg);
 int snap_fs_fsync_dir(const char *dir, char *errmsg);
 int snap_fs_rename(const char *from, const char *to, char *errmsg);

@@ -263,8 +263,11 @@ static int build_chunk(struct snap_sender *s,
                            .raw_len = len,
                            .raw_crc = wal_crc32c(s->raw, len)};
     unsigned char *payload = s->out + SNAP_CHUNK_HEADER_SIZE;
-    size_t z = ZSTD_compressCCtx(s->cctx, payload, s->out_cap - SNAP_CHUNK_HEADER_SIZE, s->raw, len,
-                                 s->o.zstd_level);
+    size_t z = len;
+    if (!s->o.no_zstd) {
+        z = ZSTD_compressCCtx(s->cctx, payload, s->out_cap - SNAP_CHUNK_HEADER_SIZE, s->raw, len,
+                              s->o.zstd_level);
+    }
     if (ZSTD_isError(z)) {
         snprintf(s->errmsg, sizeof s->errmsg, "zstd: %s", ZSTD_getErrorName(z));
         return SNAP_ECOMPRESS;

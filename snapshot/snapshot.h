@@ -221,6 +221,7 @@ struct snap_sender_opts
     uint32_t chunk_size; /* raw bytes per chunk; 0 = SNAP_CHUNK_DEFAULT; <= SNAP_CHUNK_MAX */
     uint32_t window;     /* chunks in flight beyond the last ack; 0 = 4 */
     int zstd_level;      /* 0 = 1 (see docs/bench-snap.md); negative = zstd fast levels */
+    bool no_zstd;        /* send every chunk uncompressed (fast links, incompressible data) */
     uint64_t rate;       /* bytes/s of raw file data; 0 = unlimited */
     uint64_t burst;      /* token bucket depth in bytes; 0 = one chunk */
 };

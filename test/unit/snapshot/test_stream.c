@@ -232,6 +232,46 @@ static void stream_receiver_restart_resumes(void **state)
     snap_sender_close(s);
 }
 
+/* A restarted sender seeks to the position the receiver acknowledged and sends only the rest;
+ * seeking outside the snapshot is refused. */
+static void stream_sender_restart_seeks(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char ack[SNAP_ACK_SIZE];
+    char out[PATH_MAX];
+    struct snap_sender *s = open_sender(f, 0);
+    struct snap_receiver *r = open_receiver(f, s, ack);
+    assert_int_equal(snap_sender_ack(s, ack, sizeof ack), 0);
+    const void *c;
+    size_t len;
+    for (int i = 0; i < 70; i++) { /* into the third file */
+        assert_int_equal(snap_sender_next(s, 0, &c, &len), 0);
+        assert_int_equal(snap_receiver_put(r, c, len, ack), 0);
+        assert_int_equal(snap_sender_ack(s, ack, sizeof ack), 0);
+    }
+    snap_sender_close(s);
+    uint32_t file;
+    uint64_t off;
+    snap_receiver_position(r, &file, &off);
+    assert_true(file == 2 && off == 8 * CHUNK);
+    s = open_sender(f, 0);
+    assert_int_equal(snap_sender_seek(s, 5, 1), SNAP_EINVAL);
+    assert_int_equal(snap_sender_seek(s, 2, 200002), SNAP_EINVAL);
+    assert_int_equal(snap_sender_seek(s, file, off), 0);
+    while (!snap_sender_is_done(s)) {
+        assert_int_equal(snap_sender_next(s, 0, &c, &len), 0);
+        assert_int_equal(snap_receiver_put(r, c, len, ack), 0);
+        assert_int_equal(snap_sender_ack(s, ack, sizeof ack), 0);
+    }
+    uint64_t raw, wire, total;
+    snap_sender_stats(s, &raw, &wire, &total);
+    assert_true(raw == total - 1000000 - 8 * CHUNK);
+    assert_int_equal(snap_receiver_finish(r, out, NULL), 0);
+    snap_receiver_close(r);
+    snap_sender_close(s);
+    assert_installed_identical(f, out);
+}
+
 struct msg
 {
     unsigned char *buf;
@@ -472,6 +512,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stream_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(stream_window_and_rejections, setup, teardown),
         cmocka_unit_test_setup_teardown(stream_receiver_restart_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(stream_sender_restart_seeks, setup, teardown),
         cmocka_unit_test_setup_teardown(stream_faults_and_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(stream_rate_limited, setup, teardown),
     };
