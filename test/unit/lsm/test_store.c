@@ -1,0 +1,258 @@
+/* Store-level behaviour: checkpoint -> open_from_tables, HashKV, reopen, concurrent readers. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#include "test/lib/seed.h"
+#include "test/unit/lsm/helpers.h"
+
+/* Apply @n puts of keys "key%06d" (value = @tag + index) in groups of 64. */
+static void fill(struct fx *f, int n, const char *tag)
+{
+    char keys[64][16], vals[64][32];
+    struct lsm_op ops[64];
+    struct lsm_entry e[64];
+    for (int i = 0; i < n;) {
+        int g = 0;
+        for (; g < 64 && i < n; g++, i++) {
+            snprintf(keys[g], sizeof keys[g], "key%06d", i);
+            snprintf(vals[g], sizeof vals[g], "%s-%d-padding-padding", tag, i);
+            ops[g] = op_put(keys[g], vals[g]);
+            e[g] = (struct lsm_entry){++f->index, 2, &ops[g]};
+        }
+        struct lsm_apply_out out;
+        assert_int_equal(lsm_apply(f->s, e, (size_t)g, &out), 0);
+        lsm_apply_out_fini(&out);
+    }
+}
+
+/* The round trip the snapshot module relies on: tables hard-linked at an applied index build a
+ * store with the same applied index, revision, keyspace hash and contents. */
+static void checkpoint_round_trip(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    fill(f, 20000, "v1");
+    fill(f, 20000, "v2"); /* a second version of every key: history to carry */
+    struct lsm_op c = {.type = LSM_OP_COMPACT, .u.compact.revision = 30000};
+    struct lsm_result r;
+    fx_apply(f, &c, &r);
+    lsm_result_fini(&r);
+    fill(f, 100, "v3");
+
+    char cp[160], db[160], err[256];
+    snprintf(cp, sizeof cp, "%s/cp", f->dir);
+    snprintf(db, sizeof db, "%s/restored", f->dir);
+    struct lsm_status st;
+    assert_int_equal(lsm_checkpoint(f->s, cp, &st), 0);
+    assert_int_equal(st.applied_index, f->index);
+    assert_int_equal(st.revision, 40100);
+    assert_int_equal(lsm_checkpoint(f->s, cp, &st), LSM_EEXIST);
+    struct stat sb;
+    char path[200];
+    snprintf(path, sizeof path, "%s/LSM-CHECKPOINT", cp);
+    assert_int_equal(stat(path, &sb), 0);
+
+    /* Writes after the checkpoint are not in it. */
+    fill(f, 10, "v4");
+    struct lsm_store *s2;
+    assert_int_equal(lsm_open_from_tables(cp, db, NULL, &s2, err), 0);
+    struct lsm_status st2;
+    lsm_status_get(s2, &st2);
+    assert_int_equal(st2.applied_index, st.applied_index);
+    assert_int_equal(st2.applied_term, 2);
+    assert_int_equal(st2.revision, 40100);
+    assert_int_equal(st2.compact_revision, 30000);
+
+    struct lsm_range_req q = {.key = B("key000005")};
+    assert_int_equal(lsm_range(s2, &q, &r, err), 0);
+    assert_kv(&r.u.range.kvs[0], "key000005", "v3-5-padding-padding", 6, 40006, 3);
+    lsm_result_fini(&r);
+    struct lsm_range_req all = {.key = B("key"), .range_end = B("kez"), .count_only = true};
+    assert_int_equal(lsm_range(s2, &all, &r, err), 0);
+    assert_int_equal(r.u.range.count, 20000);
+    lsm_result_fini(&r);
+    /* History at or above the compaction point came along. */
+    q.key = B("key009999");
+    q.revision = 30000;
+    assert_int_equal(lsm_range(s2, &q, &r, err), 0);
+    assert_kv(&r.u.range.kvs[0], "key009999", "v2-9999-padding-padding", 10000, 30000, 2);
+    lsm_result_fini(&r);
+
+    /* Same hash as the source at the checkpointed revision. */
+    uint32_t h1, h2;
+    int64_t hr, cr;
+    assert_int_equal(lsm_hash_kv(f->s, 40100, &h1, &hr, &cr, err), 0);
+    assert_int_equal(lsm_hash_kv(s2, 0, &h2, &hr, &cr, err), 0);
+    assert_int_equal(h1, h2);
+    assert_int_equal(hr, 40100);
+
+    /* The restored store takes the next entries. */
+    struct lsm_op p = op_put("new", "x");
+    struct lsm_entry e = {st.applied_index + 1, 3, &p};
+    struct lsm_apply_out out;
+    assert_int_equal(lsm_apply(s2, &e, 1, &out), 0);
+    assert_int_equal(out.revision, 40101);
+    lsm_apply_out_fini(&out);
+    lsm_close(s2);
+    assert_int_equal(lsm_open_from_tables(cp, db, NULL, &s2, err), LSM_EEXIST);
+    fx_free(f);
+}
+
+/* HashKV depends on the logical state only, not on how far physical compaction got. */
+static void hash_ignores_compaction_progress(void **state)
+{
+    (void)state;
+    struct fx *a = fx_new(), *b = fx_new();
+    for (int round = 0; round < 3; round++) {
+        fill(a, 300, round ? "x" : "y");
+        fill(b, 300, round ? "x" : "y");
+    }
+    struct lsm_op c = {.type = LSM_OP_COMPACT, .u.compact.revision = 700};
+    struct lsm_result r;
+    fx_apply(a, &c, &r);
+    lsm_result_fini(&r);
+    char err[256];
+    uint32_t ha, hb;
+    int64_t hr, cr;
+    /* The view published with the compaction predates any physical deletion... */
+    assert_int_equal(lsm_hash_kv(a->s, 0, &ha, &hr, &cr, err), 0);
+    assert_int_equal(cr, 700);
+    assert_int_equal(lsm_compact_wait(a->s, 700), 0);
+    /* ...and a no-op entry publishes one taken after it: same logical state, same hash. */
+    struct lsm_op noop = {.type = LSM_OP_NOOP};
+    fx_apply(a, &noop, &r);
+    lsm_result_fini(&r);
+    assert_int_equal(lsm_hash_kv(a->s, 0, &hb, &hr, &cr, err), 0);
+    assert_int_equal(ha, hb);
+    assert_int_equal(hr, 900);
+    /* b: the same history and compaction, so the same hash; a different value changes it. */
+    fx_apply(b, &c, &r);
+    lsm_result_fini(&r);
+    assert_int_equal(lsm_hash_kv(b->s, 0, &hb, &hr, &cr, err), 0);
+    assert_int_equal(ha, hb);
+    assert_int_equal(lsm_hash_kv(a->s, 650, &ha, &hr, &cr, err), LSM_ECOMPACTED);
+    assert_int_equal(lsm_hash_kv(a->s, 5000, &ha, &hr, &cr, err), LSM_EFUTUREREV);
+    fx_put(b, "key000001", "other");
+    fx_put(a, "key000001", "same");
+    assert_int_equal(lsm_hash_kv(a->s, 0, &ha, &hr, &cr, err), 0);
+    assert_int_equal(lsm_hash_kv(b->s, 0, &hb, &hr, &cr, err), 0);
+    assert_int_not_equal(ha, hb);
+    fx_free(a);
+    fx_free(b);
+}
+
+struct reader
+{
+    struct lsm_store *s;
+    int64_t last;
+    atomic_int reads; /* read by the writer to know the readers ran */
+    atomic_bool *stop;
+    int failures;
+};
+
+/* Each apply writes the same counter to "a" and "b" in one txn: a consistent view shows both
+ * equal and at the header revision, and revisions never go back. */
+static void *reader_main(void *arg)
+{
+    struct reader *rd = arg;
+    char err[256];
+    while (!atomic_load(rd->stop)) {
+        struct lsm_range_req q = {.key = B("a"), .range_end = B("c")};
+        struct lsm_result r;
+        if (lsm_range(rd->s, &q, &r, err) != 0) {
+            rd->failures++;
+            break;
+        }
+        bool ok = r.revision >= rd->last;
+        if (r.u.range.n_kvs == 2) {
+            const struct lsm_kv *x = &r.u.range.kvs[0], *y = &r.u.range.kvs[1];
+            ok = ok && x->value_len == y->value_len &&
+                 memcmp(x->value, y->value, x->value_len) == 0 && x->mod_revision == r.revision &&
+                 y->mod_revision == r.revision;
+        } else {
+            ok = ok && r.u.range.n_kvs == 0 && r.revision == 0;
+        }
+        rd->failures += !ok;
+        rd->last = r.revision;
+        atomic_fetch_add(&rd->reads, 1);
+        lsm_result_fini(&r);
+    }
+    return NULL;
+}
+
+static void concurrent_reads_see_whole_groups(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    atomic_bool stop;
+    atomic_init(&stop, false);
+    struct reader rd[2] = {{.s = f->s, .stop = &stop}, {.s = f->s, .stop = &stop}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &rd[i]), 0);
+    }
+    for (int i = 0;
+         i < 2000 ||
+         ((atomic_load(&rd[0].reads) < 50 || atomic_load(&rd[1].reads) < 50) && i < 200000);
+         i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", i);
+        struct lsm_op ops[2] = {op_put("a", v), op_put("b", v)};
+        struct lsm_op t = {.type = LSM_OP_TXN};
+        t.u.txn.success = ops;
+        t.u.txn.n_success = 2;
+        struct lsm_result r;
+        fx_apply(f, &t, &r);
+        assert_int_equal(r.err, 0);
+        lsm_result_fini(&r);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(rd[i].failures, 0);
+        assert_true(atomic_load(&rd[i].reads) > 0);
+    }
+    fx_free(f);
+}
+
+/* State survives close/reopen; entries at or below the applied index are skipped. */
+static void reopen_keeps_applied_index(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    fill(f, 100, "a");
+    lsm_close(f->s);
+    fx_open(f);
+    assert_int_equal(f->index, 100);
+    struct lsm_status st;
+    lsm_status_get(f->s, &st);
+    assert_int_equal(st.revision, 100);
+    assert_true(st.db_size_bytes > 0);
+    struct lsm_op p = op_put("key000001", "replayed");
+    struct lsm_entry e[2] = {{100, 2, &p}, {101, 2, &p}};
+    struct lsm_apply_out out;
+    assert_int_equal(lsm_apply(f->s, e, 2, &out), 0);
+    assert_true(out.results[0].skipped);
+    assert_false(out.results[1].skipped);
+    assert_int_equal(out.results[1].revision, 101);
+    lsm_apply_out_fini(&out);
+    /* Indexes must increase within a group. */
+    struct lsm_entry bad[2] = {{105, 2, &p}, {104, 2, &p}};
+    assert_int_equal(lsm_apply(f->s, bad, 2, &out), LSM_EINVAL);
+    lsm_apply_out_fini(&out);
+    assert_string_equal(lsm_strerror(LSM_ECOMPACTED), "required revision has been compacted");
+    assert_string_equal(lsm_strerror(1), "unknown error");
+    fx_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(checkpoint_round_trip),
+        cmocka_unit_test(hash_ignores_compaction_progress),
+        cmocka_unit_test(concurrent_reads_see_whole_groups),
+        cmocka_unit_test(reopen_keeps_applied_index),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
