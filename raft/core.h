@@ -122,6 +122,8 @@ struct raft
     raft_index conf_index; /* Index of the entry it came from (0: snapshot/bootstrap). */
     struct raft_progress prs[RAFT_MAX_MEMBERS];
     unsigned n_prs;
+    raft_index *win_idx; /* Backing blocks of every slot's in-flight window. */
+    size_t *win_size;
     unsigned election_elapsed;
     unsigned heartbeat_elapsed;
     unsigned randomized_timeout;

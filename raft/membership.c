@@ -94,25 +94,20 @@ int raft_conf_decode(const void *buf, size_t len, struct raft_conf *c)
     return 0;
 }
 
-static int progress_add(struct raft *r, raft_id id, bool learner)
+static void progress_add(struct raft *r, raft_id id, bool learner)
 {
     struct raft_progress *p = raft_progress_of(r, id);
     if (p != NULL) {
         p->learner = learner;
-        return 0;
+        return;
     }
     assert(r->n_prs < RAFT_MAX_MEMBERS);
     p = &r->prs[r->n_prs];
+    /* The slot keeps its preallocated window (raft_create), so adding cannot fail. */
+    struct raft_inflights ins = p->ins;
     memset(p, 0, sizeof *p);
-    p->ins.cap = r->cfg.max_inflight_msgs;
-    p->ins.max_bytes = r->cfg.max_inflight_bytes;
-    p->ins.idx = raft_malloc(r->heap, p->ins.cap * sizeof *p->ins.idx);
-    p->ins.size = raft_malloc(r->heap, p->ins.cap * sizeof *p->ins.size);
-    if (p->ins.idx == NULL || p->ins.size == NULL) {
-        raft_free(r->heap, p->ins.idx);
-        raft_free(r->heap, p->ins.size);
-        return RAFT_ENOMEM;
-    }
+    p->ins = ins;
+    raft_inflights_reset(&p->ins);
     r->n_prs++;
     p->id = id;
     p->learner = learner;
@@ -121,14 +116,14 @@ static int progress_add(struct raft *r, raft_id id, bool learner)
     p->match = id == r->id ? raft_log_last(&r->log) : 0;
     /* A new member counts as active so CheckQuorum gives it an election timeout to respond. */
     p->recent_active = true;
-    return 0;
 }
 
 static void progress_remove(struct raft *r, unsigned i)
 {
-    raft_free(r->heap, r->prs[i].ins.idx);
-    raft_free(r->heap, r->prs[i].ins.size);
+    /* Swap, so that both slots keep owning their windows. */
+    struct raft_progress t = r->prs[i];
     r->prs[i] = r->prs[r->n_prs - 1];
+    r->prs[r->n_prs - 1] = t;
     r->n_prs--;
 }
 
@@ -138,10 +133,7 @@ int raft_conf_apply(struct raft *r, const struct raft_conf *c, raft_index index)
     for (unsigned i = 0; i < c->n_voters + c->n_learners; i++) {
         bool learner = i >= c->n_voters;
         raft_id id = learner ? c->learners[i - c->n_voters] : c->voters[i];
-        int rv = progress_add(r, id, learner);
-        if (rv != 0) {
-            return rv;
-        }
+        progress_add(r, id, learner);
     }
     for (unsigned i = 0; i < r->n_prs;) {
         raft_id id = r->prs[i].id;

@@ -85,6 +85,29 @@ static int load_conf(struct raft *r)
     return raft_conf_revert(r, raft_log_last(&r->log) + 1);
 }
 
+/* One block per array for every member slot, so membership changes never allocate. */
+static int alloc_windows(struct raft *r)
+{
+    size_t cap = r->cfg.max_inflight_msgs;
+    raft_index *idx = raft_malloc(r->heap, RAFT_MAX_MEMBERS * cap * sizeof *idx);
+    size_t *size = raft_malloc(r->heap, RAFT_MAX_MEMBERS * cap * sizeof *size);
+    if (idx == NULL || size == NULL) {
+        raft_free(r->heap, idx);
+        raft_free(r->heap, size);
+        return RAFT_ENOMEM;
+    }
+    r->win_idx = idx;
+    r->win_size = size;
+    for (unsigned i = 0; i < RAFT_MAX_MEMBERS; i++) {
+        struct raft_inflights *in = &r->prs[i].ins;
+        in->idx = idx + i * cap;
+        in->size = size + i * cap;
+        in->cap = cap;
+        in->max_bytes = r->cfg.max_inflight_bytes;
+    }
+    return 0;
+}
+
 int raft_create(const struct raft_config *cfg, struct raft **out, char *errmsg)
 {
     if (cfg == NULL || cfg->id == 0 || cfg->storage == NULL) {
@@ -106,7 +129,10 @@ int raft_create(const struct raft_config *cfg, struct raft **out, char *errmsg)
         r->rng = 1;
     }
     struct raft_hard_state hs;
-    int rv = cfg->storage->initial_state(cfg->storage->ctx, &hs);
+    int rv = alloc_windows(r);
+    if (rv == 0) {
+        rv = cfg->storage->initial_state(cfg->storage->ctx, &hs);
+    }
     if (rv == 0) {
         rv = raft_log_init(&r->log, cfg->storage, cfg->heap);
     }
@@ -160,10 +186,8 @@ void raft_destroy(struct raft *r)
     raft_free(r->heap, r->reads);
     raft_free(r->heap, r->rreqs);
     raft_free(r->heap, r->apply_buf);
-    for (unsigned i = 0; i < r->n_prs; i++) {
-        raft_free(r->heap, r->prs[i].ins.idx);
-        raft_free(r->heap, r->prs[i].ins.size);
-    }
+    raft_free(r->heap, r->win_idx);
+    raft_free(r->heap, r->win_size);
     raft_log_fini(&r->log);
     raft_free(r->heap, r);
 }

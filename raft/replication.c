@@ -247,13 +247,16 @@ int raft_handle_append(struct raft *r, const struct raft_msg *m)
     if (ci != 0) {
         assert(ci > l->committed); /* Log Matching: committed entries never conflict. */
         size_t from = (size_t)(ci - m->index - 1);
-        if (ci <= raft_log_last(l) && ci <= r->conf_index) {
-            int rv = raft_conf_revert(r, ci);
-            if (rv != 0) {
-                return rv;
-            }
+        /* Append first (all or nothing), then fix the configuration: if the truncated suffix
+         * held the configuration in effect, the previous one applies again (thesis 4.1). */
+        bool lost_conf = ci <= raft_log_last(l) && ci <= r->conf_index;
+        int rv = raft_log_append(l, m->entries + from, m->n_entries - from);
+        if (rv == 0 && lost_conf) {
+            rv = raft_conf_revert(r, ci);
         }
-        int rv = raft_append_local(r, m->entries + from, m->n_entries - from);
+        if (rv == 0) {
+            rv = raft_conf_scan_appended(r, m->entries + from, m->n_entries - from);
+        }
         if (rv != 0) {
             return rv;
         }
