@@ -10,9 +10,6 @@
 #include "snapshot/fs.h"
 #include "snapshot/snapshot.h"
 
-/* A manifest larger than this is refused before reading it. */
-#define MANIFEST_READ_MAX ((size_t)SNAP_FILES_MAX * (SNAP_NAME_MAX + 14) + 65536)
-
 static int msg(char *errmsg, int code, const char *fmt, const char *a, const char *b)
 {
     if (errmsg != NULL) {
@@ -93,6 +90,22 @@ static int place_files(const char *src_dir, const char *dir, struct snap_manifes
     return 0;
 }
 
+/* mkdir @dir; a leftover without MANIFEST (a create that crashed) is replaced, a complete
+ * snapshot is SNAP_EEXIST. */
+static int make_dir(const char *dir, char *errmsg)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int rv = snap_fs_mkdir(dir, 0, errmsg);
+    if (rv != SNAP_EEXIST ||
+        snap_fs_path(path, sizeof path, errmsg, "%s/%s", dir, SNAP_MANIFEST_NAME) != 0 ||
+        stat(path, &st) == 0 || errno != ENOENT) {
+        return rv;
+    }
+    rv = snap_fs_remove_dir(dir, errmsg);
+    return rv != 0 ? rv : snap_fs_mkdir(dir, 0, errmsg);
+}
+
 int snap_create(const char *root,
                 const struct snap_meta *meta,
                 const char *src_dir,
@@ -116,7 +129,7 @@ int snap_create(const char *root,
         rv = snap_fs_mkdir(root, 1, errmsg);
     }
     if (rv == 0) {
-        rv = snap_fs_mkdir(dir, 0, errmsg);
+        rv = make_dir(dir, errmsg);
         if (rv != 0) {
             snap_manifest_fini(&m);
             return rv;
@@ -180,7 +193,7 @@ static int read_manifest(const char *dir, struct snap_manifest *m, char *errmsg)
     void *buf = NULL;
     size_t len = 0;
     if (rv == 0) {
-        rv = snap_fs_read_file(path, MANIFEST_READ_MAX, &buf, &len, errmsg);
+        rv = snap_fs_read_file(path, SNAP_MANIFEST_READ_MAX, &buf, &len, errmsg);
     }
     if (rv == 0) {
         rv = snap_manifest_decode(buf, len, m, errmsg);

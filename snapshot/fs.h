@@ -6,6 +6,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "snapshot/snapshot.h"
+
+/* A MANIFEST larger than this is refused before it is read (the format's own maximum). */
+#define SNAP_MANIFEST_READ_MAX ((size_t)SNAP_FILES_MAX * (SNAP_NAME_MAX + 14) + 65536)
+
 /* All helpers return 0 or a SNAP_E* code and, on error, describe the failing call and path in
  * @errmsg (SNAP_ERRMSG_SIZE bytes, may be NULL). */
 

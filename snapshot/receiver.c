@@ -126,6 +126,21 @@ static bool load_progress(struct snap_receiver *r)
     return ok;
 }
 
+/* The temporary directory holds this very manifest (PROGRESS is only written after it). */
+static bool same_manifest(const struct snap_receiver *r, const void *manifest, size_t len)
+{
+    char path[PATH_MAX];
+    void *buf;
+    size_t n;
+    if (snap_fs_path(path, sizeof path, NULL, "%s/%s", r->tmp, SNAP_MANIFEST_NAME) != 0 ||
+        snap_fs_read_file(path, len, &buf, &n, NULL) != 0) {
+        return false;
+    }
+    bool same = n == len && memcmp(buf, manifest, len) == 0;
+    free(buf);
+    return same;
+}
+
 /* Fresh start: empty temporary directory with the manifest, every file created empty (so
  * empty files need no chunk), and a PROGRESS at (0, 0). */
 static int start_over(struct snap_receiver *r, const void *menc, size_t len)
@@ -222,7 +237,7 @@ static int open_receiver(struct snap_receiver *r,
         return rv;
     }
     /* Resume only over the very same manifest: its crc is the snapshot's identity. */
-    if (!load_progress(r)) {
+    if (!load_progress(r) || !same_manifest(r, manifest, len)) {
         rv = start_over(r, manifest, len);
     }
     normalize(r);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -25,8 +26,7 @@ struct snap_sender
     uint64_t next;       /* stream offset of the next chunk to send */
     bool rewound;        /* a rewind to rewound_at happened and nothing advanced since */
     uint64_t rewound_at; /* where that rewind went */
-    int fd;              /* open file, -1 if none */
-    uint32_t fd_file;    /* which file fd is */
+    int *fds;            /* every file, opened at open: pins the data against retention */
     unsigned char *raw;  /* chunk_size bytes */
     unsigned char *out;  /* header + compress bound */
     size_t out_cap;
@@ -89,6 +89,37 @@ static int set_opts(struct snap_sender *s, const struct snap_sender_opts *opts, 
     return 0;
 }
 
+/* Open every file up front and check its size: a snapshot removed by retention while it is
+ * being sent stays readable through these descriptors, and a damaged one fails here, early. */
+static int open_files(struct snap_sender *s, char *errmsg)
+{
+    char path[PATH_MAX];
+    s->fds = malloc((s->m.n_files + 1) * sizeof *s->fds);
+    if (s->fds == NULL) {
+        return SNAP_ENOMEM;
+    }
+    for (uint32_t i = 0; i < s->m.n_files; i++) {
+        s->fds[i] = -1;
+    }
+    for (uint32_t i = 0; i < s->m.n_files; i++) {
+        int rv = snap_fs_path(path, sizeof path, errmsg, "%s/%s", s->dir, s->m.files[i].name);
+        if (rv != 0) {
+            return rv;
+        }
+        s->fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (s->fds[i] < 0 || fstat(s->fds[i], &st) != 0) {
+            return snap_fs_fail(errmsg, "open", path, errno);
+        }
+        if ((uint64_t)st.st_size != s->m.files[i].size) {
+            snprintf(errmsg, SNAP_ERRMSG_SIZE, "sender: %.200s: size differs from the manifest",
+                     s->m.files[i].name);
+            return SNAP_ECORRUPT;
+        }
+    }
+    return 0;
+}
+
 int snap_sender_open(const char *dir,
                      const struct snap_sender_opts *opts,
                      struct snap_sender **out,
@@ -99,7 +130,6 @@ int snap_sender_open(const char *dir,
     if (s == NULL) {
         return SNAP_ENOMEM;
     }
-    s->fd = -1;
     char path[PATH_MAX];
     int rv = snap_fs_path(s->dir, sizeof s->dir, errmsg, "%s", dir);
     if (rv == 0) {
@@ -109,13 +139,16 @@ int snap_sender_open(const char *dir,
         rv = snap_fs_path(path, sizeof path, errmsg, "%s/%s", dir, SNAP_MANIFEST_NAME);
     }
     if (rv == 0) {
-        rv = snap_fs_read_file(path, (size_t)64 << 20 << 4, &s->menc, &s->menc_len, errmsg);
+        rv = snap_fs_read_file(path, SNAP_MANIFEST_READ_MAX, &s->menc, &s->menc_len, errmsg);
     }
     if (rv == 0) {
         rv = snap_manifest_decode(s->menc, s->menc_len, &s->m, errmsg);
     }
     if (rv == 0) {
         rv = setup(s, errmsg);
+    }
+    if (rv == 0) {
+        rv = open_files(s, errmsg);
     }
     if (rv != 0) {
         snap_sender_close(s);
@@ -130,9 +163,12 @@ void snap_sender_close(struct snap_sender *s)
     if (s == NULL) {
         return;
     }
-    if (s->fd >= 0) {
-        close(s->fd);
+    for (uint32_t i = 0; s->fds != NULL && i < s->m.n_files; i++) {
+        if (s->fds[i] >= 0) {
+            close(s->fds[i]);
+        }
     }
+    free(s->fds);
     snap_manifest_fini(&s->m);
     free(s->menc);
     free(s->prefix);
@@ -209,25 +245,10 @@ uint64_t snap_sender_wait_ns(const struct snap_sender *s, uint64_t now_ns)
 
 static int read_at(struct snap_sender *s, uint32_t file, uint64_t off, uint32_t len)
 {
-    char path[PATH_MAX];
-    if (s->fd < 0 || s->fd_file != file) {
-        if (s->fd >= 0) {
-            close(s->fd);
-            s->fd = -1;
-        }
-        int rv = snap_fs_path(path, sizeof path, s->errmsg, "%s/%s", s->dir, s->m.files[file].name);
-        if (rv != 0) {
-            return rv;
-        }
-        s->fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (s->fd < 0) {
-            return snap_fs_fail(s->errmsg, "open", path, errno);
-        }
-        s->fd_file = file;
-    }
+    int fd = s->fds[file];
     uint32_t got = 0;
     while (got < len) {
-        ssize_t r = pread(s->fd, s->raw + got, len - got, (off_t)(off + got));
+        ssize_t r = pread(fd, s->raw + got, len - got, (off_t)(off + got));
         if (r < 0 && errno == EINTR) {
             continue;
         }

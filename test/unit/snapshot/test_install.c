@@ -224,11 +224,75 @@ static void install_detects_damaged_file(void **state)
     snap_sender_close(s);
 }
 
+/* Progress belongs to one snapshot identity: a same-index snapshot with another manifest starts
+ * over, and the temporary directory of another snapshot is removed. */
+static void receiver_starts_over_for_other_snapshot(void **state)
+{
+    struct fixture *f = *state;
+    char err[SNAP_ERRMSG_SIZE], other_root[PATH_MAX], other_dir[PATH_MAX], name[40];
+    struct snap_receiver_opts ro = {.sync_bytes = CHUNK};
+    struct snap_sender_opts so = {.chunk_size = CHUNK};
+    struct snap_sender *s, *s2;
+    struct snap_receiver *r;
+    unsigned char ack[SNAP_ACK_SIZE];
+    const void *man, *c;
+    size_t len;
+    assert_int_equal(snap_sender_open(f->snapdir, &so, &s, err), 0);
+    snap_sender_manifest(s, &man, &len);
+    assert_int_equal(snap_receiver_open(f->root_b, man, len, &ro, &r, ack, err), 0);
+    assert_int_equal(snap_sender_ack(s, ack, sizeof ack), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(snap_sender_next(s, 0, &c, &len), 0);
+        assert_int_equal(snap_receiver_put(r, c, len, ack), 0);
+    }
+    snap_receiver_close(r);
+    /* Same index and term, other content (a different manifest crc). */
+    scratch_dir(other_root, "other");
+    struct snap_meta m = {.index = 900, .term = 3, .revision = 2, .voters = voters, .n_voters = 3};
+    assert_int_equal(snap_create(other_root, &m, f->src, names + 2, 2, NULL, err), 0);
+    snap_dir_name(900, 3, name, sizeof name);
+    join(other_dir, other_root, name);
+    assert_int_equal(snap_sender_open(other_dir, &so, &s2, err), 0);
+    snap_sender_manifest(s2, &man, &len);
+    assert_int_equal(snap_receiver_open(f->root_b, man, len, &ro, &r, ack, err), 0);
+    struct snap_ack a;
+    assert_int_equal(snap_ack_decode(ack, sizeof ack, &a, err), 0);
+    assert_true(a.status == SNAP_ACK_RESUME && a.file == 0 && a.offset == 0);
+    assert_int_equal(snap_sender_ack(s, ack, sizeof ack), SNAP_ESTALE); /* not for s */
+    snap_receiver_close(r);
+    /* The first snapshot again: its progress is gone (overwritten), it starts over too. */
+    snap_sender_manifest(s, &man, &len);
+    assert_int_equal(snap_receiver_open(f->root_b, man, len, &ro, &r, ack, err), 0);
+    assert_int_equal(snap_ack_decode(ack, sizeof ack, &a, err), 0);
+    assert_true(a.file == 0 && a.offset == 0);
+    snap_receiver_close(r);
+    /* Another index: the temporary directory of 900 is removed. */
+    m.index = 950;
+    assert_int_equal(snap_create(other_root, &m, f->src, names, 1, NULL, err), 0);
+    snap_dir_name(950, 3, name, sizeof name);
+    join(other_dir, other_root, name);
+    snap_sender_close(s2);
+    assert_int_equal(snap_sender_open(other_dir, &so, &s2, err), 0);
+    snap_sender_manifest(s2, &man, &len);
+    assert_int_equal(snap_receiver_open(f->root_b, man, len, &ro, &r, ack, err), 0);
+    char tmp[PATH_MAX], tmpname[48];
+    snap_dir_name(900, 3, name, sizeof name);
+    snprintf(tmpname, sizeof tmpname, "tmp-%s", name);
+    join(tmp, f->root_b, tmpname);
+    struct stat st;
+    assert_int_not_equal(stat(tmp, &st), 0);
+    snap_receiver_close(r);
+    snap_sender_close(s);
+    snap_sender_close(s2);
+    rm_tree(other_root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(install_crash_at_every_step, setup, teardown),
         cmocka_unit_test_setup_teardown(install_detects_damaged_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(receiver_starts_over_for_other_snapshot, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
