@@ -237,7 +237,10 @@ static int ensure(struct reader *r, size_t need)
     r->base += (off_t)r->pos;
     r->len -= r->pos;
     r->pos = 0;
-    size_t want = need > READ_CHUNK ? need : READ_CHUNK;
+    /* Small files get a small buffer: reopening many small segments stays cheap. */
+    off_t rest = r->size - r->base;
+    size_t want = rest < (off_t)READ_CHUNK ? (size_t)(rest > 0 ? rest : 0) : READ_CHUNK;
+    want = want < need ? need : want;
     if (want > r->cap) {
         unsigned char *b = wal_realloc(r->buf, want);
         if (b == NULL) {
