@@ -323,7 +323,8 @@ bool raft_has_ready(const struct raft *r);
 int raft_ready(struct raft *r, struct raft_ready *rd);
 
 /* Acknowledge that @rd (the last raft_ready() output) was fully handled.  Releases its memory.
- * Errors: RAFT_ENOMEM (the acknowledgement is kept; call again). */
+ * Returns 0: it cannot fail (messages it could not queue for lack of memory are dropped, which
+ * Raft tolerates).  The int return leaves room for storage errors later. */
 int raft_advance(struct raft *r, const struct raft_ready *rd);
 
 /* Introspection, any time on the owning thread. */

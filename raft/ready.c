@@ -123,8 +123,9 @@ int raft_advance(struct raft *r, const struct raft_ready *rd)
     r->n_msgs = 0;
     r->n_sreqs = 0;
     r->n_reads = 0;
-    if (persisted != 0) {
-        return leader_self_ack(r, persisted);
+    if (persisted != 0 && leader_self_ack(r, persisted) != 0) {
+        /* Out of memory queueing MsgApps: they are lost, which Raft tolerates (the next
+         * heartbeat round resends).  The acknowledgement itself has been taken. */
     }
     return 0;
 }

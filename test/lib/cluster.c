@@ -219,6 +219,10 @@ static void net_send_snapshot(struct test_cluster *c, const struct raft_msg *m)
               rnd(c, 1000) >= c->drop_pm && c->nodes[m->to - 1].raft != NULL;
     uint64_t at = c->now + latency(c) * 2;
     c->snaps_sent++;
+    if (c->fail_snapshots > 0) {
+        c->fail_snapshots--;
+        ok = false;
+    }
     if (ok) {
         struct test_flight f = {.at = at, .seq = c->seq++};
         copy_msg(&f.msg, m);

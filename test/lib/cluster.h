@@ -65,7 +65,8 @@ struct test_cluster
     unsigned drop_pm, dup_pm;      /* Drop / duplicate probability, per mille. */
     bool cut[TEST_CLUSTER_MAX + 1][TEST_CLUSTER_MAX + 1]; /* cut[from][to]. */
     /* Policy */
-    raft_index compact_lag; /* Compact a store once applied - snap > this (0: never). */
+    raft_index compact_lag;  /* Compact a store once applied - snap > this (0: never). */
+    unsigned fail_snapshots; /* Lose this many upcoming snapshot transfers. */
     size_t max_msg_bytes;
     size_t max_inflight_msgs;
     bool disable_prevote;

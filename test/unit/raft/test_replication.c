@@ -289,6 +289,50 @@ static void restart_keeps_hard_state_and_log(void **state)
     h_stop(&n);
 }
 
+/* Thesis 6.4: a new leader serves ReadIndex only after committing an entry of its term, and
+ * only once a quorum acknowledged a heartbeat sent after the request. */
+static void read_index_waits_for_term_commit_and_quorum(void **state)
+{
+    (void)state;
+    struct h_node n;
+    assert_int_equal(h_start(&n, 1, 3, NULL), 0);
+    assert_int_equal(h_campaign(&n), 0);
+    struct raft_msg v = {.type = RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = 1};
+    assert_int_equal(h_recv(&n, &v), 0);
+    v.type = RAFT_MSG_VOTE_RESP;
+    assert_int_equal(h_recv(&n, &v), 0);
+    assert_int_equal(raft_role(n.r), RAFT_LEADER);
+    h_clear(&n);
+    struct raft_event rd = {.type = RAFT_EV_READ_INDEX, .u.read_ctx = 77};
+    assert_int_equal(h_step(&n, &rd), 0);
+    struct raft_msg fwd = {.type = RAFT_MSG_READ_INDEX, .from = 3, .to = 1, .context = 88};
+    assert_int_equal(h_recv(&n, &fwd), 0);
+    assert_null(h_find(&n, RAFT_MSG_HEARTBEAT, 0)); /* Waits: nothing committed in term 1. */
+    assert_int_equal(n.n_reads, 0);
+    struct raft_msg ack = {.type = RAFT_MSG_APP_RESP, .from = 2, .to = 1, .term = 1, .index = 1};
+    assert_int_equal(h_recv(&n, &ack), 0);
+    assert_int_equal(raft_commit_index(n.r), 1);
+    const struct raft_msg *hb = h_find(&n, RAFT_MSG_HEARTBEAT, 3);
+    assert_non_null(hb);
+    assert_true(hb->context > 0);
+    assert_int_equal(n.n_reads, 0); /* Not before a quorum confirms leadership. */
+    struct raft_msg hr = {.type = RAFT_MSG_HEARTBEAT_RESP, .from = 3, .to = 1, .term = 1};
+    hr.context = hb->context - 1; /* An older round does not count. */
+    assert_int_equal(h_recv(&n, &hr), 0);
+    assert_int_equal(n.n_reads, 0);
+    hr.context = hb->context;
+    h_clear(&n);
+    assert_int_equal(h_recv(&n, &hr), 0);
+    assert_int_equal(n.n_reads, 1);
+    assert_int_equal(n.reads[0].context, 77);
+    assert_int_equal(n.reads[0].index, 1);
+    const struct raft_msg *resp = h_find(&n, RAFT_MSG_READ_INDEX_RESP, 3);
+    assert_non_null(resp);
+    assert_int_equal(resp->context, 88);
+    assert_int_equal(resp->index, 1);
+    h_stop(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +344,7 @@ int main(void)
         cmocka_unit_test(heartbeat_commit_is_capped_by_match),
         cmocka_unit_test(compacted_follower_gets_snapshot),
         cmocka_unit_test(restart_keeps_hard_state_and_log),
+        cmocka_unit_test(read_index_waits_for_term_commit_and_quorum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
