@@ -1,11 +1,15 @@
 /* Fuzz target: the snapshot decoders that read untrusted bytes (a manifest from a peer or a
  * disk, a chunk and an ack off a socket).  Each must refuse cleanly or succeed; a decoded
- * manifest re-encodes to the same bytes, and a decoded chunk unpacks without over-reading. */
+ * manifest re-encodes to the same bytes, and a decoded chunk unpacks without over-reading.
+ * Each input is also tried with its checksums recomputed ("resealed"), so that mutations reach
+ * the structural and semantic checks behind the CRCs. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "snapshot/snapshot.h"
+#include "wal/codec.h"
+#include "wal/crc32c.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -40,15 +44,44 @@ static void fuzz_chunk(const uint8_t *data, size_t size)
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void fuzz_ack(const uint8_t *data, size_t size)
 {
-    fuzz_manifest(data, size);
-    fuzz_chunk(data, size);
     struct snap_ack a;
     char err[SNAP_ERRMSG_SIZE];
     if (snap_ack_decode(data, size, &a, err) == 0 &&
         (a.status < SNAP_ACK_OK || a.status > SNAP_ACK_RESUME)) {
         abort();
     }
+}
+
+/* Run @fn on a copy of @data whose checksum at @at (over the bytes before it) is recomputed. */
+static void resealed(const uint8_t *data,
+                     size_t size,
+                     size_t at,
+                     void (*fn)(const uint8_t *, size_t))
+{
+    if (size < at + 4) {
+        return;
+    }
+    uint8_t *copy = malloc(size);
+    if (copy == NULL) {
+        return;
+    }
+    memcpy(copy, data, size);
+    wal_put_u32(copy + at, wal_crc32c(copy, at));
+    fn(copy, size);
+    free(copy);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fuzz_manifest(data, size);
+    fuzz_chunk(data, size);
+    fuzz_ack(data, size);
+    if (size >= 4) {
+        resealed(data, size, size - 4, fuzz_manifest);
+    }
+    resealed(data, size, SNAP_CHUNK_HEADER_SIZE - 4, fuzz_chunk);
+    resealed(data, size, SNAP_ACK_SIZE - 4, fuzz_ack);
     return 0;
 }
