@@ -146,7 +146,7 @@ struct raft
     raft_id prev_lead;
     struct raft_entry *apply_buf;
     size_t cap_apply_buf;
-    bool ready_has_snap;
+    bool bcast_pending; /* New entries to send: batched into one MsgApp per peer per Ready. */
     char errmsg[256];
 };
 

@@ -598,10 +598,45 @@ static int step_leader(struct raft *r, const struct raft_msg *m)
     }
 }
 
-static int step_msg(struct raft *r, const struct raft_msg *m)
+/* Structural checks on untrusted input; semantic checks are the protocol's business. */
+static bool msg_is_valid(const struct raft *r, const struct raft_msg *m)
 {
     if (m->from == 0 || (m->to != 0 && m->to != r->id) || m->from == r->id ||
         m->type < RAFT_MSG_APP || m->type > RAFT_MSG_TYPE_MAX) {
+        return false;
+    }
+    if (m->n_entries > 0 &&
+        (m->entries == NULL || (m->type != RAFT_MSG_APP && m->type != RAFT_MSG_PROPOSE))) {
+        return false;
+    }
+    for (size_t i = 0; i < m->n_entries; i++) {
+        const struct raft_entry *e = &m->entries[i];
+        if (e->type < RAFT_ENTRY_NORMAL || e->type > RAFT_ENTRY_EMPTY ||
+            (e->data.len > 0 && e->data.base == NULL)) {
+            return false;
+        }
+        if (m->type == RAFT_MSG_APP &&
+            (e->index != m->index + 1 + i || e->term > m->term ||
+             (i == 0 && e->term < m->log_term) || (i > 0 && e->term < e[-1].term))) {
+            return false;
+        }
+        struct raft_conf c;
+        if (e->type == RAFT_ENTRY_CONF && m->type == RAFT_MSG_APP &&
+            raft_conf_decode(e->data.base, e->data.len, &c) != 0) {
+            return false;
+        }
+    }
+    const struct raft_conf *c = &m->snap.conf;
+    if (m->type == RAFT_MSG_SNAP &&
+        (c->n_voters + c->n_learners > RAFT_MAX_MEMBERS || m->snap.term > m->term)) {
+        return false;
+    }
+    return true;
+}
+
+static int step_msg(struct raft *r, const struct raft_msg *m)
+{
+    if (!msg_is_valid(r, m)) {
         return RAFT_EINVAL;
     }
     if (m->term > r->term) {

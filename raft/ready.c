@@ -30,8 +30,8 @@ bool raft_has_ready(const struct raft *r)
 {
     struct raft_hard_state hs;
     current_hs(r, &hs);
-    return !hs_equal(&hs, &r->prev_hs) || r->log.has_snap || r->log.n > 0 || r->n_msgs > 0 ||
-           r->n_sreqs > 0 || r->n_reads > 0 || r->log.committed >= apply_from(r) ||
+    return r->bcast_pending || !hs_equal(&hs, &r->prev_hs) || r->log.has_snap || r->log.n > 0 ||
+           r->n_msgs > 0 || r->n_sreqs > 0 || r->n_reads > 0 || r->log.committed >= apply_from(r) ||
            r->role != r->prev_role || r->lead != r->prev_lead;
 }
 
@@ -67,6 +67,13 @@ static int collect_committed(struct raft *r, struct raft_ready *rd)
 int raft_ready(struct raft *r, struct raft_ready *rd)
 {
     memset(rd, 0, sizeof *rd);
+    if (r->bcast_pending && r->role == RAFT_LEADER) {
+        int rv = raft_bcast_append(r);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    r->bcast_pending = false;
     int rv = collect_committed(r, rd);
     if (rv != 0) {
         return rv;

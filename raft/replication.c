@@ -214,7 +214,9 @@ int raft_propose_entry(struct raft *r,
     if (term != NULL) {
         *term = e.term;
     }
-    return raft_bcast_append(r);
+    /* Sent at raft_ready(): proposals stepped back to back share one MsgApp per follower. */
+    r->bcast_pending = true;
+    return 0;
 }
 
 static int reply_append(struct raft *r, const struct raft_msg *m, raft_index index)
