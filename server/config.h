@@ -31,7 +31,7 @@ const char *srv_strerror(int code);
 /* A host:port endpoint parsed from "http://host:port" or "host:port". */
 struct srv_url
 {
-    char text[SRV_URL_MAX]; /* normalised "http://host:port" */
+    char text[SRV_URL_MAX];      /* normalised "http://host:port" */
     char host[SRV_URL_MAX - 16]; /* room for "http://" and ":port" in text */
     uint16_t port;
 };

@@ -1,0 +1,474 @@
+/* The kvdb C client. */
+#include "client/kvc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/frame.h"
+
+#define MAX_ENDPOINTS 16
+#define MAX_REPLY (256u << 20)
+
+struct endpoint
+{
+    char host[64];
+    uint16_t port;
+};
+
+struct kvc
+{
+    struct endpoint eps[MAX_ENDPOINTS];
+    size_t n_eps;
+    size_t cur; /* endpoint of the live connection */
+    int fd;     /* -1 when not connected */
+    struct kvc_options opts;
+    uint64_t next_id;
+    struct pb_frame_reader rd;
+    struct pb_frame_writer wr;
+    Kvdb__Frame *last; /* the reply last returned by kvc_recv() */
+    Kvdb__ErrorCode server_code;
+    char errmsg[256];
+};
+
+const char *kvc_strerror(int code)
+{
+    switch (code) {
+#define X(c, num, msg) \
+    case c:            \
+        return msg;
+        KVC_ERRORS(X)
+#undef X
+    default:
+        return "unknown error";
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int parse_endpoints(struct kvc *c, const char *list)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t != NULL && c->n_eps < MAX_ENDPOINTS;
+         t = strtok_r(NULL, ",", &save)) {
+        if (strncmp(t, "http://", 7) == 0) {
+            t += 7;
+        }
+        char *colon = strrchr(t, ':');
+        if (colon == NULL || (size_t)(colon - t) >= sizeof c->eps[0].host) {
+            return KVC_EINVAL;
+        }
+        struct endpoint *e = &c->eps[c->n_eps];
+        memcpy(e->host, t, (size_t)(colon - t));
+        e->host[colon - t] = '\0';
+        if (strcmp(e->host, "localhost") == 0) {
+            strcpy(e->host, "127.0.0.1");
+        }
+        long port = strtol(colon + 1, NULL, 10);
+        if (port <= 0 || port > 65535) {
+            return KVC_EINVAL;
+        }
+        e->port = (uint16_t)port;
+        c->n_eps++;
+    }
+    return c->n_eps > 0 ? 0 : KVC_EINVAL;
+}
+
+static void disconnect(struct kvc *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    pb_frame_reader_fini(&c->rd);
+    pb_frame_reader_init(&c->rd, MAX_REPLY);
+    pb_frame_writer_fini(&c->wr);
+    pb_frame_writer_init(&c->wr);
+}
+
+/* Connect to endpoint @i with the dial timeout. */
+static int dial(struct kvc *c, size_t i)
+{
+    const struct endpoint *e = &c->eps[i];
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(c->errmsg, sizeof c->errmsg, "socket: %s", strerror(errno));
+        return KVC_ECONNECT;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+    if (inet_pton(AF_INET, e->host, &sa.sin_addr) != 1) {
+        close(fd);
+        snprintf(c->errmsg, sizeof c->errmsg, "%s: not an IPv4 address", e->host);
+        return KVC_ECONNECT;
+    }
+    int rv = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    if (rv != 0 && errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (poll(&p, 1, (int)c->opts.dial_timeout_ms) == 1 &&
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+            rv = 0;
+        } else {
+            errno = err != 0 ? err : ETIMEDOUT;
+        }
+    }
+    if (rv != 0) {
+        snprintf(c->errmsg, sizeof c->errmsg, "connect %s:%u: %s", e->host, (unsigned)e->port,
+                 strerror(errno));
+        close(fd);
+        return KVC_ECONNECT;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd;
+    c->cur = i;
+    return 0;
+}
+
+/* Connect to the current endpoint or, failing that, any other. */
+static int ensure_connected(struct kvc *c)
+{
+    if (c->fd >= 0) {
+        return 0;
+    }
+    for (size_t k = 0; k < c->n_eps; k++) {
+        if (dial(c, (c->cur + k) % c->n_eps) == 0) {
+            return 0;
+        }
+    }
+    return KVC_ECONNECT;
+}
+
+int kvc_open(const char *endpoints, const struct kvc_options *opts, struct kvc **out, char *errmsg)
+{
+    struct kvc *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(errmsg, 256, "out of memory");
+        return KVC_ENOMEM;
+    }
+    c->fd = -1;
+    c->next_id = 1;
+    if (opts != NULL) {
+        c->opts = *opts;
+    }
+    if (c->opts.dial_timeout_ms == 0) {
+        c->opts.dial_timeout_ms = 2000;
+    }
+    if (c->opts.request_timeout_ms == 0) {
+        c->opts.request_timeout_ms = 15000;
+    }
+    pb_frame_reader_init(&c->rd, MAX_REPLY);
+    pb_frame_writer_init(&c->wr);
+    int rv = parse_endpoints(c, endpoints);
+    if (rv != 0) {
+        snprintf(errmsg, 256, "bad endpoint list '%s' (want host:port,...)", endpoints);
+        kvc_close(c);
+        return rv;
+    }
+    rv = ensure_connected(c);
+    if (rv != 0) {
+        snprintf(errmsg, 256, "%s", c->errmsg);
+        kvc_close(c);
+        return rv;
+    }
+    *out = c;
+    return 0;
+}
+
+void kvc_close(struct kvc *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (c->last != NULL) {
+        kvdb__frame__free_unpacked(c->last, NULL);
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    pb_frame_reader_fini(&c->rd);
+    pb_frame_writer_fini(&c->wr);
+    free(c);
+}
+
+const char *kvc_errmsg(const struct kvc *c)
+{
+    return c->errmsg;
+}
+
+Kvdb__ErrorCode kvc_server_code(const struct kvc *c)
+{
+    return c->server_code;
+}
+
+int kvc_send(struct kvc *c, Kvdb__Method m, const ProtobufCMessage *req, uint64_t *id)
+{
+    if (ensure_connected(c) != 0) {
+        return KVC_ECONNECT;
+    }
+    size_t n = protobuf_c_message_get_packed_size(req);
+    uint8_t stackbuf[4096];
+    uint8_t *body = n <= sizeof stackbuf ? stackbuf : malloc(n);
+    if (body == NULL) {
+        return KVC_ENOMEM;
+    }
+    protobuf_c_message_pack(req, body);
+    Kvdb__Frame f;
+    kvdb__frame__init(&f);
+    f.id = c->next_id++;
+    f.method = m;
+    f.body.data = body;
+    f.body.len = n;
+    int rv = pb_frame_writer_append(&c->wr, &f.base);
+    if (body != stackbuf) {
+        free(body);
+    }
+    if (rv != 0) {
+        return KVC_ENOMEM;
+    }
+    *id = f.id;
+    return 0;
+}
+
+int kvc_flush(struct kvc *c)
+{
+    const unsigned char *p;
+    size_t n;
+    while ((n = pb_frame_writer_pending(&c->wr, &p)) > 0) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            pb_frame_writer_consume(&c->wr, (size_t)w);
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pf = {.fd = c->fd, .events = POLLOUT};
+            poll(&pf, 1, 1000);
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else {
+            snprintf(c->errmsg, sizeof c->errmsg, "send: %s", strerror(errno));
+            disconnect(c);
+            return KVC_EIO;
+        }
+    }
+    return 0;
+}
+
+int kvc_recv(struct kvc *c,
+             unsigned timeout_ms,
+             uint64_t *id,
+             Kvdb__ErrorCode *code,
+             const uint8_t **body,
+             size_t *len)
+{
+    if (c->fd < 0) {
+        return KVC_EIO;
+    }
+    int rv = kvc_flush(c);
+    if (rv != 0) {
+        return rv;
+    }
+    if (c->last != NULL) {
+        kvdb__frame__free_unpacked(c->last, NULL);
+        c->last = NULL;
+    }
+    uint64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        const unsigned char *p;
+        size_t n;
+        rv = pb_frame_reader_next(&c->rd, &p, &n);
+        if (rv == 0) {
+            c->last = kvdb__frame__unpack(NULL, n, p);
+            if (c->last == NULL) {
+                snprintf(c->errmsg, sizeof c->errmsg, "undecodable reply frame");
+                disconnect(c);
+                return KVC_EPROTO;
+            }
+            *id = c->last->id;
+            *code = c->last->error;
+            *body = c->last->body.data;
+            *len = c->last->body.len;
+            if (c->last->error != KVDB__ERROR_CODE__OK) {
+                snprintf(c->errmsg, sizeof c->errmsg, "%s", c->last->error_message);
+                c->server_code = c->last->error;
+            }
+            return 0;
+        }
+        if (rv != PB_EAGAIN) {
+            snprintf(c->errmsg, sizeof c->errmsg, "reply frame too large");
+            disconnect(c);
+            return KVC_EPROTO;
+        }
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            snprintf(c->errmsg, sizeof c->errmsg, "no reply within %u ms", timeout_ms);
+            return KVC_ETIMEOUT;
+        }
+        struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)(deadline - now)) <= 0) {
+            continue;
+        }
+        unsigned char *buf;
+        size_t room;
+        if (pb_frame_reader_space(&c->rd, 64 * 1024, &buf, &room) != 0) {
+            return KVC_ENOMEM;
+        }
+        ssize_t r = recv(c->fd, buf, room, 0);
+        if (r > 0) {
+            pb_frame_reader_commit(&c->rd, (size_t)r);
+        } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+            snprintf(c->errmsg, sizeof c->errmsg, "connection to %s:%u lost", c->eps[c->cur].host,
+                     (unsigned)c->eps[c->cur].port);
+            disconnect(c);
+            return KVC_EIO;
+        }
+    }
+}
+
+/* Send one request and wait for its reply; KVC_EAGAIN-like retry decisions are the caller's. */
+static int call_once(struct kvc *c,
+                     Kvdb__Method m,
+                     const ProtobufCMessage *req,
+                     unsigned timeout,
+                     Kvdb__ErrorCode *code,
+                     const uint8_t **body,
+                     size_t *len,
+                     bool *sent)
+{
+    uint64_t want;
+    *sent = false;
+    int rv = kvc_send(c, m, req, &want);
+    if (rv != 0) {
+        return rv;
+    }
+    *sent = true;
+    for (;;) {
+        uint64_t id;
+        rv = kvc_recv(c, timeout, &id, code, body, len);
+        if (rv != 0 || id == want) {
+            return rv;
+        }
+        /* A stale reply from an abandoned call on this connection: skip it. */
+    }
+}
+
+int kvc_call(struct kvc *c,
+             Kvdb__Method m,
+             const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *resp_desc,
+             ProtobufCMessage **resp)
+{
+    uint64_t deadline = now_ms() + c->opts.request_timeout_ms;
+    unsigned backoff = 50;
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            return KVC_ETIMEOUT;
+        }
+        Kvdb__ErrorCode code = KVDB__ERROR_CODE__OK;
+        const uint8_t *body = NULL;
+        size_t len = 0;
+        bool sent = false;
+        int rv = call_once(c, m, req, (unsigned)(deadline - now), &code, &body, &len, &sent);
+        bool retry;
+        if (rv == 0 && code == KVDB__ERROR_CODE__OK) {
+            *resp = protobuf_c_message_unpack(resp_desc, NULL, len, body);
+            if (*resp == NULL) {
+                snprintf(c->errmsg, sizeof c->errmsg, "undecodable %s", resp_desc->name);
+                return KVC_EPROTO;
+            }
+            return 0;
+        }
+        if (rv == 0) {
+            /* UNAVAILABLE means the member did not take the request (no leader, stopping):
+             * safe to retry elsewhere.  Anything else is the answer. */
+            if (code != KVDB__ERROR_CODE__UNAVAILABLE) {
+                return KVC_ESERVER;
+            }
+            retry = true;
+            disconnect(c);
+        } else {
+            /* Reads are idempotent; a write whose request left is not retried. */
+            bool idempotent = m == KVDB__METHOD__METHOD_RANGE || m == KVDB__METHOD__METHOD_STATUS ||
+                              m == KVDB__METHOD__METHOD_MEMBER_LIST;
+            retry = (rv == KVC_ECONNECT || rv == KVC_EIO) && (!sent || idempotent);
+            if (!retry) {
+                return rv;
+            }
+        }
+        c->cur = (c->cur + 1) % c->n_eps; /* fail over */
+        struct timespec ts = {0, (long)backoff * 1000000L};
+        nanosleep(&ts, NULL);
+        backoff = backoff < 1000 ? backoff * 2 : 1000;
+    }
+}
+
+int kvc_put(struct kvc *c,
+            const void *key,
+            size_t klen,
+            const void *val,
+            size_t vlen,
+            Kvdb__PutResponse **resp)
+{
+    Kvdb__PutRequest r;
+    kvdb__put_request__init(&r);
+    r.key.data = (uint8_t *)key;
+    r.key.len = klen;
+    r.value.data = (uint8_t *)val;
+    r.value.len = vlen;
+    return kvc_call(c, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor,
+                    (ProtobufCMessage **)resp);
+}
+
+int kvc_get(struct kvc *c,
+            const void *key,
+            size_t klen,
+            bool serializable,
+            Kvdb__RangeResponse **resp)
+{
+    Kvdb__RangeRequest r;
+    kvdb__range_request__init(&r);
+    r.key.data = (uint8_t *)key;
+    r.key.len = klen;
+    r.serializable = serializable;
+    return kvc_call(c, KVDB__METHOD__METHOD_RANGE, &r.base, &kvdb__range_response__descriptor,
+                    (ProtobufCMessage **)resp);
+}
+
+int kvc_delete(struct kvc *c, const void *key, size_t klen, Kvdb__DeleteRangeResponse **resp)
+{
+    Kvdb__DeleteRangeRequest r;
+    kvdb__delete_range_request__init(&r);
+    r.key.data = (uint8_t *)key;
+    r.key.len = klen;
+    return kvc_call(c, KVDB__METHOD__METHOD_DELETE_RANGE, &r.base,
+                    &kvdb__delete_range_response__descriptor, (ProtobufCMessage **)resp);
+}
+
+size_t kvc_prefix_end(const void *prefix, size_t len, uint8_t *out)
+{
+    const uint8_t *p = prefix;
+    for (size_t i = len; i > 0; i--) {
+        if (p[i - 1] < 0xff) {
+            memcpy(out, p, i - 1);
+            out[i - 1] = (uint8_t)(p[i - 1] + 1);
+            return i;
+        }
+    }
+    out[0] = 0;
+    return 1;
+}

@@ -1,0 +1,437 @@
+/* The apply thread (committed entries -> one LSM write batch per group) and the read thread
+ * (ranges once the applied index reaches their read index).  Both post finished requests back
+ * to the loop through s->done_* and the ev_async watcher. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/kvconv.h"
+#include "server/srv_int.h"
+
+/* ---- queues ---- */
+
+static void queue_init(struct srv_queue *q)
+{
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cond, NULL);
+    q->head = q->tail = NULL;
+    q->stop = false;
+}
+
+static void queue_push(struct srv_queue *q, struct srv_job *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (q->tail != NULL) {
+        q->tail->next = j;
+    } else {
+        q->head = j;
+    }
+    q->tail = j;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Take every queued job (a list), waiting for one; NULL once stopped and drained. */
+static struct srv_job *queue_take_all(struct srv_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    while (q->head == NULL && !q->stop) {
+        pthread_cond_wait(&q->cond, &q->mu);
+    }
+    struct srv_job *j = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    return j;
+}
+
+static void post_done(struct srv *s, struct srv_done *d)
+{
+    d->next = NULL;
+    pthread_mutex_lock(&s->done_mu);
+    if (s->done_tail != NULL) {
+        s->done_tail->next = d;
+    } else {
+        s->done_head = d;
+    }
+    s->done_tail = d;
+    pthread_mutex_unlock(&s->done_mu);
+    ev_async_send(s->loop, &s->wake);
+}
+
+static struct srv_done *make_done(const struct lsm_result *res,
+                                  int err,
+                                  const Kvdb__ResponseHeader *h)
+{
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return NULL;
+    }
+    const char *msg = NULL;
+    if (err == 0 && res != NULL) {
+        err = res->err;
+    }
+    d->code = srv_conv_error(err, &msg);
+    if (err != 0) {
+        d->errmsg = strdup(msg);
+        return d;
+    }
+    if (srv_conv_pack(res, h, &d->body, &d->len) != 0) {
+        d->code = KVDB__ERROR_CODE__RESOURCE_EXHAUSTED;
+        d->errmsg = strdup("out of memory packing the response");
+    }
+    return d;
+}
+
+static void header_init(const struct srv *s, Kvdb__ResponseHeader *h, uint64_t term)
+{
+    kvdb__response_header__init(h);
+    h->cluster_id = s->cfg.cluster_id;
+    h->member_id = s->cfg.member_id;
+    h->raft_term = term;
+}
+
+/* ---- apply ---- */
+
+struct group
+{
+    struct lsm_entry *ents;
+    struct lsm_op *ops;
+    Kvdb__InternalRequest **irs;
+    size_t n;
+    size_t cap;
+    struct srv_arena arena;
+};
+
+static int group_reserve(struct group *g, size_t n)
+{
+    if (n <= g->cap) {
+        return 0;
+    }
+    struct lsm_entry *e = realloc(g->ents, n * sizeof *e);
+    if (e != NULL) {
+        g->ents = e;
+    }
+    struct lsm_op *o = realloc(g->ops, n * sizeof *o);
+    if (o != NULL) {
+        g->ops = o;
+    }
+    Kvdb__InternalRequest **r = realloc(g->irs, n * sizeof *r);
+    if (r != NULL) {
+        g->irs = r;
+    }
+    if (e == NULL || o == NULL || r == NULL) {
+        return LSM_ENOMEM;
+    }
+    g->cap = n;
+    return 0;
+}
+
+static void group_add(struct group *g,
+                      const struct srv_job *j,
+                      const struct srv_job_ent *e)
+{
+    size_t i = g->n++;
+    g->ents[i].index = e->index;
+    g->ents[i].term = e->term;
+    g->ents[i].req = &g->ops[i];
+    g->irs[i] = NULL;
+    memset(&g->ops[i], 0, sizeof g->ops[i]);
+    g->ops[i].type = LSM_OP_NOOP;
+    if (e->type != RAFT_ENTRY_NORMAL || e->len == 0) {
+        return; /* leader no-ops and configuration entries only advance the applied index */
+    }
+    Kvdb__InternalRequest *ir =
+        kvdb__internal_request__unpack(NULL, e->len, (const uint8_t *)j->buf + e->off);
+    if (ir == NULL || srv_conv_internal(ir, &g->arena, &g->ops[i]) != 0) {
+        /* Every member decodes the same bytes and skips them the same way. */
+        srv_log(SRV_LOG_WARN, "apply", "entry %llu: undecodable request, applied as a no-op",
+                (unsigned long long)e->index);
+        g->ops[i].type = LSM_OP_NOOP;
+    }
+    g->irs[i] = ir;
+}
+
+static void group_reset(struct group *g)
+{
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->irs[i] != NULL) {
+            kvdb__internal_request__free_unpacked(g->irs[i], NULL);
+        }
+    }
+    g->n = 0;
+    srv_arena_free(&g->arena);
+}
+
+static void publish_applied(struct srv *s, const struct lsm_apply_out *out)
+{
+    pthread_mutex_lock(&s->applied_mu);
+    s->applied_index = out->applied_index;
+    pthread_cond_broadcast(&s->applied_cond);
+    pthread_mutex_unlock(&s->applied_mu);
+    atomic_store(&s->revision, out->revision);
+    atomic_store(&s->applied_pub, out->applied_index);
+}
+
+/* Apply every queued job as one LSM group (one LevelDB write batch). */
+static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
+{
+    size_t n = 0;
+    for (struct srv_job *j = jobs; j != NULL; j = j->next) {
+        n += j->n_ents;
+    }
+    if (group_reserve(g, n) != 0) {
+        return LSM_ENOMEM;
+    }
+    for (struct srv_job *j = jobs; j != NULL; j = j->next) {
+        for (size_t i = 0; i < j->n_ents; i++) {
+            group_add(g, j, &j->ents[i]);
+        }
+    }
+    struct lsm_apply_out out;
+    memset(&out, 0, sizeof out);
+    int rv = lsm_apply(s->lsm, g->ents, g->n, &out);
+    if (rv != 0) {
+        group_reset(g);
+        return rv;
+    }
+    for (size_t i = 0; i < g->n; i++) {
+        const Kvdb__InternalRequest *ir = g->irs[i];
+        if (ir == NULL || ir->member != s->cfg.member_id || ir->id == 0 || out.results[i].skipped) {
+            continue;
+        }
+        Kvdb__ResponseHeader h;
+        header_init(s, &h, g->ents[i].term);
+        struct srv_done *d = make_done(&out.results[i], 0, &h);
+        if (d != NULL) {
+            d->req_id = ir->id;
+            post_done(s, d);
+        }
+    }
+    publish_applied(s, &out);
+    lsm_apply_out_fini(&out);
+    group_reset(g);
+    return 0;
+}
+
+static void free_jobs(struct srv_job *j)
+{
+    while (j != NULL) {
+        struct srv_job *next = j->next;
+        free(j->ents);
+        free(j->buf);
+        free(j);
+        j = next;
+    }
+}
+
+static void *apply_main(void *arg)
+{
+    struct srv *s = arg;
+    struct group g;
+    memset(&g, 0, sizeof g);
+    struct srv_job *jobs;
+    while ((jobs = queue_take_all(&s->applyq)) != NULL) {
+        int rv = apply_jobs(s, &g, jobs);
+        free_jobs(jobs);
+        if (rv != 0) {
+            /* The store can no longer follow the log: stop the member (the loop reads this). */
+            srv_log(SRV_LOG_ERROR, "apply", "apply failed: %s: %s", lsm_strerror(rv),
+                    lsm_errmsg(s->lsm));
+            struct srv_done *d = calloc(1, sizeof *d);
+            if (d != NULL) {
+                d->code = KVDB__ERROR_CODE__INTERNAL;
+                d->errmsg = strdup("apply failed");
+                d->method = UINT32_MAX; /* marks a fatal apply error for the loop */
+                post_done(s, d);
+            }
+            break;
+        }
+    }
+    free(g.ents);
+    free(g.ops);
+    free(g.irs);
+    return NULL;
+}
+
+void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        bytes += ents[i].data.len;
+    }
+    struct srv_job *j = calloc(1, sizeof *j);
+    if (j != NULL) {
+        j->ents = malloc(n * sizeof *j->ents);
+        j->buf = malloc(bytes > 0 ? bytes : 1);
+    }
+    if (j == NULL || j->ents == NULL || j->buf == NULL) {
+        free_jobs(j);
+        srv_fail(s, SRV_ENOMEM, "out of memory queueing %zu committed entries", n);
+        return;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        j->ents[i].index = ents[i].index;
+        j->ents[i].term = ents[i].term;
+        j->ents[i].type = ents[i].type;
+        j->ents[i].off = off;
+        j->ents[i].len = ents[i].data.len;
+        if (ents[i].data.len > 0) {
+            memcpy(j->buf + off, ents[i].data.base, ents[i].data.len);
+        }
+        off += ents[i].data.len;
+    }
+    j->n_ents = n;
+    j->type = SRV_JOB_APPLY;
+    queue_push(&s->applyq, j);
+}
+
+/* ---- reads ---- */
+
+static bool wait_applied(struct srv *s, uint64_t index)
+{
+    pthread_mutex_lock(&s->applied_mu);
+    while (s->applied_index < index && !s->readq.stop) {
+        pthread_cond_wait(&s->applied_cond, &s->applied_mu);
+    }
+    bool ok = s->applied_index >= index;
+    pthread_mutex_unlock(&s->applied_mu);
+    return ok;
+}
+
+static void run_read(struct srv *s, struct srv_read *r)
+{
+    struct srv_done *d = NULL;
+    Kvdb__RangeRequest *req = kvdb__range_request__unpack(NULL, r->len, r->body);
+    Kvdb__ResponseHeader h;
+    header_init(s, &h, 0);
+    if (req == NULL) {
+        d = make_done(NULL, LSM_EINVAL, &h);
+    } else {
+        struct lsm_range_req lr;
+        srv_conv_range(req, &lr);
+        struct lsm_result res;
+        memset(&res, 0, sizeof res);
+        char err[256];
+        int rv = lsm_range(s->lsm, &lr, &res, err);
+        d = make_done(&res, rv, &h);
+        lsm_result_fini(&res);
+        kvdb__range_request__free_unpacked(req, NULL);
+    }
+    if (d != NULL) {
+        d->slot = r->slot;
+        d->gen = r->gen;
+        d->frame_id = r->frame_id;
+        d->method = r->method;
+        post_done(s, d);
+    }
+}
+
+static void *read_main(void *arg)
+{
+    struct srv *s = arg;
+    struct srv_job *jobs;
+    while ((jobs = queue_take_all(&s->readq)) != NULL) {
+        for (struct srv_job *j = jobs; j != NULL;) {
+            struct srv_job *next = j->next;
+            for (struct srv_read *r = j->reads; r != NULL;) {
+                struct srv_read *rn = r->next;
+                if (wait_applied(s, r->read_index)) {
+                    run_read(s, r);
+                }
+                free(r->body);
+                free(r);
+                r = rn;
+            }
+            free(j);
+            j = next;
+        }
+    }
+    return NULL;
+}
+
+void srv_read_submit(struct srv *s, struct srv_read *reads)
+{
+    struct srv_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        while (reads != NULL) {
+            struct srv_read *next = reads->next;
+            free(reads->body);
+            free(reads);
+            reads = next;
+        }
+        return; /* the clients time out */
+    }
+    j->type = SRV_JOB_READ;
+    j->reads = reads;
+    queue_push(&s->readq, j);
+}
+
+/* ---- lifecycle and the loop side ---- */
+
+void srv_done_drain(struct srv *s)
+{
+    pthread_mutex_lock(&s->done_mu);
+    struct srv_done *d = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    pthread_mutex_unlock(&s->done_mu);
+    while (d != NULL) {
+        struct srv_done *next = d->next;
+        if (d->method == UINT32_MAX) {
+            srv_fail(s, SRV_EIO, "applying committed entries failed: %s", lsm_errmsg(s->lsm));
+        } else {
+            srv_kv_on_done(s, d);
+        }
+        free(d->errmsg);
+        free(d->body);
+        free(d);
+        d = next;
+    }
+}
+
+int srv_apply_start(struct srv *s)
+{
+    queue_init(&s->applyq);
+    queue_init(&s->readq);
+    pthread_mutex_init(&s->done_mu, NULL);
+    pthread_mutex_init(&s->applied_mu, NULL);
+    pthread_cond_init(&s->applied_cond, NULL);
+    if (pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
+        return SRV_ENOMEM;
+    }
+    if (pthread_create(&s->read_thread, NULL, read_main, s) != 0) {
+        s->applyq.stop = true;
+        pthread_cond_signal(&s->applyq.cond);
+        pthread_join(s->apply_thread, NULL);
+        return SRV_ENOMEM;
+    }
+    s->threads_started = true;
+    return 0;
+}
+
+static void queue_stop(struct srv_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->stop = true;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void srv_apply_stop(struct srv *s)
+{
+    if (!s->threads_started) {
+        return;
+    }
+    /* The apply thread drains what was committed before it stops. */
+    queue_stop(&s->applyq);
+    pthread_join(s->apply_thread, NULL);
+    queue_stop(&s->readq);
+    pthread_mutex_lock(&s->applied_mu);
+    pthread_cond_broadcast(&s->applied_cond);
+    pthread_mutex_unlock(&s->applied_mu);
+    pthread_join(s->read_thread, NULL);
+    free_jobs(s->applyq.head);
+    s->threads_started = false;
+    srv_done_drain(s);
+}

@@ -1,0 +1,476 @@
+/* The client methods on the loop thread: validation, proposals and their pending table, reads,
+ * Status and MemberList.  Results of writes and reads come back from the apply and read threads
+ * as srv_done items (srv_kv_on_done). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/srv_int.h"
+
+#define KVDB_VERSION "0.1.0"
+
+static void reply_error(struct srv_conn *c,
+                        const Kvdb__Frame *f,
+                        Kvdb__ErrorCode code,
+                        const char *msg)
+{
+    srv_conn_reply(c, f->id, f->method, code, msg, NULL, 0);
+}
+
+/* ---- the pending table: request id -> waiting client ---- */
+
+static size_t slot_of(const struct srv *s, uint64_t id)
+{
+    return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 20) & (s->ptable_cap - 1);
+}
+
+static int pending_grow(struct srv *s)
+{
+    size_t cap = s->ptable_cap == 0 ? 1024 : s->ptable_cap * 2;
+    struct srv_pending **t = calloc(cap, sizeof *t);
+    if (t == NULL) {
+        return SRV_ENOMEM;
+    }
+    struct srv_pending **old = s->ptable;
+    size_t old_cap = s->ptable_cap;
+    s->ptable = t;
+    s->ptable_cap = cap;
+    for (size_t i = 0; i < old_cap; i++) {
+        while (old[i] != NULL) {
+            struct srv_pending *p = old[i];
+            old[i] = p->next;
+            size_t k = slot_of(s, p->req_id);
+            p->next = t[k];
+            t[k] = p;
+        }
+    }
+    free(old);
+    return 0;
+}
+
+static struct srv_pending *pending_add(struct srv *s)
+{
+    if (s->n_pending + 1 > s->ptable_cap && pending_grow(s) != 0) {
+        return NULL;
+    }
+    struct srv_pending *p = s->pfree;
+    if (p != NULL) {
+        s->pfree = p->next;
+    } else if ((p = malloc(sizeof *p)) == NULL) {
+        return NULL;
+    }
+    p->req_id = s->next_req_id++;
+    size_t k = slot_of(s, p->req_id);
+    p->next = s->ptable[k];
+    s->ptable[k] = p;
+    s->n_pending++;
+    return p;
+}
+
+static struct srv_pending *pending_take(struct srv *s, uint64_t id)
+{
+    if (s->ptable_cap == 0) {
+        return NULL;
+    }
+    struct srv_pending **pp = &s->ptable[slot_of(s, id)];
+    for (; *pp != NULL; pp = &(*pp)->next) {
+        if ((*pp)->req_id == id) {
+            struct srv_pending *p = *pp;
+            *pp = p->next;
+            s->n_pending--;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void pending_release(struct srv *s, struct srv_pending *p)
+{
+    p->next = s->pfree;
+    s->pfree = p;
+}
+
+/* ---- writes ---- */
+
+/* InternalRequest{id, member, <field>: body} built without re-encoding the client's body: a
+ * sub-message field is its tag, its length and its bytes. */
+static size_t internal_request(uint8_t *out,
+                               uint64_t id,
+                               uint64_t member,
+                               unsigned field,
+                               const uint8_t *body,
+                               size_t len)
+{
+    size_t n = 0;
+    out[n++] = 0x08;
+    n += wal_put_varint(out + n, id);
+    out[n++] = 0x10;
+    n += wal_put_varint(out + n, member);
+    out[n++] = (uint8_t)(field << 3 | 2);
+    n += wal_put_varint(out + n, len);
+    memcpy(out + n, body, len);
+    return n + len;
+}
+
+/* Front-door validation (etcd's checks before proposing): the body decodes, and its sizes are
+ * within the limits.  Returns an error code and sets @msg, or OK. */
+static Kvdb__ErrorCode validate_write(const struct srv *s, const Kvdb__Frame *f, const char **msg)
+{
+    if (f->body.len > s->cfg.max_request_bytes) {
+        *msg = "request is too large";
+        return KVDB__ERROR_CODE__RESOURCE_EXHAUSTED;
+    }
+    switch (f->method) {
+    case KVDB__METHOD__METHOD_PUT: {
+        Kvdb__PutRequest *r = kvdb__put_request__unpack(NULL, f->body.len, f->body.data);
+        Kvdb__ErrorCode code = KVDB__ERROR_CODE__OK;
+        if (r == NULL) {
+            *msg = "malformed PutRequest";
+            return KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
+        if (r->key.len == 0) {
+            *msg = "key is not provided";
+            code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
+        kvdb__put_request__free_unpacked(r, NULL);
+        return code;
+    }
+    case KVDB__METHOD__METHOD_DELETE_RANGE: {
+        Kvdb__DeleteRangeRequest *r =
+            kvdb__delete_range_request__unpack(NULL, f->body.len, f->body.data);
+        Kvdb__ErrorCode code = KVDB__ERROR_CODE__OK;
+        if (r == NULL) {
+            *msg = "malformed DeleteRangeRequest";
+            return KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
+        if (r->key.len == 0) {
+            *msg = "key is not provided";
+            code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
+        kvdb__delete_range_request__free_unpacked(r, NULL);
+        return code;
+    }
+    case KVDB__METHOD__METHOD_TXN: {
+        Kvdb__TxnRequest *r = kvdb__txn_request__unpack(NULL, f->body.len, f->body.data);
+        Kvdb__ErrorCode code = KVDB__ERROR_CODE__OK;
+        if (r == NULL) {
+            *msg = "malformed TxnRequest";
+            return KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
+        if (r->n_success > s->cfg.max_txn_ops || r->n_failure > s->cfg.max_txn_ops ||
+            r->n_compare > s->cfg.max_txn_ops) {
+            *msg = "too many operations in txn request";
+            code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
+        kvdb__txn_request__free_unpacked(r, NULL);
+        return code;
+    }
+    case KVDB__METHOD__METHOD_COMPACT: {
+        Kvdb__CompactionRequest *r =
+            kvdb__compaction_request__unpack(NULL, f->body.len, f->body.data);
+        if (r == NULL) {
+            *msg = "malformed CompactionRequest";
+            return KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
+        kvdb__compaction_request__free_unpacked(r, NULL);
+        return KVDB__ERROR_CODE__OK;
+    }
+    default:
+        *msg = "unknown method";
+        return KVDB__ERROR_CODE__UNIMPLEMENTED;
+    }
+}
+
+static unsigned internal_field(Kvdb__Method m)
+{
+    switch (m) {
+    case KVDB__METHOD__METHOD_PUT:
+        return 3;
+    case KVDB__METHOD__METHOD_DELETE_RANGE:
+        return 4;
+    case KVDB__METHOD__METHOD_TXN:
+        return 5;
+    default:
+        return 6; /* compaction */
+    }
+}
+
+static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    const char *msg = NULL;
+    Kvdb__ErrorCode code = validate_write(s, f, &msg);
+    if (code != KVDB__ERROR_CODE__OK) {
+        reply_error(c, f, code, msg);
+        return;
+    }
+    if (s->leader == 0) {
+        reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
+        return;
+    }
+    struct srv_pending *p = pending_add(s);
+    uint8_t stackbuf[4096];
+    size_t need = f->body.len + 3 * WAL_VARINT_MAX + 3;
+    uint8_t *buf = need <= sizeof stackbuf ? stackbuf : malloc(need);
+    if (p == NULL || buf == NULL) {
+        if (p != NULL) {
+            pending_release(s, pending_take(s, p->req_id));
+        }
+        reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    p->slot = c->slot;
+    p->gen = c->gen;
+    p->frame_id = f->id;
+    p->method = f->method;
+    p->deadline_ms = srv_now_ms() + s->request_timeout_ms;
+    size_t n = internal_request(buf, p->req_id, s->cfg.member_id, internal_field(f->method),
+                                f->body.data, f->body.len);
+    int rv = srv_node_propose(s, buf, n, p->req_id);
+    if (buf != stackbuf) {
+        free(buf);
+    }
+    if (rv != 0) {
+        pending_release(s, pending_take(s, p->req_id));
+        reply_error(
+            c, f,
+            rv == RAFT_ENOTLEADER ? KVDB__ERROR_CODE__UNAVAILABLE : KVDB__ERROR_CODE__INTERNAL,
+            rv == RAFT_ENOTLEADER ? "no leader" : raft_strerror(rv));
+    }
+}
+
+/* ---- reads ---- */
+
+static void handle_range(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    Kvdb__RangeRequest *r = kvdb__range_request__unpack(NULL, f->body.len, f->body.data);
+    if (r == NULL) {
+        reply_error(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "malformed RangeRequest");
+        return;
+    }
+    bool serializable = r->serializable;
+    kvdb__range_request__free_unpacked(r, NULL);
+    struct srv_read *rd = calloc(1, sizeof *rd);
+    void *body = malloc(f->body.len > 0 ? f->body.len : 1);
+    if (rd == NULL || body == NULL) {
+        free(rd);
+        free(body);
+        reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    memcpy(body, f->body.data, f->body.len);
+    rd->slot = c->slot;
+    rd->gen = c->gen;
+    rd->frame_id = f->id;
+    rd->method = f->method;
+    rd->body = body;
+    rd->len = f->body.len;
+    rd->deadline_ms = srv_now_ms() + s->request_timeout_ms;
+    if (serializable) {
+        srv_read_submit(s, rd); /* local state, no ReadIndex */
+    } else {
+        srv_node_read(s, rd);
+    }
+}
+
+/* ---- immediate methods ---- */
+
+static void handle_status(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    struct lsm_status st;
+    lsm_status_get(s->lsm, &st);
+    Kvdb__ResponseHeader h;
+    kvdb__response_header__init(&h);
+    h.cluster_id = s->cfg.cluster_id;
+    h.member_id = s->cfg.member_id;
+    h.revision = st.revision;
+    h.raft_term = raft_term_of(s->raft);
+    Kvdb__StatusResponse r;
+    kvdb__status_response__init(&r);
+    r.header = &h;
+    r.version = KVDB_VERSION;
+    r.db_size = (int64_t)st.db_size_bytes;
+    r.leader = s->leader;
+    r.raft_index = raft_commit_index(s->raft);
+    r.raft_term = h.raft_term;
+    r.raft_applied_index = st.applied_index;
+    r.is_learner = raft_conf_is_learner(raft_conf_of(s->raft), s->cfg.member_id);
+    uint8_t buf[512];
+    size_t n = kvdb__status_response__pack(&r, buf);
+    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
+}
+
+static void handle_member_list(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    const struct raft_conf *conf = raft_conf_of(s->raft);
+    Kvdb__Member ms[SRV_MAX_MEMBERS];
+    Kvdb__Member *mp[SRV_MAX_MEMBERS];
+    char *purls[SRV_MAX_MEMBERS];
+    char *curls[SRV_MAX_MEMBERS];
+    size_t n = 0;
+    for (size_t i = 0; i < s->cfg.n_members; i++) {
+        const struct srv_member *m = &s->cfg.members[i];
+        if (!raft_conf_is_voter(conf, m->id) && !raft_conf_is_learner(conf, m->id)) {
+            continue;
+        }
+        kvdb__member__init(&ms[n]);
+        ms[n].id = m->id;
+        ms[n].name = (char *)m->name;
+        purls[n] = (char *)m->peer.text;
+        ms[n].peer_urls = &purls[n];
+        ms[n].n_peer_urls = 1;
+        if (m->id == s->cfg.member_id) {
+            curls[n] = s->cfg.advertise_client.text;
+            ms[n].client_urls = &curls[n];
+            ms[n].n_client_urls = 1;
+        }
+        ms[n].is_learner = raft_conf_is_learner(conf, m->id);
+        mp[n] = &ms[n];
+        n++;
+    }
+    Kvdb__ResponseHeader h;
+    kvdb__response_header__init(&h);
+    h.cluster_id = s->cfg.cluster_id;
+    h.member_id = s->cfg.member_id;
+    h.raft_term = raft_term_of(s->raft);
+    Kvdb__MemberListResponse r;
+    kvdb__member_list_response__init(&r);
+    r.header = &h;
+    r.members = mp;
+    r.n_members = n;
+    size_t len = kvdb__member_list_response__get_packed_size(&r);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    kvdb__member_list_response__pack(&r, buf);
+    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, len);
+    free(buf);
+}
+
+void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    switch (f->method) {
+    case KVDB__METHOD__METHOD_RANGE:
+        handle_range(c, f);
+        break;
+    case KVDB__METHOD__METHOD_PUT:
+    case KVDB__METHOD__METHOD_DELETE_RANGE:
+    case KVDB__METHOD__METHOD_TXN:
+    case KVDB__METHOD__METHOD_COMPACT:
+        handle_write(c, f);
+        break;
+    case KVDB__METHOD__METHOD_STATUS:
+        handle_status(c, f);
+        break;
+    case KVDB__METHOD__METHOD_MEMBER_LIST:
+        handle_member_list(c, f);
+        break;
+    default:
+        reply_error(c, f, KVDB__ERROR_CODE__UNIMPLEMENTED, "unknown method");
+        break;
+    }
+}
+
+void srv_kv_on_done(struct srv *s, struct srv_done *d)
+{
+    uint32_t slot = d->slot, gen = d->gen;
+    uint64_t frame_id = d->frame_id;
+    uint32_t method = d->method;
+    if (d->req_id != 0) {
+        struct srv_pending *p = pending_take(s, d->req_id);
+        if (p == NULL) {
+            return; /* timed out already, or proposed by an earlier incarnation */
+        }
+        slot = p->slot;
+        gen = p->gen;
+        frame_id = p->frame_id;
+        method = p->method;
+        pending_release(s, p);
+    }
+    struct srv_conn *c = srv_conn_get(s, slot, gen);
+    if (c != NULL) {
+        srv_conn_reply(c, frame_id, method, d->code, d->errmsg, d->body, d->len);
+    }
+}
+
+static void expire_reads(struct srv *s, struct srv_read **pp, uint64_t now)
+{
+    while (*pp != NULL) {
+        struct srv_read *r = *pp;
+        if (r->deadline_ms > now) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        struct srv_conn *c = srv_conn_get(s, r->slot, r->gen);
+        if (c != NULL) {
+            srv_conn_reply(c, r->frame_id, r->method, KVDB__ERROR_CODE__DEADLINE_EXCEEDED,
+                           "request timed out: no read index from a leader", NULL, 0);
+        }
+        free(r->body);
+        free(r);
+    }
+}
+
+void srv_kv_sweep(struct srv *s)
+{
+    uint64_t now = srv_now_ms();
+    for (size_t i = 0; i < s->ptable_cap; i++) {
+        struct srv_pending **pp = &s->ptable[i];
+        while (*pp != NULL) {
+            struct srv_pending *p = *pp;
+            if (p->deadline_ms > now) {
+                pp = &p->next;
+                continue;
+            }
+            *pp = p->next;
+            s->n_pending--;
+            struct srv_conn *c = srv_conn_get(s, p->slot, p->gen);
+            if (c != NULL) {
+                /* etcd's ErrTimeout: the outcome is unknown, the write may still apply. */
+                srv_conn_reply(c, p->frame_id, p->method, KVDB__ERROR_CODE__DEADLINE_EXCEEDED,
+                               "request timed out", NULL, 0);
+            }
+            pending_release(s, p);
+        }
+    }
+    expire_reads(s, &s->reads_waiting, now);
+    expire_reads(s, &s->reads_new, now);
+}
+
+static void free_reads(struct srv_read *r)
+{
+    while (r != NULL) {
+        struct srv_read *next = r->next;
+        free(r->body);
+        free(r);
+        r = next;
+    }
+}
+
+void srv_kv_fini(struct srv *s)
+{
+    for (size_t i = 0; i < s->ptable_cap; i++) {
+        while (s->ptable[i] != NULL) {
+            struct srv_pending *p = s->ptable[i];
+            s->ptable[i] = p->next;
+            free(p);
+        }
+    }
+    free(s->ptable);
+    s->ptable = NULL;
+    s->ptable_cap = 0;
+    while (s->pfree != NULL) {
+        struct srv_pending *p = s->pfree;
+        s->pfree = p->next;
+        free(p);
+    }
+    free_reads(s->reads_new);
+    free_reads(s->reads_waiting);
+    s->reads_new = s->reads_waiting = NULL;
+}

@@ -1,0 +1,59 @@
+/* build/bin/kvdb: one kvdb member. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server/log.h"
+#include "server/srv.h"
+
+static struct srv *the_srv;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (the_srv != NULL) {
+        srv_stop(the_srv);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: kvdb [flags]\n");
+            srv_config_usage(stdout);
+            return 0;
+        }
+    }
+    struct srv_config cfg;
+    char err[256] = "";
+    srv_config_defaults(&cfg);
+    if (srv_config_parse(&cfg, argc, argv, err, sizeof err) != 0) {
+        fprintf(stderr, "kvdb: %s\n", err);
+        return 2;
+    }
+    int rv = srv_open(&cfg, &the_srv, err);
+    if (rv != 0) {
+        fprintf(stderr, "kvdb: %s: %s\n", srv_strerror(rv), err);
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    printf(
+        "kvdb member '%s' is up. Talk to it with:\n"
+        "  build/bin/kvctl --endpoints %s put greeting hello\n"
+        "  build/bin/kvctl --endpoints %s get greeting\n"
+        "Stop it with Ctrl-C.\n",
+        cfg.name, cfg.advertise_client.text, cfg.advertise_client.text);
+    fflush(stdout);
+    rv = srv_run(the_srv);
+    if (rv != 0) {
+        fprintf(stderr, "kvdb: stopped on error: %s\n", srv_errmsg(the_srv));
+    }
+    srv_close(the_srv);
+    return rv == 0 ? 0 : 1;
+}

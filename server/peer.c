@@ -1,0 +1,285 @@
+/* Peer transport: one outbound TCP connection per member for raft messages, length-prefixed
+ * raftpb.Batch frames, one frame (and one write) per peer per Ready, reconnect with backoff.
+ * Inbound peer connections are accepted by the shared connection code (client.c) and their
+ * frames land in srv_peer_on_frame(). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "server/srv_int.h"
+
+/* Beyond this many unsent bytes to one peer, messages are dropped (raft retransmits) rather
+ * than buffered without bound behind a slow or dead link. */
+#define PEER_MAX_BACKLOG (64u << 20)
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+
+static void peer_connect(struct srv_peer *p);
+
+static void report_unreachable(struct srv *s, raft_id id)
+{
+    struct srv_input *in = calloc(1, sizeof *in);
+    if (in == NULL) {
+        return; /* raft notices through missing acknowledgements anyway */
+    }
+    in->type = SRV_IN_UNREACHABLE;
+    in->peer = id;
+    srv_node_input(s, in);
+}
+
+static void peer_disconnect(struct srv_peer *p, const char *why)
+{
+    struct srv *s = p->s;
+    if (p->fd >= 0) {
+        ev_io_stop(s->loop, &p->wio);
+        close(p->fd);
+        uint64_t sup = 0;
+        if (srv_log_allow(&p->log, srv_now_ms(), 10000, &sup)) {
+            srv_log(SRV_LOG_WARN, "peer", "lost connection to %llx (%s): %s (%llu more)",
+                    (unsigned long long)p->id, p->url.text, why, (unsigned long long)sup);
+        }
+    }
+    p->fd = -1;
+    p->connected = false;
+    /* Whatever was queued is stale by the time we reconnect: raft resends what matters. */
+    pb_frame_writer_consume(&p->wr, p->wr.len - p->wr.off);
+    p->backoff_ms = p->backoff_ms == 0 ? BACKOFF_MIN_MS : p->backoff_ms * 2;
+    if (p->backoff_ms > BACKOFF_MAX_MS) {
+        p->backoff_ms = BACKOFF_MAX_MS;
+    }
+    ev_timer_set(&p->retry, (double)p->backoff_ms / 1000.0, 0.);
+    ev_timer_start(s->loop, &p->retry);
+    report_unreachable(s, p->id);
+}
+
+/* Write what is queued; on a full socket buffer, wait for writability. */
+static void peer_flush(struct srv_peer *p)
+{
+    const unsigned char *buf;
+    size_t n;
+    while ((n = pb_frame_writer_pending(&p->wr, &buf)) > 0) {
+        ssize_t w = send(p->fd, buf, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            pb_frame_writer_consume(&p->wr, (size_t)w);
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(p->s->loop, &p->wio);
+            return;
+        }
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        peer_disconnect(p, w == 0 ? "closed" : strerror(errno));
+        return;
+    }
+    ev_io_stop(p->s->loop, &p->wio);
+}
+
+static void on_peer_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct srv_peer *p = w->data;
+    if (!p->connected) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            peer_disconnect(p, strerror(err));
+            return;
+        }
+        p->connected = true;
+        p->backoff_ms = 0;
+        srv_log(SRV_LOG_INFO, "peer", "connected to %llx at %s", (unsigned long long)p->id,
+                p->url.text);
+    }
+    peer_flush(p);
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    peer_connect(t->data);
+}
+
+static void peer_connect(struct srv_peer *p)
+{
+    struct srv *s = p->s;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        p->fd = -1;
+        peer_disconnect(p, strerror(errno));
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(p->url.port)};
+    inet_pton(AF_INET, p->url.host, &sa.sin_addr);
+    p->fd = fd;
+    p->connected = false;
+    ev_io_init(&p->wio, on_peer_writable, fd, EV_WRITE);
+    p->wio.data = p;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
+        peer_disconnect(p, strerror(errno));
+        return;
+    }
+    ev_io_start(s->loop, &p->wio);
+}
+
+void srv_peer_start(struct srv *s)
+{
+    for (size_t i = 0; i < s->n_peers; i++) {
+        struct srv_peer *p = &s->peers[i];
+        ev_timer_init(&p->retry, on_retry, 0., 0.);
+        p->retry.data = p;
+        peer_connect(p);
+    }
+}
+
+static struct srv_peer *peer_find(struct srv *s, raft_id id)
+{
+    for (size_t i = 0; i < s->n_peers; i++) {
+        if (s->peers[i].id == id) {
+            return &s->peers[i];
+        }
+    }
+    return NULL;
+}
+
+/* Queue @n messages for @p as one frame and try to write it now. */
+static void peer_queue(struct srv *s, struct srv_peer *p, const struct raft_msg *msgs, size_t n)
+{
+    if (!p->connected || p->wr.len - p->wr.off > PEER_MAX_BACKLOG) {
+        p->dropped += n;
+        if (p->connected) {
+            report_unreachable(s, p->id);
+        }
+        return;
+    }
+    if (pb_batch_append(&p->wr, s->cfg.cluster_id, s->cfg.member_id, msgs, n) != 0) {
+        p->dropped += n;
+        return;
+    }
+    if (!ev_is_active(&p->wio)) {
+        peer_flush(p);
+    }
+}
+
+void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n)
+{
+    /* Ready messages are usually grouped by destination already; batch each run of messages to
+     * the same peer into one frame. */
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && msgs[j].to == msgs[i].to) {
+            j++;
+        }
+        struct srv_peer *p = peer_find(s, msgs[i].to);
+        if (p != NULL) {
+            peer_queue(s, p, msgs + i, j - i);
+        }
+        i = j;
+    }
+}
+
+void srv_peer_forward(struct srv *s, const void *data, size_t len)
+{
+    struct srv_peer *p = peer_find(s, s->leader);
+    if (p == NULL) {
+        return;
+    }
+    struct raft_entry e = {.type = RAFT_ENTRY_NORMAL};
+    e.data.base = (void *)data;
+    e.data.len = len;
+    struct raft_msg m = {.type = RAFT_MSG_PROPOSE, .to = p->id, .from = s->cfg.member_id};
+    m.entries = &e;
+    m.n_entries = 1;
+    peer_queue(s, p, &m, 1);
+}
+
+void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
+{
+    struct srv *s = c->s;
+    struct srv_input *in = calloc(1, sizeof *in);
+    if (in == NULL) {
+        return; /* dropped like a lost packet */
+    }
+    char err[160];
+    int rv = pb_batch_decode(p, len, &in->batch, err, sizeof err);
+    if (rv == 0 && in->batch.cluster_id != s->cfg.cluster_id) {
+        snprintf(err, sizeof err, "member %llx belongs to cluster %llx, not ours (%llx)",
+                 (unsigned long long)in->batch.from, (unsigned long long)in->batch.cluster_id,
+                 (unsigned long long)s->cfg.cluster_id);
+        rv = SRV_ECLUSTER;
+    } else if (rv == 0 && peer_find(s, in->batch.from) == NULL) {
+        snprintf(err, sizeof err, "batch from unknown member %llx",
+                 (unsigned long long)in->batch.from);
+        rv = SRV_ECLUSTER;
+    }
+    if (rv != 0) {
+        /* Rate-limited: a misconfigured peer retries forever. */
+        uint64_t sup = 0;
+        if (srv_log_allow(&s->cluster_log, srv_now_ms(), 10000, &sup)) {
+            srv_log(SRV_LOG_WARN, "peer", "refused peer connection: %s (%llu similar suppressed)",
+                    err, (unsigned long long)sup);
+        }
+        pb_batch_free(&in->batch);
+        free(in);
+        srv_conn_close(c);
+        return;
+    }
+    in->type = SRV_IN_BATCH;
+    srv_node_input(s, in);
+}
+
+int srv_peer_listen(struct srv *s)
+{
+    size_t n = 0;
+    s->peers = calloc(s->cfg.n_members > 0 ? s->cfg.n_members : 1, sizeof *s->peers);
+    if (s->peers == NULL) {
+        return SRV_ENOMEM;
+    }
+    for (size_t i = 0; i < s->cfg.n_members; i++) {
+        const struct srv_member *m = &s->cfg.members[i];
+        if (m->id == s->cfg.member_id) {
+            continue;
+        }
+        struct srv_peer *p = &s->peers[n++];
+        p->s = s;
+        p->id = m->id;
+        p->url = m->peer;
+        p->fd = -1;
+        pb_frame_writer_init(&p->wr);
+    }
+    s->n_peers = n;
+    return 0;
+}
+
+void srv_peer_close_all(struct srv *s)
+{
+    for (size_t i = 0; i < s->n_peers; i++) {
+        struct srv_peer *p = &s->peers[i];
+        if (s->loop != NULL) {
+            ev_timer_stop(s->loop, &p->retry);
+            if (p->fd >= 0) {
+                ev_io_stop(s->loop, &p->wio);
+            }
+        }
+        if (p->fd >= 0) {
+            close(p->fd);
+        }
+        pb_frame_writer_fini(&p->wr);
+    }
+    free(s->peers);
+    s->peers = NULL;
+    s->n_peers = 0;
+}

@@ -1,0 +1,276 @@
+/* Internals shared by the server's files; not part of any public API. */
+#ifndef KV_SERVER_SRV_INT_H
+#define KV_SERVER_SRV_INT_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lsm/lsm.h"
+#include "proto/frame.h"
+#include "proto/kvdb.pb-c.h"
+#include "proto/raftconv.h"
+#include "raft/raft.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/srv.h"
+#include "wal/wal.h"
+
+#define SRV_ERRMSG 256
+
+/* ---- connections (client.c, peer.c) ---- */
+
+enum srv_conn_kind { SRV_CONN_CLIENT = 1, SRV_CONN_PEER_IN };
+
+/* An accepted connection.  Lives in s->conns[slot]; (slot, gen) names it safely after it is
+ * gone, so late replies to a closed connection are dropped. */
+struct srv_conn
+{
+    struct srv *s;
+    enum srv_conn_kind kind;
+    int fd;
+    uint32_t slot;
+    uint32_t gen;
+    ev_io rio;
+    ev_io wio;
+    bool writing; /* wio started: the socket's buffer is full */
+    bool dirty;   /* on s->dirty: has frames to write this iteration */
+    struct srv_conn *next_dirty;
+    struct pb_frame_reader rd;
+    struct pb_frame_writer wr;
+};
+
+/* An outbound peer connection (one per other member); messages to that member go here. */
+struct srv_peer
+{
+    struct srv *s;
+    raft_id id;
+    struct srv_url url;
+    int fd; /* -1 when not connected */
+    bool connected;
+    ev_io wio;
+    ev_timer retry;
+    unsigned backoff_ms;
+    struct pb_frame_writer wr;
+    uint64_t dropped;
+    struct srv_log_limit log; /* rate-limits connect failures */
+};
+
+/* ---- pending client requests awaiting apply (kv.c) ---- */
+
+struct srv_pending
+{
+    uint64_t req_id;
+    uint32_t slot;
+    uint32_t gen;
+    uint64_t frame_id;
+    uint32_t method;
+    uint64_t deadline_ms;
+    struct srv_pending *next; /* hash chain or free list */
+};
+
+/* ---- inputs held while a Ready is in flight (node.c) ---- */
+
+enum srv_input_type { SRV_IN_BATCH = 1, SRV_IN_PROPOSE, SRV_IN_READ, SRV_IN_UNREACHABLE };
+
+struct srv_input
+{
+    enum srv_input_type type;
+    struct srv_input *next;
+    struct pb_batch batch; /* SRV_IN_BATCH: owned */
+    void *data;            /* SRV_IN_PROPOSE: owned bytes */
+    size_t len;
+    uint64_t req_id; /* SRV_IN_PROPOSE: the pending request, 0 for forwarded ones */
+    uint64_t ctx;    /* SRV_IN_READ */
+    raft_id peer;    /* SRV_IN_UNREACHABLE */
+};
+
+/* ---- work for the apply and read threads (apply.c) ---- */
+
+/* A committed entry copied out of a Ready. */
+struct srv_job_ent
+{
+    uint64_t index;
+    uint64_t term;
+    enum raft_entry_type type;
+    size_t off; /* into the job's buf */
+    size_t len;
+};
+
+/* A read request: a RangeRequest body to run once applied >= read_index. */
+struct srv_read
+{
+    uint32_t slot;
+    uint32_t gen;
+    uint64_t frame_id;
+    uint32_t method;
+    uint64_t read_index; /* 0: serializable, run at once */
+    uint64_t ctx;        /* ReadIndex batch this read waits on (0: none) */
+    uint64_t deadline_ms;
+    void *body; /* owned request bytes */
+    size_t len;
+    struct srv_read *next;
+};
+
+enum srv_job_type { SRV_JOB_APPLY = 1, SRV_JOB_READ };
+
+struct srv_job
+{
+    enum srv_job_type type;
+    struct srv_job *next;
+    struct srv_job_ent *ents; /* SRV_JOB_APPLY */
+    size_t n_ents;
+    char *buf;
+    struct srv_read *reads; /* SRV_JOB_READ: a list */
+};
+
+/* A finished request, from the apply or read thread back to the loop. */
+struct srv_done
+{
+    struct srv_done *next;
+    uint64_t req_id; /* writes: the pending request; 0 for reads */
+    uint32_t slot;   /* reads: the connection */
+    uint32_t gen;
+    uint64_t frame_id;
+    uint32_t method;
+    Kvdb__ErrorCode code;
+    char *errmsg;  /* owned, may be NULL */
+    uint8_t *body; /* owned packed response */
+    size_t len;
+};
+
+/* A FIFO between threads, with a condition variable for the consumer. */
+struct srv_queue
+{
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct srv_job *head;
+    struct srv_job *tail;
+    bool stop;
+};
+
+struct srv
+{
+    struct srv_config cfg;
+    char errmsg[SRV_ERRMSG];
+    int fatal; /* first fatal error, stops the loop */
+    struct ev_loop *loop;
+    ev_timer tick;
+    ev_prepare prepare;
+    ev_async wake; /* completions from the apply/read threads, and srv_stop() */
+    ev_io wal_io;
+    ev_timer sweep;
+    atomic_bool stop_requested;
+
+    /* storage */
+    struct wal *wal;
+    struct lsm_store *lsm;
+    struct raft *raft;
+    struct raft_storage storage;
+    struct raft_conf boot_conf; /* configuration at index 0 (bootstrap) */
+    struct wal_hard_state hs;   /* last hard state handed to the WAL */
+    struct wal_entry *scratch;  /* storage callback scratch */
+    size_t scratch_cap;
+    struct wal_entry *wents; /* Ready -> WAL conversion scratch */
+    size_t wents_cap;
+
+    /* Ready in flight */
+    bool inflight;
+    bool sent_early;
+    uint64_t ticket;
+    struct raft_ready rd;
+    struct srv_input *in_head;
+    struct srv_input *in_tail;
+    unsigned ticks_held;
+    raft_id leader;
+    enum raft_role role;
+
+    /* network */
+    int client_lfd;
+    int peer_lfd;
+    ev_io client_lio;
+    ev_io peer_lio;
+    uint16_t client_port;
+    uint16_t peer_port;
+    struct srv_conn **conns;
+    uint32_t *gens;
+    uint32_t n_conns;
+    struct srv_conn *dirty;
+    struct srv_peer *peers;
+    size_t n_peers;
+    struct srv_log_limit cluster_log;
+
+    /* requests */
+    uint64_t next_req_id;
+    struct srv_pending **ptable;
+    size_t ptable_cap;
+    size_t n_pending;
+    struct srv_pending *pfree;
+    uint64_t next_read_ctx;
+    struct srv_read *reads_new;     /* linearizable reads not yet given a ReadIndex */
+    struct srv_read *reads_waiting; /* reads waiting for their ReadIndex answer */
+    uint64_t request_timeout_ms;
+
+    /* apply and read threads */
+    pthread_t apply_thread;
+    pthread_t read_thread;
+    bool threads_started;
+    struct srv_queue applyq;
+    struct srv_queue readq;
+    pthread_mutex_t done_mu;
+    struct srv_done *done_head;
+    struct srv_done *done_tail;
+    pthread_mutex_t applied_mu;
+    pthread_cond_t applied_cond;
+    uint64_t applied_index; /* guarded by applied_mu */
+    atomic_int_fast64_t revision;
+    atomic_uint_fast64_t applied_pub;
+};
+
+/* node.c: the Ready loop */
+void srv_node_drive(struct srv *s);
+void srv_node_input(struct srv *s, struct srv_input *in);
+int srv_node_propose(struct srv *s, const void *data, size_t len, uint64_t req_id);
+void srv_node_read(struct srv *s, struct srv_read *r);
+void srv_fail(struct srv *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int srv_storage_init(struct srv *s);
+
+/* peer.c: peer transport */
+int srv_peer_listen(struct srv *s);
+void srv_peer_start(struct srv *s);
+void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n);
+void srv_peer_forward(struct srv *s, const void *data, size_t len);
+void srv_peer_close_all(struct srv *s);
+void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len);
+
+/* client.c: connections */
+int srv_client_listen(struct srv *s);
+int srv_conn_accept(struct srv *s, int fd, enum srv_conn_kind kind);
+void srv_conn_close(struct srv_conn *c);
+struct srv_conn *srv_conn_get(struct srv *s, uint32_t slot, uint32_t gen);
+void srv_conn_reply(struct srv_conn *c,
+                    uint64_t frame_id,
+                    uint32_t method,
+                    Kvdb__ErrorCode code,
+                    const char *errmsg,
+                    const uint8_t *body,
+                    size_t len);
+void srv_conn_flush_all(struct srv *s);
+void srv_conns_close_all(struct srv *s);
+
+/* kv.c: the client methods */
+void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f);
+void srv_kv_on_done(struct srv *s, struct srv_done *d);
+void srv_kv_sweep(struct srv *s);
+void srv_kv_fini(struct srv *s);
+
+/* apply.c: apply and read threads */
+int srv_apply_start(struct srv *s);
+void srv_apply_stop(struct srv *s);
+void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n);
+void srv_read_submit(struct srv *s, struct srv_read *reads);
+void srv_done_drain(struct srv *s);
+
+#endif /* KV_SERVER_SRV_INT_H */

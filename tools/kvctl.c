@@ -1,0 +1,331 @@
+/* kvctl: the kvdb command line, in the spirit of etcdctl. */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "client/kvc.h"
+
+struct opts
+{
+    const char *endpoints;
+    bool prefix, from_key, prev_kv, keys_only, count_only, value_only, serializable;
+    int64_t limit, rev;
+    int sort_target, sort_order;
+    unsigned timeout_ms;
+};
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: kvctl [--endpoints host:port,...] [--command-timeout MS] COMMAND ...\n"
+            "  put KEY VALUE [--prev-kv]\n"
+            "  get KEY [RANGE_END] [--prefix] [--from-key] [--limit N] [--rev N] [--keys-only]\n"
+            "      [--count-only] [--print-value-only] [--consistency l|s]\n"
+            "      [--sort-by KEY|VERSION|CREATE|MODIFY|VALUE] [--order ASCEND|DESCEND]\n"
+            "  del KEY [RANGE_END] [--prefix] [--from-key] [--prev-kv]\n"
+            "  txn            (reads compares, success ops, failure ops from stdin, as etcdctl)\n"
+            "  compact REV\n"
+            "  endpoint status\n"
+            "  member list\n");
+}
+
+static void print_kv(const Kvdb__KeyValue *kv, const struct opts *o)
+{
+    if (!o->value_only) {
+        fwrite(kv->key.data, 1, kv->key.len, stdout);
+        putchar('\n');
+    }
+    if (!o->keys_only) {
+        fwrite(kv->value.data, 1, kv->value.len, stdout);
+        putchar('\n');
+    }
+}
+
+static int fail(struct kvc *c, int rv)
+{
+    if (rv == KVC_ESERVER) {
+        fprintf(stderr, "Error: %s\n", kvc_errmsg(c));
+    } else {
+        fprintf(stderr, "Error: %s: %s\n", kvc_strerror(rv), kvc_errmsg(c));
+    }
+    return 1;
+}
+
+/* Key range from KEY [RANGE_END] and --prefix/--from-key into @key/@end (end in @endbuf). */
+static void key_range(int argc,
+                      char **argv,
+                      const struct opts *o,
+                      ProtobufCBinaryData *key,
+                      ProtobufCBinaryData *end,
+                      uint8_t *endbuf)
+{
+    key->data = (uint8_t *)argv[0];
+    key->len = strlen(argv[0]);
+    end->data = NULL;
+    end->len = 0;
+    if (o->prefix) {
+        end->data = endbuf;
+        end->len = kvc_prefix_end(key->data, key->len, endbuf);
+    } else if (o->from_key) {
+        endbuf[0] = 0;
+        end->data = endbuf;
+        end->len = 1;
+    } else if (argc > 1) {
+        end->data = (uint8_t *)argv[1];
+        end->len = strlen(argv[1]);
+    }
+}
+
+static int cmd_put(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    if (argc != 2) {
+        usage();
+        return 2;
+    }
+    Kvdb__PutRequest r;
+    kvdb__put_request__init(&r);
+    r.key.data = (uint8_t *)argv[0];
+    r.key.len = strlen(argv[0]);
+    r.value.data = (uint8_t *)argv[1];
+    r.value.len = strlen(argv[1]);
+    r.prev_kv = o->prev_kv;
+    Kvdb__PutResponse *resp;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor,
+                      (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    printf("OK\n");
+    if (resp->prev_kv != NULL) {
+        print_kv(resp->prev_kv, o);
+    }
+    kvdb__put_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_get(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    if (argc < 1 || argc > 2) {
+        usage();
+        return 2;
+    }
+    uint8_t endbuf[4096];
+    Kvdb__RangeRequest r;
+    kvdb__range_request__init(&r);
+    key_range(argc, argv, o, &r.key, &r.range_end, endbuf);
+    r.limit = o->limit;
+    r.revision = o->rev;
+    r.keys_only = o->keys_only;
+    r.count_only = o->count_only;
+    r.serializable = o->serializable;
+    r.sort_target = (Kvdb__RangeRequest__SortTarget)o->sort_target;
+    r.sort_order = (Kvdb__RangeRequest__SortOrder)o->sort_order;
+    Kvdb__RangeResponse *resp;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_RANGE, &r.base, &kvdb__range_response__descriptor,
+                      (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    if (o->count_only) {
+        printf("%" PRId64 "\n", resp->count);
+    }
+    for (size_t i = 0; i < resp->n_kvs; i++) {
+        print_kv(resp->kvs[i], o);
+    }
+    kvdb__range_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_del(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    if (argc < 1 || argc > 2) {
+        usage();
+        return 2;
+    }
+    uint8_t endbuf[4096];
+    Kvdb__DeleteRangeRequest r;
+    kvdb__delete_range_request__init(&r);
+    key_range(argc, argv, o, &r.key, &r.range_end, endbuf);
+    r.prev_kv = o->prev_kv;
+    Kvdb__DeleteRangeResponse *resp;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_DELETE_RANGE, &r.base,
+                      &kvdb__delete_range_response__descriptor, (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    printf("%" PRId64 "\n", resp->deleted);
+    for (size_t i = 0; i < resp->n_prev_kvs; i++) {
+        print_kv(resp->prev_kvs[i], o);
+    }
+    kvdb__delete_range_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_compact(struct kvc *c, int argc, char **argv)
+{
+    if (argc != 1) {
+        usage();
+        return 2;
+    }
+    Kvdb__CompactionRequest r;
+    kvdb__compaction_request__init(&r);
+    r.revision = strtoll(argv[0], NULL, 10);
+    Kvdb__CompactionResponse *resp;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_COMPACT, &r.base,
+                      &kvdb__compaction_response__descriptor, (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    printf("compacted revision %" PRId64 "\n", r.revision);
+    kvdb__compaction_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_status(struct kvc *c, const struct opts *o)
+{
+    Kvdb__StatusRequest r;
+    kvdb__status_request__init(&r);
+    Kvdb__StatusResponse *s;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_STATUS, &r.base, &kvdb__status_response__descriptor,
+                      (ProtobufCMessage **)&s);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    printf("%s, %016" PRIx64 ", %s, %" PRId64 " bytes, leader %016" PRIx64
+           ", is_leader %s, "
+           "raft term %" PRIu64 ", raft index %" PRIu64 ", applied %" PRIu64 ", revision %" PRId64
+           "\n",
+           o->endpoints, s->header != NULL ? s->header->member_id : 0, s->version, s->db_size,
+           s->leader, s->header != NULL && s->leader == s->header->member_id ? "true" : "false",
+           s->raft_term, s->raft_index, s->raft_applied_index,
+           s->header != NULL ? s->header->revision : 0);
+    kvdb__status_response__free_unpacked(s, NULL);
+    return 0;
+}
+
+static int cmd_members(struct kvc *c)
+{
+    Kvdb__MemberListRequest r;
+    kvdb__member_list_request__init(&r);
+    Kvdb__MemberListResponse *m;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_MEMBER_LIST, &r.base,
+                      &kvdb__member_list_response__descriptor, (ProtobufCMessage **)&m);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    for (size_t i = 0; i < m->n_members; i++) {
+        const Kvdb__Member *x = m->members[i];
+        printf("%016" PRIx64 ", started, %s, %s, %s, %s\n", x->id, x->name,
+               x->n_peer_urls > 0 ? x->peer_urls[0] : "",
+               x->n_client_urls > 0 ? x->client_urls[0] : "", x->is_learner ? "true" : "false");
+    }
+    kvdb__member_list_response__free_unpacked(m, NULL);
+    return 0;
+}
+
+int kvctl_txn(struct kvc *c, FILE *in, bool interactive);
+
+static int parse_sort(const char *v, bool order)
+{
+    const char *targets[] = {"KEY", "VERSION", "CREATE", "MODIFY", "VALUE"};
+    const char *orders[] = {"NONE", "ASCEND", "DESCEND"};
+    const char **names = order ? orders : targets;
+    int n = order ? 3 : 5;
+    for (int i = 0; i < n; i++) {
+        if (strcasecmp(v, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o;
+    memset(&o, 0, sizeof o);
+    o.endpoints = "127.0.0.1:2379";
+    char *args[64];
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--endpoints") == 0 && v != NULL) {
+            o.endpoints = v;
+            i++;
+        } else if (strncmp(a, "--endpoints=", 12) == 0) {
+            o.endpoints = a + 12;
+        } else if (strcmp(a, "--command-timeout") == 0 && v != NULL) {
+            o.timeout_ms = (unsigned)atoi(v);
+            i++;
+        } else if (strcmp(a, "--prefix") == 0) {
+            o.prefix = true;
+        } else if (strcmp(a, "--from-key") == 0) {
+            o.from_key = true;
+        } else if (strcmp(a, "--prev-kv") == 0) {
+            o.prev_kv = true;
+        } else if (strcmp(a, "--keys-only") == 0) {
+            o.keys_only = true;
+        } else if (strcmp(a, "--count-only") == 0) {
+            o.count_only = true;
+        } else if (strcmp(a, "--print-value-only") == 0) {
+            o.value_only = true;
+        } else if (strcmp(a, "--limit") == 0 && v != NULL) {
+            o.limit = strtoll(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--rev") == 0 && v != NULL) {
+            o.rev = strtoll(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--consistency") == 0 && v != NULL) {
+            o.serializable = strcmp(v, "s") == 0;
+            i++;
+        } else if (strcmp(a, "--sort-by") == 0 && v != NULL && parse_sort(v, false) >= 0) {
+            o.sort_target = parse_sort(v, false);
+            i++;
+        } else if (strcmp(a, "--order") == 0 && v != NULL && parse_sort(v, true) >= 0) {
+            o.sort_order = parse_sort(v, true);
+            i++;
+        } else if (strncmp(a, "--", 2) == 0 || n == 64) {
+            fprintf(stderr, "kvctl: unknown or incomplete flag %s\n", a);
+            usage();
+            return 2;
+        } else {
+            args[n++] = argv[i];
+        }
+    }
+    if (n == 0) {
+        usage();
+        return 2;
+    }
+    struct kvc_options ko = {.request_timeout_ms = o.timeout_ms};
+    struct kvc *c;
+    char err[256];
+    int rv = kvc_open(o.endpoints, &ko, &c, err);
+    if (rv != 0) {
+        fprintf(stderr, "Error: %s: %s\n", kvc_strerror(rv), err);
+        return 1;
+    }
+    const char *cmd = args[0];
+    if (strcmp(cmd, "put") == 0) {
+        rv = cmd_put(c, n - 1, args + 1, &o);
+    } else if (strcmp(cmd, "get") == 0) {
+        rv = cmd_get(c, n - 1, args + 1, &o);
+    } else if (strcmp(cmd, "del") == 0) {
+        rv = cmd_del(c, n - 1, args + 1, &o);
+    } else if (strcmp(cmd, "txn") == 0) {
+        rv = kvctl_txn(c, stdin, false);
+    } else if (strcmp(cmd, "compact") == 0) {
+        rv = cmd_compact(c, n - 1, args + 1);
+    } else if (strcmp(cmd, "endpoint") == 0 && n == 2 && strcmp(args[1], "status") == 0) {
+        rv = cmd_status(c, &o);
+    } else if (strcmp(cmd, "member") == 0 && n == 2 && strcmp(args[1], "list") == 0) {
+        rv = cmd_members(c);
+    } else {
+        usage();
+        rv = 2;
+    }
+    kvc_close(c);
+    return rv;
+}
