@@ -471,6 +471,15 @@ static int create_first(struct wal *w)
         snprintf(w->errmsg, sizeof w->errmsg, "create %s: %s", tmp, strerror(rv));
         return wal_errno_code(rv);
     }
+    if (!w->opts.no_prealloc) {
+        /* Like the spares: appends into reserved space need no size update per sync. */
+        rv = w->fs->fallocate(w->fs, fd, (off_t)w->opts.segment_size);
+        if (rv != 0 && rv != EOPNOTSUPP) {
+            w->fs->close(w->fs, fd);
+            snprintf(w->errmsg, sizeof w->errmsg, "preallocate %s: %s", tmp, strerror(rv));
+            return wal_errno_code(rv);
+        }
+    }
     w->cur.fd = fd;
     w->cur.seq = 1;
     w->cur.first = 1;
