@@ -71,6 +71,39 @@ static void conf_change(struct sim *s)
     }
 }
 
+static void fault_step(struct sim *s, unsigned action, raft_id id)
+{
+    struct test_cluster *c = &s->c;
+    raft_id l = test_cluster_leader(c);
+    if (action < 5) {
+        if (test_cluster_alive(c, id)) {
+            test_cluster_crash(c, id);
+            s->st->crashes++;
+        }
+    } else if (action < 8) {
+        /* Leaders are where the interesting histories start (Figure 8). */
+        if (l != 0) {
+            test_cluster_crash(c, l);
+            s->st->crashes++;
+        }
+    } else if (action < 18) {
+        test_cluster_restart(c, id);
+    } else if (action < 21) {
+        test_cluster_isolate(c, id);
+        s->st->partitions++;
+    } else if (action < 23) {
+        if (l != 0) {
+            test_cluster_isolate(c, l);
+            s->st->partitions++;
+        }
+    } else if (action < 26) {
+        test_cluster_cut(c, id, random_node(s), true);
+        s->st->partitions++;
+    } else {
+        test_cluster_heal(c);
+    }
+}
+
 static void chaos_step(struct sim *s)
 {
     struct test_cluster *c = &s->c;
@@ -78,24 +111,11 @@ static void chaos_step(struct sim *s)
     raft_id id = random_node(s);
     if (action < 40) {
         propose(s);
-    } else if (action < 45) {
-        if (test_cluster_alive(c, id)) {
-            test_cluster_crash(c, id);
-            s->st->crashes++;
-        }
-    } else if (action < 55) {
-        test_cluster_restart(c, id);
-    } else if (action < 59) {
-        test_cluster_isolate(c, id);
-        s->st->partitions++;
-    } else if (action < 62) {
-        test_cluster_cut(c, id, random_node(s), true);
-        s->st->partitions++;
-    } else if (action < 70) {
-        test_cluster_heal(c);
     } else if (action < 74) {
+        fault_step(s, action - 40, id);
+    } else if (action < 78) {
         conf_change(s);
-    } else if (action < 76) {
+    } else if (action < 80) {
         raft_id l = test_cluster_leader(c);
         if (l != 0) {
             struct raft_event ev = {.type = RAFT_EV_TRANSFER, .u.peer = random_node(s)};
@@ -103,7 +123,7 @@ static void chaos_step(struct sim *s)
                 s->st->transfers++;
             }
         }
-    } else if (action < 80) {
+    } else if (action < 84) {
         if (test_cluster_alive(c, id)) {
             struct raft_event ev = {.type = RAFT_EV_READ_INDEX, .u.read_ctx = pick(s, 1000)};
             test_cluster_step(c, id, &ev);

@@ -72,10 +72,7 @@ static void leader_is_elected_golden_trace(void **state)
         "[114] 2 become follower term=1\n"
         "[114] 2 grant vote to 3 term=1\n"
         "[115] 3 become leader term=1\n";
-    if (strcmp(test_cluster_trace_text(&c), golden) != 0) {
-        fprintf(stderr, "trace:\n%s", test_cluster_trace_text(&c));
-        fail();
-    }
+    assert_true(test_cluster_trace_expect(&c, golden));
     ASSERT_HEALTHY(&c);
     test_cluster_fini(&c);
 }

@@ -107,6 +107,22 @@ void test_cluster_trace_clear(struct test_cluster *c)
     }
 }
 
+bool test_cluster_trace_expect(struct test_cluster *c, const char *golden)
+{
+    const char *got = test_cluster_trace_text(c);
+    bool ok = strcmp(got, golden) == 0;
+    if (!ok) {
+        size_t i = 0;
+        while (got[i] != '\0' && got[i] == golden[i]) {
+            i++;
+        }
+        fprintf(stderr, "golden trace mismatch at byte %zu\n--- expected\n%s--- got\n%s---\n", i,
+                golden, got);
+    }
+    test_cluster_trace_clear(c);
+    return ok;
+}
+
 bool test_cluster_trace_has(struct test_cluster *c, const char *needle)
 {
     return strstr(test_cluster_trace_text(c), needle) != NULL;
@@ -269,6 +285,25 @@ static void check_leader_complete(struct test_cluster *c, struct test_node *n)
     }
 }
 
+/* Thesis 3.6.2: a leader advances its commit index only to an entry of its own term (entries
+ * of earlier terms commit indirectly).  A leader learns commit from nobody else, so any advance
+ * seen in its Ready was decided by counting. */
+static void check_leader_commit(struct test_cluster *c,
+                                struct test_node *n,
+                                const struct raft_ready *rd)
+{
+    if (n->last_role != RAFT_LEADER || rd->hs.commit <= n->last_commit) {
+        return;
+    }
+    const struct raft_entry *e = raft_memstore_get(&n->store, rd->hs.commit);
+    if (e != NULL && e->term != rd->hs.term) {
+        fail(c,
+             "commit rule: leader %" PRIu64 " of term %" PRIu64 " committed index %" PRIu64
+             " of term %" PRIu64 " by counting",
+             n->id, rd->hs.term, rd->hs.commit, e->term);
+    }
+}
+
 static void apply_entry(struct test_cluster *c, struct test_node *n, const struct raft_entry *e)
 {
     if (e->index != n->applied + 1) {
@@ -347,7 +382,9 @@ static void drain(struct test_cluster *c, struct test_node *n)
             if (n->last_role != RAFT_LEADER) {
                 check_leader_complete(c, n);
             }
+            check_leader_commit(c, n, &rd);
         }
+        n->last_commit = rd.hs.commit;
         n->last_role = (int)rd.role;
         for (size_t i = 0; i < rd.n_msgs; i++) {
             net_send(c, &rd.msgs[i]);
@@ -401,6 +438,7 @@ static void start_node(struct test_cluster *c, struct test_node *n)
     n->applied_conf = n->store.snap.conf;
     n->next_tick = c->now + 1 + n->tick_phase;
     n->last_role = RAFT_FOLLOWER;
+    n->last_commit = raft_commit_index(n->raft);
 }
 
 void test_cluster_init(struct test_cluster *c, unsigned voters, uint64_t seed)

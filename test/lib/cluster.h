@@ -38,6 +38,7 @@ struct test_node
     unsigned n_reads;
     uint64_t n_applied_total;
     int last_role;
+    raft_index last_commit; /* Commit index of the previous Ready (leader rule check). */
 };
 
 /* Every index that anyone applied: what must never change. */
@@ -142,6 +143,9 @@ void test_cluster_trace(struct test_cluster *c, bool on);
 /* The collected text (NUL-terminated), then cleared by test_cluster_trace_clear(). */
 const char *test_cluster_trace_text(struct test_cluster *c);
 void test_cluster_trace_clear(struct test_cluster *c);
+/* Golden check: true if the trace equals @golden exactly; otherwise prints both (so the new
+ * golden can be pasted after review) and returns false.  Clears the trace either way. */
+bool test_cluster_trace_expect(struct test_cluster *c, const char *golden);
 /* True if @line occurs in the trace (substring). */
 bool test_cluster_trace_has(struct test_cluster *c, const char *needle);
 

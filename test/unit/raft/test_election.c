@@ -242,6 +242,32 @@ static void misuse_is_reported(void **state)
     bad.from = 2;
     bad.to = 3;
     assert_int_equal(h_recv(&n, &bad), RAFT_EINVAL);
+    /* Structurally broken peer input is refused before it touches any state. */
+    struct raft_entry es[2] = {{.index = 1, .term = 1, .type = RAFT_ENTRY_EMPTY},
+                               {.index = 3, .term = 1, .type = RAFT_ENTRY_EMPTY}};
+    struct raft_msg app = {.type = RAFT_MSG_APP, .from = 2, .to = 1, .term = 1};
+    app.entries = es;
+    app.n_entries = 2; /* Not consecutive. */
+    assert_int_equal(h_recv(&n, &app), RAFT_EINVAL);
+    es[1].index = 2;
+    es[1].term = 5; /* Newer than the message's term. */
+    assert_int_equal(h_recv(&n, &app), RAFT_EINVAL);
+    es[1].term = 1;
+    es[1].type = RAFT_ENTRY_CONF; /* Undecodable configuration. */
+    assert_int_equal(h_recv(&n, &app), RAFT_EINVAL);
+    struct raft_msg hb = {.type = RAFT_MSG_HEARTBEAT, .from = 2, .to = 1, .term = 1};
+    hb.entries = es;
+    hb.n_entries = 1; /* Entries only travel in MsgApp / MsgPropose. */
+    assert_int_equal(h_recv(&n, &hb), RAFT_EINVAL);
+    struct raft_msg snap = {.type = RAFT_MSG_SNAP, .from = 2, .to = 1, .term = 1};
+    snap.snap.index = 5;
+    snap.snap.term = 1;
+    snap.snap.conf.n_voters = RAFT_MAX_MEMBERS + 1;
+    assert_int_equal(h_recv(&n, &snap), RAFT_EINVAL);
+    struct raft_msg unknown = {.type = (enum raft_msg_type)99, .from = 2, .to = 1, .term = 1};
+    assert_int_equal(h_recv(&n, &unknown), RAFT_EINVAL);
+    assert_int_equal(raft_term_of(n.r), 0);
+    assert_int_equal(raft_last_index(n.r), 0);
     struct raft_event ev = {.type = (enum raft_event_type)99};
     assert_int_equal(raft_step(n.r, &ev), RAFT_EINVAL);
     struct raft_config none = {0};
