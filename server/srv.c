@@ -326,6 +326,13 @@ int srv_run(struct srv *s)
             s->cfg.name, (unsigned long long)s->cfg.member_id,
             (unsigned long long)s->cfg.cluster_id, s->cfg.advertise_client.text,
             s->cfg.advertise_peer.text);
+    const struct raft_conf *conf = raft_conf_of(s->raft);
+    if (conf->n_voters == 1 && conf->voters[0] == s->cfg.member_id &&
+        raft_role(s->raft) != RAFT_LEADER) {
+        /* A lone voter need not wait out an election timeout (etcd does the same). */
+        struct raft_event ev = {.type = RAFT_EV_CAMPAIGN};
+        raft_step(s->raft, &ev);
+    }
     while (s->fatal == 0 && !atomic_load(&s->stop_requested)) {
         ev_run(s->loop, 0);
     }

@@ -177,6 +177,36 @@ static void print_response(const Kvdb__ResponseOp *r)
     }
 }
 
+/* Free what parse_compare/parse_op allocated. */
+static void free_parsed(Kvdb__Compare *cmps, size_t n_cmp, Kvdb__RequestOp (*ops)[MAX_OPS],
+                        const size_t *n_op)
+{
+    for (size_t i = 0; i < n_cmp; i++) {
+        free(cmps[i].key.data);
+        if (cmps[i].target_union_case == KVDB__COMPARE__TARGET_UNION_VALUE) {
+            free(cmps[i].value.data);
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < n_op[k]; i++) {
+            Kvdb__RequestOp *o = &ops[k][i];
+            if (o->request_case == KVDB__REQUEST_OP__REQUEST_REQUEST_PUT) {
+                free(o->request_put->key.data);
+                free(o->request_put->value.data);
+                free(o->request_put);
+            } else if (o->request_case == KVDB__REQUEST_OP__REQUEST_REQUEST_RANGE) {
+                free(o->request_range->key.data);
+                free(o->request_range->range_end.data);
+                free(o->request_range);
+            } else if (o->request_case == KVDB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE) {
+                free(o->request_delete_range->key.data);
+                free(o->request_delete_range->range_end.data);
+                free(o->request_delete_range);
+            }
+        }
+    }
+}
+
 int kvctl_txn(struct kvc *c, FILE *in, bool interactive);
 
 int kvctl_txn(struct kvc *c, FILE *in, bool interactive)
@@ -218,6 +248,7 @@ int kvctl_txn(struct kvc *c, FILE *in, bool interactive)
         }
         if (bad) {
             fprintf(stderr, "Error: cannot parse txn line: %s", line);
+            free_parsed(cmps, n_cmp, ops, n_op);
             return 2;
         }
     }
@@ -234,6 +265,7 @@ int kvctl_txn(struct kvc *c, FILE *in, bool interactive)
                       (ProtobufCMessage **)&resp);
     if (rv != 0) {
         fprintf(stderr, "Error: %s\n", rv == KVC_ESERVER ? kvc_errmsg(c) : kvc_strerror(rv));
+        free_parsed(cmps, n_cmp, ops, n_op);
         return 1;
     }
     printf("%s\n\n", resp->succeeded ? "SUCCESS" : "FAILURE");
@@ -241,5 +273,6 @@ int kvctl_txn(struct kvc *c, FILE *in, bool interactive)
         print_response(resp->responses[i]);
     }
     kvdb__txn_response__free_unpacked(resp, NULL);
+    free_parsed(cmps, n_cmp, ops, n_op);
     return 0;
 }
