@@ -101,6 +101,7 @@ struct crash_hook
 {
     int count;    /* operations seen */
     int crash_at; /* 0: never */
+    bool once;    /* fail only operation crash_at, with ENOSPC (an I/O error, not a crash) */
     bool crashed;
 };
 
@@ -110,7 +111,11 @@ static inline int crash_fault(void *arg, enum snap_fs_op op, const char *path)
     (void)path;
     struct crash_hook *h = arg;
     h->count++;
-    if (h->crash_at > 0 && h->count >= h->crash_at) {
+    if (h->once && h->count == h->crash_at) {
+        h->crashed = true;
+        return 28; /* ENOSPC */
+    }
+    if (!h->once && h->crash_at > 0 && h->count >= h->crash_at) {
         h->crashed = true;
         return 5; /* EIO */
     }

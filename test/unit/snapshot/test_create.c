@@ -300,6 +300,37 @@ static void create_crash_at_every_step(void **state)
     assert_true(steps >= 8);
 }
 
+/* One failing operation (ENOSPC) at each step of create: the error is reported as SNAP_ENOSPC
+ * with context, no snapshot becomes visible, and the cleanup leaves the name free to retry. */
+static void create_error_at_every_step(void **state)
+{
+    struct fixture *f = *state;
+    char err[SNAP_ERRMSG_SIZE];
+    for (int at = 1;; at++) {
+        struct crash_hook h = {.crash_at = at, .once = true};
+        snap_fs_fault_set(crash_fault, &h);
+        int rv = create(f, 88, 1);
+        snap_fs_fault_set(NULL, NULL);
+        bool found;
+        size_t skipped;
+        struct snap_manifest m;
+        assert_int_equal(snap_latest(f->root, true, &found, &m, &skipped, err), 0);
+        if (!h.crashed) {
+            assert_int_equal(rv, 0);
+            assert_true(found);
+            snap_manifest_fini(&m);
+            break;
+        }
+        assert_int_equal(rv, SNAP_ENOSPC);
+        assert_true(strlen(err) > 0);
+        assert_false(found);
+        assert_int_equal(create(f, 88, 1), 0); /* the failed attempt cleaned up after itself */
+        char dir[PATH_MAX];
+        snap_path(f, 88, 1, NULL, dir);
+        rm_tree(dir);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +340,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(latest_skips_incomplete_and_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(retention_keeps_newest, setup, teardown),
         cmocka_unit_test_setup_teardown(create_crash_at_every_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(create_error_at_every_step, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
