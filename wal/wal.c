@@ -248,7 +248,8 @@ int wal_sync_wait(struct wal *w, uint64_t ticket)
     while (w->failed == 0 && w->durable.ticket < ticket) {
         pthread_cond_wait(&w->done, &w->mu);
     }
-    int rv = w->failed;
+    /* A batch that became durable before a later failure is still durable. */
+    int rv = w->durable.ticket >= ticket ? 0 : w->failed;
     if (rv != 0) {
         snprintf(w->errmsg, sizeof w->errmsg, "sync: %s", w->fail_msg);
     }

@@ -203,7 +203,8 @@ int wal_notify_fd(const struct wal *w);
 void wal_notify_drain(struct wal *w);
 
 /* Block until batch @ticket is durable (0 = everything queued so far).  For tools and tests; the
- * loop never calls it.  Errors: the sticky I/O error. */
+ * loop never calls it.  Returns 0 if that batch is durable, even if the wal failed later.
+ * Errors: the sticky I/O error if it failed before the batch was durable. */
 int wal_sync_wait(struct wal *w, uint64_t ticket);
 
 /* The memtable holding the log (raft storage reads).  Borrowed for the wal's lifetime; loop
