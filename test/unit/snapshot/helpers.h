@@ -29,11 +29,17 @@ static inline void rm_tree(const char *path)
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* A fresh scratch directory under $TMPDIR (or /tmp), into @buf (PATH_MAX). */
+/* A fresh scratch directory, into @buf (PATH_MAX): under $KV_TEST_TMPDIR if set, else /dev/shm
+ * when it exists (the crash tests run hundreds of fsync-heavy transfers: on a loaded disk they
+ * would take minutes, and fsync durability itself is not what they check), else /tmp. */
 static inline void scratch_dir(char *buf, const char *tag)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(buf, PATH_MAX, "%s/kvsnap-%s-XXXXXX", base != NULL ? base : "/tmp", tag);
+    const char *base = getenv("KV_TEST_TMPDIR");
+    struct stat st;
+    if (base == NULL) {
+        base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
+    }
+    snprintf(buf, PATH_MAX, "%s/kvsnap-%s-XXXXXX", base, tag);
     if (mkdtemp(buf) == NULL) {
         perror("mkdtemp");
         abort();
