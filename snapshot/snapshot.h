@@ -290,8 +290,10 @@ const char *snap_sender_errmsg(const struct snap_sender *s);
 
 struct snap_receiver_opts
 {
-    uint64_t sync_bytes; /* checkpoint progress (fsync + progress file) every this many bytes;
-                            0 = 8 MiB.  A receiver restart re-receives at most this much. */
+    uint64_t sync_bytes; /* checkpoint progress (fsync + PROGRESS) every this many bytes;
+                            0 = 8 MiB.  A receiver restart re-receives at most this much.
+                            1 makes every OK ack durable before it is sent: a restart resumes
+                            exactly at the last ack, for one fsync per chunk. */
 };
 
 struct snap_receiver;

@@ -228,6 +228,26 @@ static void stream_receiver_restart_resumes(void **state)
     r = open_receiver(f, s, ack);
     assert_int_equal(snap_ack_decode(ack, sizeof ack, &a, err), 0);
     assert_true(a.offset == 2 * SYNC_BYTES);
+    /* sync_bytes = 1: every ack is durable, a restart resumes exactly at the last one. */
+    const void *man;
+    struct snap_receiver_opts exact = {.sync_bytes = 1};
+    snap_receiver_close(r);
+    snap_sender_manifest(s, &man, &len);
+    assert_int_equal(snap_receiver_open(f->root_b, man, len, &exact, &r, ack, err), 0);
+    assert_int_equal(snap_sender_ack(s, ack, sizeof ack), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(snap_sender_next(s, 0, &c, &len), 0);
+        assert_int_equal(snap_receiver_put(r, c, len, ack), 0);
+        assert_int_equal(snap_sender_ack(s, ack, sizeof ack), 0);
+    }
+    assert_int_equal(snap_ack_decode(ack, sizeof ack, &a, err), 0);
+    snap_receiver_close(r);
+    snap_sender_manifest(s, &man, &len);
+    assert_int_equal(snap_receiver_open(f->root_b, man, len, &exact, &r, ack, err), 0);
+    struct snap_ack b;
+    assert_int_equal(snap_ack_decode(ack, sizeof ack, &b, err), 0);
+    assert_true(b.status == SNAP_ACK_RESUME && b.file == a.file && b.offset == a.offset);
+    assert_true(b.offset == 2 * SYNC_BYTES + 3 * CHUNK);
     snap_receiver_close(r);
     snap_sender_close(s);
 }
