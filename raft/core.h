@@ -158,7 +158,14 @@ unsigned raft_quorum(const struct raft *r);
 bool raft_is_promotable(const struct raft *r);
 /* Queue @m (copying the header; m->entries must already be owned by the outbox). */
 int raft_send(struct raft *r, struct raft_msg *m);
+void raft_reset(struct raft *r, raft_term term);
+
+/* election.c */
 int raft_campaign(struct raft *r, bool transfer);
+void raft_reset_randomized_timeout(struct raft *r);
+int raft_tick(struct raft *r);
+int raft_handle_vote(struct raft *r, const struct raft_msg *m);
+int raft_step_candidate(struct raft *r, const struct raft_msg *m);
 
 /* replication.c */
 int raft_send_append(struct raft *r, struct raft_progress *p, bool send_if_empty, bool *sent);

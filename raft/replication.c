@@ -44,6 +44,42 @@ static int send_snapshot(struct raft *r, struct raft_progress *p)
     return 0;
 }
 
+/* Entry headers for a MsgApp to @p into a fresh array (*@out, owned by the caller).
+ * RAFT_ECOMPACTED means the follower needs a snapshot. */
+static int collect_entries(struct raft *r,
+                           const struct raft_progress *p,
+                           size_t want,
+                           struct raft_entry **out,
+                           size_t *n)
+{
+    if (want > 4096) {
+        want = 4096; /* Bounds the header array; the byte limit usually binds first. */
+    }
+    struct raft_entry *ents = raft_malloc(r->heap, want * sizeof *ents);
+    if (ents == NULL) {
+        return RAFT_ENOMEM;
+    }
+    int rv = raft_log_slice(&r->log, p->next, p->next + want, r->cfg.max_msg_bytes, ents, n);
+    if (rv != 0) {
+        raft_free(r->heap, ents);
+        return rv;
+    }
+    *out = ents;
+    return 0;
+}
+
+/* Flow control after sending entries up to @last, @bytes of data (thesis 10.2.2: optimistic
+ * pipelining in replicate state, one probe at a time otherwise). */
+static void sent_entries(struct raft_progress *p, raft_index last, size_t bytes)
+{
+    if (p->state == RAFT_PR_REPLICATE) {
+        p->next = last + 1;
+        raft_inflights_add(&p->ins, last, bytes);
+    } else {
+        p->probe_sent = true;
+    }
+}
+
 int raft_send_append(struct raft *r, struct raft_progress *p, bool send_if_empty, bool *sent)
 {
     *sent = false;
@@ -53,35 +89,19 @@ int raft_send_append(struct raft *r, struct raft_progress *p, bool send_if_empty
     raft_index prev = p->next - 1;
     raft_term prev_term;
     int rv = raft_log_term(&r->log, prev, &prev_term);
-    raft_index last = raft_log_last(&r->log);
-    size_t want = (size_t)(last + 1 - p->next);
-    if (rv == RAFT_ECOMPACTED || (rv == 0 && want > 0 && p->next < raft_log_first(&r->log))) {
+    size_t want = (size_t)(raft_log_last(&r->log) + 1 - p->next);
+    if (rv == RAFT_ECOMPACTED) {
         return send_snapshot(r, p);
     }
-    if (rv != 0) {
+    if (rv != 0 || (want == 0 && !send_if_empty)) {
         return rv;
-    }
-    if (want == 0 && !send_if_empty) {
-        return 0;
     }
     struct raft_entry *ents = NULL;
     size_t n = 0;
     if (want > 0) {
-        if (want > 4096) {
-            want = 4096; /* Bounds the header array; the byte limit usually binds first. */
-        }
-        ents = raft_malloc(r->heap, want * sizeof *ents);
-        if (ents == NULL) {
-            return RAFT_ENOMEM;
-        }
-        rv = raft_log_slice(&r->log, p->next, p->next + want, r->cfg.max_msg_bytes, ents, &n);
-        if (rv == RAFT_ECOMPACTED) {
-            raft_free(r->heap, ents);
-            return send_snapshot(r, p);
-        }
+        rv = collect_entries(r, p, want, &ents, &n);
         if (rv != 0) {
-            raft_free(r->heap, ents);
-            return rv;
+            return rv == RAFT_ECOMPACTED ? send_snapshot(r, p) : rv;
         }
     }
     struct raft_msg m = {.type = RAFT_MSG_APP, .to = p->id, .index = prev, .log_term = prev_term};
@@ -92,19 +112,12 @@ int raft_send_append(struct raft *r, struct raft_progress *p, bool send_if_empty
     if (rv != 0) {
         return rv;
     }
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        bytes += ents[i].data.len;
+    }
     if (n > 0) {
-        size_t bytes = 0;
-        for (size_t i = 0; i < n; i++) {
-            bytes += ents[i].data.len;
-        }
-        raft_index lastsent = ents[n - 1].index;
-        if (p->state == RAFT_PR_REPLICATE) {
-            /* Optimistic: assume delivery and keep the pipe full (thesis 10.2.2). */
-            p->next = lastsent + 1;
-            raft_inflights_add(&p->ins, lastsent, bytes);
-        } else {
-            p->probe_sent = true;
-        }
+        sent_entries(p, ents[n - 1].index, bytes);
     } else if (p->state == RAFT_PR_PROBE) {
         p->probe_sent = true;
     }

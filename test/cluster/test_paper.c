@@ -289,6 +289,40 @@ static void prevote_stops_rejoining_partitioned_node(void **state)
     test_cluster_fini(&c);
 }
 
+/* The same claim as a golden trace (fixed seed; STYLE.md §8): a member that cannot hear the
+ * others keeps pre-campaigning at its old term; the others, hearing from the leader, ignore
+ * its PreVotes; once it hears again it simply follows. */
+static void prevote_blocks_stale_rejoin_golden(void **state)
+{
+    (void)state;
+    struct test_cluster c;
+    test_cluster_init(&c, 3, 3);
+    raft_id l = test_cluster_elect(&c, 2000);
+    test_cluster_elapse(&c, 100);
+    assert_int_equal(l, 3);
+    test_cluster_cut(&c, 1, 2, true); /* Member 2 can send but not receive. */
+    test_cluster_cut(&c, 3, 2, true);
+    test_cluster_elapse(&c, 300);
+    test_cluster_trace(&c, true);
+    test_cluster_elapse(&c, 200);
+    test_cluster_heal(&c);
+    test_cluster_elapse(&c, 300);
+    assert_true(test_cluster_trace_expect(&c,
+                                          "[630] 2 become pre-candidate term=1\n"
+                                          "[633] 1 ignore prevote from 2 term=2: leader 3 alive\n"
+                                          "[633] 3 ignore prevote from 2 term=2: leader 3 alive\n"
+                                          "[730] 2 become pre-candidate term=1\n"
+                                          "[732] 3 ignore prevote from 2 term=2: leader 3 alive\n"
+                                          "[735] 1 ignore prevote from 2 term=2: leader 3 alive\n"
+                                          "[759] 2 become follower term=1\n"));
+    for (raft_id i = 1; i <= 3; i++) {
+        assert_int_equal(term_of(&c, i), 1);
+    }
+    assert_int_equal(test_cluster_leader(&c), 3);
+    ASSERT_HEALTHY(&c);
+    test_cluster_fini(&c);
+}
+
 /* The contrast: without PreVote (and CheckQuorum) the same rejoin deposes the leader. */
 static void without_prevote_rejoin_disrupts(void **state)
 {
@@ -345,6 +379,7 @@ int main(void)
         cmocka_unit_test(leader_completeness_across_crashes),
         cmocka_unit_test(figure8_old_term_entry_not_committed_by_count),
         cmocka_unit_test(prevote_stops_rejoining_partitioned_node),
+        cmocka_unit_test(prevote_blocks_stale_rejoin_golden),
         cmocka_unit_test(without_prevote_rejoin_disrupts),
         cmocka_unit_test(checkquorum_isolated_leader_steps_down),
     };

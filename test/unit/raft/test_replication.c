@@ -333,6 +333,47 @@ static void read_index_waits_for_term_commit_and_quorum(void **state)
     h_stop(&n);
 }
 
+/* MsgPropose (a proposal forwarded by a member) is appended by the leader like a local one;
+ * configuration entries cannot sneak in that way. */
+static void leader_appends_forwarded_proposals(void **state)
+{
+    (void)state;
+    struct h_node nodes[3];
+    start_three(nodes, NULL);
+    elect_one(nodes, 3);
+    raft_index last = raft_last_index(nodes[0].r);
+    struct raft_entry es[3] = {
+        {.type = RAFT_ENTRY_NORMAL}, {.type = RAFT_ENTRY_CONF}, {.type = RAFT_ENTRY_NORMAL}};
+    es[0].data = (struct raft_buf){"a", 1};
+    es[2].data = (struct raft_buf){"b", 1};
+    struct raft_msg prop = {.type = RAFT_MSG_PROPOSE, .from = 2, .to = 1};
+    prop.entries = es;
+    prop.n_entries = 3;
+    assert_int_equal(h_recv(&nodes[0], &prop), 0);
+    assert_int_equal(raft_last_index(nodes[0].r), last + 2);
+    assert_int_equal(h_settle(nodes, 3), 0);
+    assert_int_equal(raft_commit_index(nodes[2].r), last + 2);
+    stop_all(nodes, 3);
+}
+
+/* An unreachable report turns optimistic replication into probing: one MsgApp at a time. */
+static void unreachable_peer_is_probed(void **state)
+{
+    (void)state;
+    struct h_node nodes[3];
+    start_three(nodes, NULL);
+    elect_one(nodes, 3);
+    struct raft_event ev = {.type = RAFT_EV_UNREACHABLE, .u.peer = 2};
+    assert_int_equal(h_step(&nodes[0], &ev), 0);
+    h_clear(&nodes[0]);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h_propose(&nodes[0], "x", NULL), 0);
+    }
+    assert_int_equal(h_count(&nodes[0], RAFT_MSG_APP, 2), 1);
+    assert_int_equal(h_count(&nodes[0], RAFT_MSG_APP, 3), 3);
+    stop_all(nodes, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +386,8 @@ int main(void)
         cmocka_unit_test(compacted_follower_gets_snapshot),
         cmocka_unit_test(restart_keeps_hard_state_and_log),
         cmocka_unit_test(read_index_waits_for_term_commit_and_quorum),
+        cmocka_unit_test(leader_appends_forwarded_proposals),
+        cmocka_unit_test(unreachable_peer_is_probed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
