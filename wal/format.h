@@ -1,4 +1,6 @@
-/* Framing, checksums and decoding of WAL segments and records (layout in wal/FORMAT.md). */
+/* Framing, checksums and decoding of WAL segments and records (layout in wal/FORMAT.md).
+ * Pure functions over caller buffers: any thread; used by the WAL, kvdb-waldump and the fuzz
+ * target.  Decoders never read past the length they are given. */
 #ifndef KV_WAL_FORMAT_H
 #define KV_WAL_FORMAT_H
 

@@ -85,9 +85,13 @@ static struct wal_mnode *find(const struct wal_memtable *m, uint64_t index)
     if (m->count == 0 || index <= m->snap_index || index > m->last) {
         return NULL;
     }
-    /* Appends and recent reads cluster at the tail: check it first. */
+    /* Appends and recent reads cluster at the tail, and readers walk forward: check the tail
+     * and the finger before searching. */
     if (m->tail[0]->index == index) {
         return m->tail[0];
+    }
+    if (m->finger != NULL && m->finger->index == index) {
+        return m->finger;
     }
     struct wal_mnode *prev[WAL_MEMTABLE_MAX_LEVEL];
     find_prev(m, index, prev);
@@ -106,6 +110,7 @@ int wal_memtable_truncate(struct wal_memtable *m, uint64_t index)
     struct wal_mnode *prev[WAL_MEMTABLE_MAX_LEVEL];
     find_prev(m, index, prev);
     struct wal_mnode *victim = prev[0] == NULL ? m->head[0] : prev[0]->next[0];
+    m->finger = NULL;
     for (int l = 0; l < m->levels; l++) {
         if (prev[l] == NULL) {
             m->head[l] = NULL;
@@ -271,6 +276,8 @@ int wal_memtable_entries(const struct wal_memtable *m,
         (*n)++;
         x = x->next[0];
     }
+    /* The memtable is owned by the calling thread; only the read finger changes. */
+    ((struct wal_memtable *)m)->finger = (struct wal_mnode *)x;
     return 0;
 }
 
@@ -298,6 +305,7 @@ int wal_memtable_compact(struct wal_memtable *m, uint64_t index)
     (void)rv;
     /* Unlink the prefix at every level: each head advances past nodes <= index. */
     struct wal_mnode *victim = m->levels > 0 ? m->head[0] : NULL;
+    m->finger = NULL;
     for (int l = 0; l < m->levels; l++) {
         struct wal_mnode *x = m->head[l];
         while (x != NULL && x->index <= index) {

@@ -1,4 +1,6 @@
-/* The skiplist memtable: the in-memory, readable Raft log (index -> term, type, data). */
+/* The skiplist memtable: the in-memory, readable Raft log (index -> term, type, data).
+ * Not thread-safe: every function is called by the one thread that owns the memtable (for the
+ * WAL's memtable, the loop thread).  Allocates through wal_malloc. */
 #ifndef KV_WAL_MEMTABLE_H
 #define KV_WAL_MEMTABLE_H
 
@@ -36,6 +38,9 @@ struct wal_memtable
     size_t count;                                   /* Entries held. */
     size_t bytes;                                   /* Heap bytes held by nodes (accounting). */
     uint64_t rng;                                   /* xorshift state for node levels. */
+    /* Read finger: the node after the last one a read returned.  Raft reads mostly walk
+     * forward (replicating the next entries), so the next lookup usually hits it in O(1). */
+    struct wal_mnode *finger;
 };
 
 /* Initialise an empty memtable whose compaction point is (0, 0).  Cannot fail. */

@@ -525,6 +525,9 @@ int wal_recover(struct wal *w, struct wal_recovered *rec)
     found_free(w, f, n);
     if (rv == 0 && n == 0) {
         rv = create_first(w);
+    } else if (rv == 0 && n > 1) {
+        /* keep_closed may have renamed a leftover open- file: make the name durable. */
+        rv = wal_dir_sync(w, w->errmsg);
     }
     if (rv != 0) {
         return rv;

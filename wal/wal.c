@@ -143,8 +143,8 @@ int wal_append(struct wal *w, const struct wal_entry *ents, size_t n, uint64_t *
     for (size_t i = 0; i < n; i++) {
         bytes += WAL_ENTRY_HEADER_SIZE + ents[i].len;
     }
-    size_t recs = bytes / WAL_REC_TARGET + 2;
-    if (n > 0 && batch_reserve(&w->pending, bytes + recs * 32) == NULL) {
+    /* At most one record per entry, each with under 32 bytes of framing. */
+    if (n > 0 && batch_reserve(&w->pending, bytes + (n + 1) * 32) == NULL) {
         rv = WAL_ENOMEM;
     }
     if (rv == 0 && n > 0) {

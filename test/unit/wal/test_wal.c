@@ -322,6 +322,120 @@ static void torn_tail_modes(void **state)
     wal_close(w);
 }
 
+/* Names of closed segments "<first>-<last>" in hex: the smallest last index among them. */
+static uint64_t min_closed_last(struct fx *f, int *count)
+{
+    DIR *d = opendir(f->dir);
+    struct dirent *de;
+    uint64_t min = UINT64_MAX;
+    *count = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) == 33 && de->d_name[16] == '-') {
+            uint64_t last = strtoull(de->d_name + 17, NULL, 16);
+            min = last < min ? last : min;
+            (*count)++;
+        }
+    }
+    closedir(d);
+    return min;
+}
+
+/* etcd ReleaseLockTo: no closed segment left whose entries are all below the marker. */
+static void release_keeps_segment_holding_marker(void **state)
+{
+    struct fx *f = *state;
+    f->opts.segment_size = 2048;
+    struct wal *w = open_ok(f, NULL);
+    for (uint64_t i = 1; i <= 400; i += 5) {
+        assert_int_equal(tw_append(w, i, i + 4, 1, NULL), 0);
+        assert_int_equal(wal_sync_wait(w, 0), 0);
+    }
+    int before = 0, after = 0;
+    min_closed_last(f, &before);
+    assert_int_equal(wal_mark_snapshot(w, 250, 1, NULL), 0);
+    assert_int_equal(wal_sync_wait(w, 0), 0);
+    assert_true(min_closed_last(f, &after) >= 250);
+    assert_true(after > 0 && after < before);
+    /* The segment holding 250 stays: replay still has 251.. and term(250). */
+    wal_close(w);
+    struct wal_recovered rec;
+    w = open_ok(f, &rec);
+    assert_true(rec.first_index == 251 && rec.last_index == 400 && rec.snap_index == 250);
+    uint64_t t = 0;
+    assert_int_equal(wal_memtable_term(wal_memtable(w), 250, &t), 0);
+    assert_true(t == 1);
+    wal_close(w);
+}
+
+/* A crash between the two renames of a cut leaves two open- files: both replay, the older gets
+ * its closed name. */
+static void crash_between_cut_renames(void **state)
+{
+    struct fx *f = *state;
+    f->opts.segment_size = 2048;
+    struct wal *w = open_ok(f, NULL);
+    for (uint64_t i = 1; i <= 100; i += 5) {
+        assert_int_equal(tw_append(w, i, i + 4, 1, NULL), 0);
+        assert_int_equal(wal_sync_wait(w, 0), 0);
+    }
+    wal_close(w);
+    /* Find the newest closed segment (largest last) and give it back an open- name. */
+    DIR *d = opendir(f->dir);
+    struct dirent *de;
+    char newest[256] = "";
+    while ((de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) == 33 && strcmp(de->d_name, newest) > 0) {
+            snprintf(newest, sizeof newest, "%s", de->d_name);
+        }
+    }
+    closedir(d);
+    assert_true(newest[0] != '\0');
+    char from[600], to[600];
+    snprintf(from, sizeof from, "%s/%s", f->dir, newest);
+    snprintf(to, sizeof to, "%s/open-0000000000000000", f->dir); /* any open- name works */
+    assert_int_equal(rename(from, to), 0);
+    assert_int_equal(tw_count(f->dir, "open-"), 2);
+    struct wal_recovered rec;
+    w = open_ok(f, &rec);
+    assert_true(rec.last_index == 100);
+    for (uint64_t i = 1; i <= 100; i++) {
+        assert_true(tw_check(wal_memtable(w), i, 1));
+    }
+    wal_close(w);
+    assert_int_equal(tw_count(f->dir, "open-"), 1);
+}
+
+/* A missing middle segment is corruption, never a silently shorter log. */
+static void missing_segment_is_corruption(void **state)
+{
+    struct fx *f = *state;
+    f->opts.segment_size = 2048;
+    struct wal *w = open_ok(f, NULL);
+    for (uint64_t i = 1; i <= 100; i += 5) {
+        assert_int_equal(tw_append(w, i, i + 4, 1, NULL), 0);
+        assert_int_equal(wal_sync_wait(w, 0), 0);
+    }
+    wal_close(w);
+    DIR *d = opendir(f->dir);
+    struct dirent *de;
+    char names[64][256];
+    int n = 0;
+    while ((de = readdir(d)) != NULL && n < 64) {
+        if (strlen(de->d_name) == 33) {
+            snprintf(names[n++], sizeof names[0], "%s", de->d_name);
+        }
+    }
+    closedir(d);
+    assert_true(n >= 3);
+    qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", f->dir, names[1]);
+    assert_int_equal(unlink(path), 0);
+    char err[WAL_ERRMSG_SIZE] = "";
+    assert_int_equal(wal_open(f->dir, &f->opts, &w, NULL, err), WAL_ECORRUPT);
+    assert_non_null(strstr(err, "missing segment"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +448,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(second_open_is_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(notify_fd_fires, setup, teardown),
         cmocka_unit_test_setup_teardown(torn_tail_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(release_keeps_segment_holding_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(crash_between_cut_renames, setup, teardown),
+        cmocka_unit_test_setup_teardown(missing_segment_is_corruption, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
