@@ -143,6 +143,7 @@ static void configure(struct sim *s)
     c->compact_lag = pick(s, 2) ? 0 : 2 + pick(s, 20);
     c->max_msg_bytes = pick(s, 2) ? 0 : 1 + pick(s, 100);
     c->max_inflight_msgs = pick(s, 2) ? 0 : 1 + pick(s, 4);
+    c->leader_crash_before_persist_pm = pick(s, 4) == 0 ? 1 + (unsigned)pick(s, 30) : 0;
 }
 
 static bool members_caught_up(struct test_cluster *c, void *arg)
@@ -169,6 +170,7 @@ static void heal_and_check(struct sim *s)
     test_cluster_heal(c);
     c->drop_pm = 0;
     c->dup_pm = 0;
+    c->leader_crash_before_persist_pm = 0;
     for (raft_id id = 1; id <= c->n; id++) {
         test_cluster_restart(c, id);
     }
@@ -228,6 +230,10 @@ int sim_run(uint64_t seed, uint64_t chaos_ms, struct sim_stats *st, char *failur
     }
     st->committed += test_cluster_max_applied(&s.c);
     st->snapshots += s.c.snaps_installed;
+    st->early_crashes += s.c.early_crashes;
+    uint64_t state = s.c.nrec > 0 ? s.c.rec[s.c.nrec].cum : 0;
+    st->digest = st->digest * 31 + (state ^ s.c.delivered * 0x9e3779b97f4a7c15ull ^
+                                    s.c.dropped << 20 ^ s.c.now << 40 ^ s.c.nrec);
     int rv = 0;
     if (s.c.failure[0] != '\0') {
         snprintf(failure, cap, "%s", s.c.failure);

@@ -10,6 +10,8 @@ struct sim_stats
     uint64_t committed; /* Entries applied (highest index). */
     uint64_t elections; /* Terms with a leader. */
     uint64_t crashes, partitions, conf_changes, snapshots, transfers, reads;
+    uint64_t early_crashes; /* Leaders crashed after sending, before persisting. */
+    uint64_t digest;        /* Mix of each run's outcome (state hash, traffic, clock). */
 };
 
 /* Run seed @seed for @chaos_ms of virtual time; returns 0, or -1 with @failure (size @cap) set to

@@ -369,6 +369,18 @@ static void drain(struct test_cluster *c, struct test_node *n)
             fail(c, "raft_ready on %" PRIu64 ": %s", n->id, raft_strerror(rv));
             return;
         }
+        /* Draw only when enabled, so other scenarios keep their random streams (goldens). */
+        if (rd.role == RAFT_LEADER && rd.n_entries > 0 && c->leader_crash_before_persist_pm > 0 &&
+            rnd(c, 1000) < c->leader_crash_before_persist_pm) {
+            /* Send first, then crash before the fsync finished: nothing of this Ready is
+             * durable on the leader, but followers may store and acknowledge its entries. */
+            for (size_t i = 0; i < rd.n_msgs; i++) {
+                net_send(c, &rd.msgs[i]);
+            }
+            c->early_crashes++;
+            test_cluster_crash(c, n->id);
+            return;
+        }
         rv = raft_memstore_persist(&n->store, &rd);
         if (rv != 0) {
             fail(c, "persist on %" PRIu64 ": %s", n->id, raft_strerror(rv));

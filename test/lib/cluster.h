@@ -68,6 +68,10 @@ struct test_cluster
     /* Policy */
     raft_index compact_lag;  /* Compact a store once applied - snap > this (0: never). */
     unsigned fail_snapshots; /* Lose this many upcoming snapshot transfers. */
+    /* Per mille of leader Readies whose messages go out and then the leader crashes before
+     * persisting (thesis 10.2.1: the leader's MsgApps may race its own fsync). */
+    unsigned leader_crash_before_persist_pm;
+    uint64_t early_crashes;
     size_t max_msg_bytes;
     size_t max_inflight_msgs;
     bool disable_prevote;
