@@ -210,9 +210,12 @@ int ih_cluster_init(struct ih_cluster *c, size_t n, const char *const *extra)
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         struct ih_member *m = &c->m[i];
+        /* Through locals: gcc's -Wrestrict cannot tell c->root from m->dir apart. */
+        char root[sizeof c->root];
+        snprintf(root, sizeof root, "%s", c->root);
         snprintf(m->name, sizeof m->name, "m%zu", i);
-        snprintf(m->dir, sizeof m->dir, "%s/%s", c->root, m->name);
-        snprintf(m->log, sizeof m->log, "%s/%s.log", c->root, m->name);
+        snprintf(m->dir, sizeof m->dir, "%s/m%zu", root, i);
+        snprintf(m->log, sizeof m->log, "%s/m%zu.log", root, i);
         if (pick_port(&m->client_port) != 0 || pick_port(&m->peer_port) != 0) {
             return -1;
         }

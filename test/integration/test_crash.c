@@ -1,0 +1,116 @@
+/* Whole-cluster crashes: kill -9 every member while a pipelined writer runs, restart, and every
+ * acknowledged write is there with its revision (twice, so a recovered state crashes again). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "test/integration/harness.h"
+#include "test/integration/writer.h"
+
+struct fix
+{
+    struct ih_cluster c;
+    struct ih_writer w; /* stopped by teardown even when a test fails midway */
+};
+
+static int setup_n(void **state, size_t n)
+{
+    struct fix *f = calloc(1, sizeof *f);
+    *state = f;
+    if (f == NULL || ih_cluster_init(&f->c, n, NULL) != 0 || ih_cluster_start(&f->c, 30000) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int setup1(void **state)
+{
+    return setup_n(state, 1);
+}
+
+static int setup3(void **state)
+{
+    return setup_n(state, 3);
+}
+
+static int teardown(void **state)
+{
+    struct fix *f = *state;
+    if (f == NULL) {
+        return 0;
+    }
+    ih_writer_stop(&f->w);
+    ih_writer_fini(&f->w);
+    int rv = ih_cluster_stop(&f->c); /* a crashed or leaking member fails the test */
+    ih_cluster_destroy(&f->c);
+    free(f);
+    return rv;
+}
+
+/* Kill every member with SIGKILL as close together as we can, then start them all again. */
+static void crash_all(struct fix *f)
+{
+    for (size_t i = 0; i < f->c.n; i++) {
+        kill(f->c.m[i].pid, SIGKILL);
+    }
+    for (size_t i = 0; i < f->c.n; i++) {
+        assert_int_equal(0, ih_member_stop(&f->c, i, SIGKILL));
+    }
+    assert_int_equal(0, ih_cluster_start(&f->c, 30000));
+}
+
+/* Check the writer's acknowledged writes through every member (linearizable reads). */
+static void check_everywhere(struct fix *f, long at_least)
+{
+    for (size_t i = 0; i < f->c.n; i++) {
+        struct kvc *k = ih_client(&f->c, i, 15000);
+        assert_non_null(k);
+        long n = ih_writer_check(&f->w, k);
+        kvc_close(k);
+        assert_true(n >= at_least);
+    }
+}
+
+static void crash_rounds(struct fix *f, unsigned window)
+{
+    assert_int_equal(0, ih_writer_start(&f->w, &f->c, "crash/", 1000000, window));
+    for (int round = 0; round < 2; round++) {
+        /* Crash while writes are in flight: wait for progress, then kill at once. */
+        assert_int_equal(0, ih_writer_wait_acked(&f->w, atomic_load(&f->w.acked) + 200, 30000));
+        crash_all(f);
+        /* The writer resumes against the restarted cluster. */
+        assert_int_equal(0, ih_writer_wait_acked(&f->w, atomic_load(&f->w.acked) + 50, 30000));
+    }
+    ih_writer_stop(&f->w);
+    check_everywhere(f, 500);
+}
+
+/* Three members, all killed while a writer keeps 16 puts in flight. */
+static void crash_all_members_while_writing(void **state)
+{
+    crash_rounds(*state, 16);
+}
+
+/* One member killed with 32 pipelined puts in flight: group commit must not acknowledge before
+ * the WAL is synced. */
+static void crash_single_member_while_writing(void **state)
+{
+    crash_rounds(*state, 32);
+}
+
+int main(void)
+{
+    alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(crash_all_members_while_writing, setup3, teardown),
+        cmocka_unit_test_setup_teardown(crash_single_member_while_writing, setup1, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
