@@ -45,7 +45,7 @@ static struct srv_job *queue_take_all(struct srv_queue *q)
     return j;
 }
 
-static void post_done(struct srv *s, struct srv_done *d)
+void srv_post_done(struct srv *s, struct srv_done *d)
 {
     d->next = NULL;
     pthread_mutex_lock(&s->done_mu);
@@ -127,7 +127,8 @@ static int group_reserve(struct group *g, size_t n)
     return 0;
 }
 
-static void group_add(struct group *g,
+static void group_add(struct srv *s,
+                      struct group *g,
                       const struct srv_job *j,
                       const struct srv_job_ent *e)
 {
@@ -138,8 +139,16 @@ static void group_add(struct group *g,
     g->irs[i] = NULL;
     memset(&g->ops[i], 0, sizeof g->ops[i]);
     g->ops[i].type = LSM_OP_NOOP;
+    if (e->type == RAFT_ENTRY_CONF) {
+        /* Track the membership as of the applied index, for the snapshots taken here. */
+        struct raft_conf c;
+        if (raft_conf_decode(j->buf + e->off, e->len, &c) == 0) {
+            s->apply_conf = c;
+        }
+        return;
+    }
     if (e->type != RAFT_ENTRY_NORMAL || e->len == 0) {
-        return; /* leader no-ops and configuration entries only advance the applied index */
+        return; /* leader no-ops only advance the applied index */
     }
     Kvdb__InternalRequest *ir =
         kvdb__internal_request__unpack(NULL, e->len, (const uint8_t *)j->buf + e->off);
@@ -185,7 +194,7 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
     }
     for (struct srv_job *j = jobs; j != NULL; j = j->next) {
         for (size_t i = 0; i < j->n_ents; i++) {
-            group_add(g, j, &j->ents[i]);
+            group_add(s, g, j, &j->ents[i]);
         }
     }
     struct lsm_apply_out out;
@@ -205,24 +214,89 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
         struct srv_done *d = make_done(&out.results[i], 0, &h);
         if (d != NULL) {
             d->req_id = ir->id;
-            post_done(s, d);
+            srv_post_done(s, d);
         }
     }
     publish_applied(s, &out);
+    uint64_t applied = out.applied_index;
     lsm_apply_out_fini(&out);
     group_reset(g);
+    srv_snap_after_apply(s, applied);
     return 0;
 }
+
+static void free_job(struct srv_job *j);
 
 static void free_jobs(struct srv_job *j)
 {
     while (j != NULL) {
         struct srv_job *next = j->next;
-        free(j->ents);
-        free(j->buf);
-        free(j);
+        free_job(j);
         j = next;
     }
+}
+
+static void free_job(struct srv_job *j)
+{
+    free(j->ents);
+    free(j->buf);
+    free(j->dir);
+    free(j);
+}
+
+static void run_install(struct srv *s, struct srv_job *j)
+{
+    int rv = srv_snap_install(s, j->dir, j->msg.snap.index);
+    struct lsm_status st;
+    pthread_rwlock_rdlock(&s->lsm_lock);
+    if (s->lsm != NULL) {
+        lsm_status_get(s->lsm, &st);
+        struct lsm_apply_out out = {.applied_index = st.applied_index, .revision = st.revision};
+        publish_applied(s, &out);
+    }
+    pthread_rwlock_unlock(&s->lsm_lock);
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        d->kind = rv == 0 ? SRV_DONE_SNAP_INSTALLED : SRV_DONE_FATAL;
+        d->ok = rv == 0;
+        d->msg = j->msg;
+        srv_post_done(s, d);
+    }
+}
+
+/* Apply the jobs in order: runs of apply jobs as one LSM group each, installs in between. */
+static int run_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
+{
+    while (jobs != NULL) {
+        struct srv_job *end = jobs;
+        while (end->next != NULL && end->next->type == SRV_JOB_APPLY &&
+               jobs->type == SRV_JOB_APPLY) {
+            end = end->next;
+        }
+        struct srv_job *rest = end->next;
+        end->next = NULL;
+        int rv = 0;
+        if (jobs->type == SRV_JOB_INSTALL) {
+            run_install(s, jobs);
+        } else {
+            rv = apply_jobs(s, g, jobs);
+        }
+        while (jobs != NULL) {
+            struct srv_job *next = jobs->next;
+            free_job(jobs);
+            jobs = next;
+        }
+        if (rv != 0) {
+            while (rest != NULL) {
+                struct srv_job *next = rest->next;
+                free_job(rest);
+                rest = next;
+            }
+            return rv;
+        }
+        jobs = rest;
+    }
+    return 0;
 }
 
 static void *apply_main(void *arg)
@@ -232,18 +306,15 @@ static void *apply_main(void *arg)
     memset(&g, 0, sizeof g);
     struct srv_job *jobs;
     while ((jobs = queue_take_all(&s->applyq)) != NULL) {
-        int rv = apply_jobs(s, &g, jobs);
-        free_jobs(jobs);
+        int rv = run_jobs(s, &g, jobs);
         if (rv != 0) {
             /* The store can no longer follow the log: stop the member (the loop reads this). */
             srv_log(SRV_LOG_ERROR, "apply", "apply failed: %s: %s", lsm_strerror(rv),
                     lsm_errmsg(s->lsm));
             struct srv_done *d = calloc(1, sizeof *d);
             if (d != NULL) {
-                d->code = KVDB__ERROR_CODE__INTERNAL;
-                d->errmsg = strdup("apply failed");
-                d->method = UINT32_MAX; /* marks a fatal apply error for the loop */
-                post_done(s, d);
+                d->kind = SRV_DONE_FATAL;
+                srv_post_done(s, d);
             }
             break;
         }
@@ -252,6 +323,21 @@ static void *apply_main(void *arg)
     free(g.ops);
     free(g.irs);
     return NULL;
+}
+
+void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *msg)
+{
+    struct srv_job *j = calloc(1, sizeof *j);
+    char *d = strdup(dir);
+    if (j == NULL || d == NULL) {
+        free(j);
+        free(d);
+        return; /* the leader retries the snapshot */
+    }
+    j->type = SRV_JOB_INSTALL;
+    j->dir = d;
+    j->msg = *msg;
+    queue_push(&s->applyq, j);
 }
 
 void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n)
@@ -314,7 +400,9 @@ static void run_read(struct srv *s, struct srv_read *r)
         struct lsm_result res;
         memset(&res, 0, sizeof res);
         char err[256];
+        pthread_rwlock_rdlock(&s->lsm_lock);
         int rv = lsm_range(s->lsm, &lr, &res, err);
+        pthread_rwlock_unlock(&s->lsm_lock);
         d = make_done(&res, rv, &h);
         lsm_result_fini(&res);
         kvdb__range_request__free_unpacked(req, NULL);
@@ -324,7 +412,7 @@ static void run_read(struct srv *s, struct srv_read *r)
         d->gen = r->gen;
         d->frame_id = r->frame_id;
         d->method = r->method;
-        post_done(s, d);
+        srv_post_done(s, d);
     }
 }
 
@@ -378,12 +466,9 @@ void srv_done_drain(struct srv *s)
     pthread_mutex_unlock(&s->done_mu);
     while (d != NULL) {
         struct srv_done *next = d->next;
-        if (d->method == UINT32_MAX) {
-            srv_fail(s, SRV_EIO, "applying committed entries failed: %s", lsm_errmsg(s->lsm));
-        } else {
-            srv_kv_on_done(s, d);
-        }
+        srv_node_on_done(s, d);
         free(d->errmsg);
+        free(d->dir);
         free(d->body);
         free(d);
         d = next;
@@ -396,6 +481,7 @@ int srv_apply_start(struct srv *s)
     queue_init(&s->readq);
     pthread_mutex_init(&s->done_mu, NULL);
     pthread_mutex_init(&s->applied_mu, NULL);
+    pthread_rwlock_init(&s->lsm_lock, NULL);
     pthread_cond_init(&s->applied_cond, NULL);
     if (pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
         return SRV_ENOMEM;

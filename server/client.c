@@ -2,6 +2,7 @@
  * buffered per connection and written once per loop iteration (srv_conn_flush_all). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -295,21 +296,38 @@ int srv_conn_accept(struct srv *s, int fd, enum srv_conn_kind kind)
     return 0;
 }
 
-void srv_conn_close(struct srv_conn *c)
+static void conn_unlink(struct srv_conn *c)
 {
     struct srv *s = c->s;
     ev_io_stop(s->loop, &c->rio);
     ev_io_stop(s->loop, &c->wio);
-    close(c->fd);
     s->conns[c->slot] = NULL;
     if (c->dirty) {
-        /* Unlink from the dirty list. */
         struct srv_conn **pp = &s->dirty;
         while (*pp != c) {
             pp = &(*pp)->next_dirty;
         }
         *pp = c->next_dirty;
     }
+}
+
+int srv_conn_detach(struct srv_conn *c, struct pb_frame_reader *rd)
+{
+    conn_unlink(c);
+    int fd = c->fd;
+    *rd = c->rd; /* unread bytes go with the socket */
+    pb_frame_writer_fini(&c->wr);
+    /* The new owner uses blocking I/O. */
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    free(c);
+    return fd;
+}
+
+void srv_conn_close(struct srv_conn *c)
+{
+    conn_unlink(c);
+    close(c->fd);
     pb_frame_reader_fini(&c->rd);
     pb_frame_writer_fini(&c->wr);
     free(c);

@@ -280,7 +280,9 @@ static void handle_status(struct srv_conn *c, const Kvdb__Frame *f)
 {
     struct srv *s = c->s;
     struct lsm_status st;
+    pthread_rwlock_rdlock(&s->lsm_lock);
     lsm_status_get(s->lsm, &st);
+    pthread_rwlock_unlock(&s->lsm_lock);
     Kvdb__ResponseHeader h;
     kvdb__response_header__init(&h);
     h.cluster_id = s->cfg.cluster_id;

@@ -109,6 +109,11 @@ static raft_index st_last(void *ctx)
 static int st_snapshot(void *ctx, struct raft_snap_meta *out)
 {
     struct srv *s = ctx;
+    if (s->snap_meta.index > 0) {
+        /* The latest snapshot on disk; the log may start before it (the catch-up tail). */
+        *out = s->snap_meta;
+        return 0;
+    }
     memset(out, 0, sizeof *out);
     out->index = wal_memtable_first(wal_memtable(s->wal)) - 1;
     if (out->index > 0) {
@@ -117,8 +122,7 @@ static int st_snapshot(void *ctx, struct raft_snap_meta *out)
             return rv;
         }
     }
-    /* Until snapshots carry their own configuration (issue 6), the configuration at the
-     * compaction point is the bootstrap one; later changes come from the log's conf entries. */
+    /* No snapshot yet: the log starts at the bootstrap configuration. */
     out->conf = s->boot_conf;
     return 0;
 }
@@ -190,6 +194,16 @@ static void step_input(struct srv *s, struct srv_input *in)
         raft_step(s->raft, &ev);
         break;
     }
+    case SRV_IN_SNAP_STATUS: {
+        struct raft_event ev = {.type = RAFT_EV_SNAP_STATUS};
+        ev.u.snap.peer = in->peer;
+        ev.u.snap.ok = in->ok;
+        raft_step(s->raft, &ev);
+        break;
+    }
+    case SRV_IN_MSG:
+        step_msg(s, &in->msg);
+        break;
     }
 }
 
@@ -323,10 +337,14 @@ static void finish_ready(struct srv *s)
             srv_read_submit(s, batch);
         }
     }
-    size_t n_snap = rd->n_snap_reqs;
-    raft_id snap_peers[RAFT_MAX_MEMBERS];
-    for (size_t i = 0; i < n_snap && i < RAFT_MAX_MEMBERS; i++) {
-        snap_peers[i] = rd->snap_reqs[i].msg.to;
+    /* Snapshots to send run on threads of their own and report back (SRV_DONE_SNAP_SENT);
+     * one that cannot start is reported failed at once, and raft asks again later. */
+    size_t n_failed = 0;
+    raft_id failed[RAFT_MAX_MEMBERS];
+    for (size_t i = 0; i < rd->n_snap_reqs; i++) {
+        if (!srv_snap_send(s, &rd->snap_reqs[i]) && n_failed < RAFT_MAX_MEMBERS) {
+            failed[n_failed++] = rd->snap_reqs[i].msg.to;
+        }
     }
     int rv = raft_advance(s->raft, rd);
     if (rv != 0) {
@@ -334,13 +352,14 @@ static void finish_ready(struct srv *s)
         return;
     }
     s->inflight = false;
-    /* Snapshot streaming arrives with issue 6; until then a member that fell behind the
-     * compacted log cannot be caught up, and raft is told the send failed. */
-    for (size_t i = 0; i < n_snap && i < RAFT_MAX_MEMBERS; i++) {
+    for (size_t i = 0; i < n_failed; i++) {
         struct raft_event ev = {.type = RAFT_EV_SNAP_STATUS};
-        ev.u.snap.peer = snap_peers[i];
+        ev.u.snap.peer = failed[i];
         ev.u.snap.ok = false;
         raft_step(s->raft, &ev);
+    }
+    if (s->compact_to >= wal_memtable_first(wal_memtable(s->wal))) {
+        srv_snap_compact(s);
     }
 }
 
@@ -355,10 +374,18 @@ static void start_ready(struct srv *s)
     note_soft_state(s, rd);
     s->inflight = true;
     s->sent_early = false;
+    uint64_t ticket = 0;
     if (rd->snap != NULL) {
-        srv_fail(s, SRV_EIO, "installing snapshot %llu from the leader is not supported yet",
-                 (unsigned long long)rd->snap->index);
-        return;
+        /* The store already holds it (installed before the MsgSnap was stepped); reset the log
+         * to it.  The marker is durable before anything this Ready sends. */
+        rv = wal_mark_snapshot(s->wal, rd->snap->index, rd->snap->term, &ticket);
+        if (rv != 0) {
+            srv_fail(s, SRV_EIO, "wal snapshot marker: %s", wal_strerror(rv));
+            return;
+        }
+        if (rd->snap->index > s->snap_meta.index) {
+            s->snap_meta = *rd->snap;
+        }
     }
     /* Thesis 10.2.1: the leader's appends go out in parallel with its own fsync; it counts its
      * own copy only at raft_advance(). */
@@ -366,7 +393,6 @@ static void start_ready(struct srv *s)
         srv_peer_send(s, rd->msgs, rd->n_msgs);
         s->sent_early = true;
     }
-    uint64_t ticket = 0;
     if (rd->n_entries > 0) {
         rv = wal_entries(s, rd);
         if (rv == 0) {
@@ -384,7 +410,7 @@ static void start_ready(struct srv *s)
         return;
     }
     s->ticket = ticket;
-    if (!rd->must_sync) {
+    if (!rd->must_sync && rd->snap == NULL) {
         /* Only the commit index changed (or nothing to persist): no need to wait. */
         finish_ready(s);
     }
@@ -421,4 +447,51 @@ void srv_node_read(struct srv *s, struct srv_read *r)
     /* Linearizable reads gathered during one loop iteration share one ReadIndex request. */
     r->next = s->reads_new;
     s->reads_new = r;
+}
+
+void srv_node_on_done(struct srv *s, struct srv_done *d)
+{
+    switch (d->kind) {
+    case SRV_DONE_REPLY:
+        srv_kv_on_done(s, d);
+        break;
+    case SRV_DONE_FATAL:
+        srv_fail(s, SRV_EIO, "the apply thread stopped: the store cannot follow the log");
+        break;
+    case SRV_DONE_SNAP_CREATED:
+        srv_snap_created(s, &d->snap);
+        break;
+    case SRV_DONE_SNAP_SENT: {
+        struct srv_peer *p = srv_peer_find(s, d->peer);
+        if (p != NULL) {
+            p->snap_sending = false;
+        }
+        struct srv_input *in = calloc(1, sizeof *in);
+        if (in != NULL) {
+            in->type = SRV_IN_SNAP_STATUS;
+            in->peer = d->peer;
+            in->ok = d->ok;
+            srv_node_input(s, in);
+        }
+        break;
+    }
+    case SRV_DONE_SNAP_RECEIVED:
+        if (raft_commit_index(s->raft) >= d->msg.snap.index) {
+            srv_log(SRV_LOG_INFO, "snap", "snapshot %llu is behind our commit index %llu: ignored",
+                    (unsigned long long)d->msg.snap.index,
+                    (unsigned long long)raft_commit_index(s->raft));
+            break;
+        }
+        srv_apply_install(s, d->dir, &d->msg);
+        break;
+    case SRV_DONE_SNAP_INSTALLED: {
+        struct srv_input *in = calloc(1, sizeof *in);
+        if (in != NULL) {
+            in->type = SRV_IN_MSG;
+            in->msg = d->msg;
+            srv_node_input(s, in);
+        }
+        break;
+    }
+    }
 }

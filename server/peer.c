@@ -144,7 +144,7 @@ void srv_peer_start(struct srv *s)
     }
 }
 
-static struct srv_peer *peer_find(struct srv *s, raft_id id)
+struct srv_peer *srv_peer_find(struct srv *s, raft_id id)
 {
     for (size_t i = 0; i < s->n_peers; i++) {
         if (s->peers[i].id == id) {
@@ -183,7 +183,7 @@ void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n)
         while (j < n && msgs[j].to == msgs[i].to) {
             j++;
         }
-        struct srv_peer *p = peer_find(s, msgs[i].to);
+        struct srv_peer *p = srv_peer_find(s, msgs[i].to);
         if (p != NULL) {
             peer_queue(s, p, msgs + i, j - i);
         }
@@ -193,7 +193,7 @@ void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n)
 
 void srv_peer_forward(struct srv *s, const void *data, size_t len)
 {
-    struct srv_peer *p = peer_find(s, s->leader);
+    struct srv_peer *p = srv_peer_find(s, s->leader);
     if (p == NULL) {
         return;
     }
@@ -220,7 +220,7 @@ void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
                  (unsigned long long)in->batch.from, (unsigned long long)in->batch.cluster_id,
                  (unsigned long long)s->cfg.cluster_id);
         rv = SRV_ECLUSTER;
-    } else if (rv == 0 && peer_find(s, in->batch.from) == NULL) {
+    } else if (rv == 0 && srv_peer_find(s, in->batch.from) == NULL) {
         snprintf(err, sizeof err, "batch from unknown member %llx",
                  (unsigned long long)in->batch.from);
         rv = SRV_ECLUSTER;
@@ -235,6 +235,14 @@ void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
         pb_batch_free(&in->batch);
         free(in);
         srv_conn_close(c);
+        return;
+    }
+    if (in->batch.pb->snap_manifest.len > 0) {
+        /* This connection carries a snapshot stream: a receiver thread takes it over. */
+        if (!srv_snap_accept(c, &in->batch)) {
+            srv_conn_close(c);
+        }
+        free(in);
         return;
     }
     in->type = SRV_IN_BATCH;

@@ -104,6 +104,26 @@ static int member_file_read(struct srv *s, const char *dir, char *errmsg)
     return rv;
 }
 
+/* The membership as of the applied index: the snapshot's, then every configuration entry of the
+ * log up to the applied index (the apply thread follows later ones). */
+static void conf_at_applied(struct srv *s, uint64_t applied)
+{
+    s->apply_conf = s->snap_meta.index > 0 ? s->snap_meta.conf : s->boot_conf;
+    struct wal_memtable *mt = wal_memtable(s->wal);
+    uint64_t last = wal_memtable_last(mt);
+    for (uint64_t i = wal_memtable_first(mt); i <= applied && i <= last; i++) {
+        struct wal_entry e;
+        size_t n = 0;
+        if (wal_memtable_entries(mt, i, i + 1, 0, &e, 1, &n) == 0 && n == 1 &&
+            e.type == RAFT_ENTRY_CONF) {
+            struct raft_conf c;
+            if (raft_conf_decode(e.data, e.len, &c) == 0) {
+                s->apply_conf = c;
+            }
+        }
+    }
+}
+
 static int open_storage(struct srv *s, char *errmsg)
 {
     char dir[600], sub[700];
@@ -132,6 +152,13 @@ static int open_storage(struct srv *s, char *errmsg)
     if (rv != 0) {
         return rv;
     }
+    if ((rv = srv_snap_init(s, errmsg)) != 0) {
+        return rv;
+    }
+    if (srv_snap_recover_db(s->cfg.data_dir) != 0) {
+        snprintf(errmsg, SRV_ERRMSG, "%s: cannot finish an interrupted snapshot install", dir);
+        return SRV_EIO;
+    }
     snprintf(sub, sizeof sub, "%s/wal", dir);
     struct wal_recovered rec;
     char werr[WAL_ERRMSG_SIZE] = "";
@@ -156,6 +183,7 @@ static int open_storage(struct srv *s, char *errmsg)
     s->applied_index = st.applied_index;
     atomic_store(&s->applied_pub, st.applied_index);
     atomic_store(&s->revision, st.revision);
+    conf_at_applied(s, st.applied_index);
     srv_log(SRV_LOG_INFO, "node",
             "recovered %s: hard state term %llu vote %llx commit %llu; log %llu..%llu; "
             "applied %llu, revision %lld",
@@ -163,6 +191,21 @@ static int open_storage(struct srv *s, char *errmsg)
             (unsigned long long)rec.hs.commit, (unsigned long long)rec.first_index,
             (unsigned long long)rec.last_index, (unsigned long long)st.applied_index,
             (long long)st.revision);
+    if (st.applied_index > rec.last_index && st.applied_index == s->snap_meta.index) {
+        /* A snapshot from the leader was installed into the store, but the crash came before
+         * the WAL recorded it: record it now (the log restarts after it). */
+        uint64_t ticket = 0;
+        rv = wal_mark_snapshot(s->wal, s->snap_meta.index, s->snap_meta.term, &ticket);
+        if (rv == 0) {
+            rv = wal_sync_wait(s->wal, ticket);
+        }
+        if (rv != 0) {
+            snprintf(errmsg, SRV_ERRMSG, "record installed snapshot in the WAL: %s",
+                     wal_strerror(rv));
+            return SRV_EIO;
+        }
+        rec.last_index = s->snap_meta.index;
+    }
     if (st.applied_index > rec.last_index) {
         snprintf(errmsg, SRV_ERRMSG,
                  "store applied index %llu is past the WAL's last index %llu: the WAL lost "

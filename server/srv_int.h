@@ -56,6 +56,7 @@ struct srv_peer
     struct pb_frame_writer wr;
     uint64_t dropped;
     struct srv_log_limit log; /* rate-limits connect failures */
+    bool snap_sending;        /* a snapshot sender thread works for this peer */
 };
 
 /* ---- pending client requests awaiting apply (kv.c) ---- */
@@ -73,7 +74,14 @@ struct srv_pending
 
 /* ---- inputs held while a Ready is in flight (node.c) ---- */
 
-enum srv_input_type { SRV_IN_BATCH = 1, SRV_IN_PROPOSE, SRV_IN_READ, SRV_IN_UNREACHABLE };
+enum srv_input_type {
+    SRV_IN_BATCH = 1,
+    SRV_IN_PROPOSE,
+    SRV_IN_READ,
+    SRV_IN_UNREACHABLE,
+    SRV_IN_SNAP_STATUS,
+    SRV_IN_MSG,
+};
 
 struct srv_input
 {
@@ -82,9 +90,11 @@ struct srv_input
     struct pb_batch batch; /* SRV_IN_BATCH: owned */
     void *data;            /* SRV_IN_PROPOSE: owned bytes */
     size_t len;
-    uint64_t req_id; /* SRV_IN_PROPOSE: the pending request, 0 for forwarded ones */
-    uint64_t ctx;    /* SRV_IN_READ */
-    raft_id peer;    /* SRV_IN_UNREACHABLE */
+    uint64_t req_id;     /* SRV_IN_PROPOSE: the pending request, 0 for forwarded ones */
+    uint64_t ctx;        /* SRV_IN_READ */
+    raft_id peer;        /* SRV_IN_UNREACHABLE, SRV_IN_SNAP_STATUS */
+    bool ok;             /* SRV_IN_SNAP_STATUS */
+    struct raft_msg msg; /* SRV_IN_MSG: a message without entries */
 };
 
 /* ---- work for the apply and read threads (apply.c) ---- */
@@ -114,7 +124,7 @@ struct srv_read
     struct srv_read *next;
 };
 
-enum srv_job_type { SRV_JOB_APPLY = 1, SRV_JOB_READ };
+enum srv_job_type { SRV_JOB_APPLY = 1, SRV_JOB_READ, SRV_JOB_INSTALL };
 
 struct srv_job
 {
@@ -124,12 +134,29 @@ struct srv_job
     size_t n_ents;
     char *buf;
     struct srv_read *reads; /* SRV_JOB_READ: a list */
+    char *dir;              /* SRV_JOB_INSTALL: the received snapshot */
+    struct raft_msg msg;    /* SRV_JOB_INSTALL: the MsgSnap to step once installed */
 };
 
-/* A finished request, from the apply or read thread back to the loop. */
+enum srv_done_kind {
+    SRV_DONE_REPLY = 0,     /* a client reply */
+    SRV_DONE_FATAL,         /* the apply thread failed: stop the member */
+    SRV_DONE_SNAP_CREATED,  /* snap: a local snapshot exists */
+    SRV_DONE_SNAP_SENT,     /* peer, ok: a sender thread finished */
+    SRV_DONE_SNAP_RECEIVED, /* msg, dir: a snapshot arrived complete and verified */
+    SRV_DONE_SNAP_INSTALLED /* msg, ok: the store now holds the snapshot */
+};
+
+/* A finished request or background task, from another thread back to the loop. */
 struct srv_done
 {
     struct srv_done *next;
+    enum srv_done_kind kind;
+    raft_id peer;
+    bool ok;
+    struct raft_snap_meta snap;
+    struct raft_msg msg;
+    char *dir;
     uint64_t req_id; /* writes: the pending request; 0 for reads */
     uint32_t slot;   /* reads: the connection */
     uint32_t gen;
@@ -227,6 +254,14 @@ struct srv
     uint64_t applied_index; /* guarded by applied_mu */
     atomic_int_fast64_t revision;
     atomic_uint_fast64_t applied_pub;
+    pthread_rwlock_t lsm_lock; /* readers vs. a snapshot install swapping s->lsm */
+
+    /* snapshots (snap.c) */
+    char snap_root[600];
+    struct raft_snap_meta snap_meta; /* latest local snapshot (loop thread) */
+    struct raft_conf apply_conf;     /* configuration as of the applied index (apply thread) */
+    uint64_t last_snap_index;        /* apply thread */
+    uint64_t compact_to;             /* log compaction waiting for a safe point (loop) */
 };
 
 /* node.c: the Ready loop */
@@ -234,6 +269,7 @@ void srv_node_drive(struct srv *s);
 void srv_node_input(struct srv *s, struct srv_input *in);
 int srv_node_propose(struct srv *s, const void *data, size_t len, uint64_t req_id);
 void srv_node_read(struct srv *s, struct srv_read *r);
+void srv_node_on_done(struct srv *s, struct srv_done *d);
 void srv_fail(struct srv *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int srv_storage_init(struct srv *s);
 
@@ -266,7 +302,21 @@ void srv_kv_on_done(struct srv *s, struct srv_done *d);
 void srv_kv_sweep(struct srv *s);
 void srv_kv_fini(struct srv *s);
 
+/* snap.c: snapshots */
+int srv_snap_init(struct srv *s, char *errmsg);
+void srv_snap_after_apply(struct srv *s, uint64_t applied);
+void srv_snap_created(struct srv *s, const struct raft_snap_meta *meta);
+void srv_snap_compact(struct srv *s);
+bool srv_snap_send(struct srv *s, const struct raft_snap_req *req);
+bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b);
+int srv_snap_install(struct srv *s, const char *dir, uint64_t index);
+int srv_snap_recover_db(const char *data_dir);
+struct srv_peer *srv_peer_find(struct srv *s, raft_id id);
+int srv_conn_detach(struct srv_conn *c, struct pb_frame_reader *rd);
+
 /* apply.c: apply and read threads */
+void srv_post_done(struct srv *s, struct srv_done *d);
+void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *msg);
 int srv_apply_start(struct srv *s);
 void srv_apply_stop(struct srv *s);
 void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n);

@@ -1,0 +1,701 @@
+/* Snapshots in the member: creation every --snapshot-count applied entries (apply thread), log
+ * compaction behind them, streaming to a lagging follower on a connection of its own (a sender
+ * thread per transfer), receiving (a receiver thread per inbound stream) and installing (apply
+ * thread), all reported back to the loop as srv_done items.
+ *
+ * Order on a follower (raft/raft.h: the snapshot data must be in place before raft sees the
+ * MsgSnap): receive and verify the files, install them as the new store (the store then skips
+ * every entry at or below the snapshot index, so a race with the log is harmless), and only then
+ * step the MsgSnap the leader sent at the end of the stream. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/srv_int.h"
+#include "snapshot/snapshot.h"
+
+#define SNAP_KEEP 3          /* snapshots kept on disk */
+#define STREAM_IDLE_MS 30000 /* a transfer with no progress for this long is abandoned */
+#define STREAM_MAX_FRAME (32u << 20)
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- metadata ---- */
+
+static void meta_to_conf(const struct snap_meta *m, struct raft_conf *c)
+{
+    memset(c, 0, sizeof *c);
+    for (uint32_t i = 0; i < m->n_voters && i < RAFT_MAX_MEMBERS; i++) {
+        c->voters[c->n_voters++] = m->voters[i];
+    }
+    for (uint32_t i = 0; i < m->n_learners && i < RAFT_MAX_MEMBERS; i++) {
+        c->learners[c->n_learners++] = m->learners[i];
+    }
+}
+
+int srv_snap_init(struct srv *s, char *errmsg)
+{
+    snprintf(s->snap_root, sizeof s->snap_root, "%s/member/snap", s->cfg.data_dir);
+    if (mkdir(s->snap_root, 0700) != 0 && errno != EEXIST) {
+        snprintf(errmsg, SRV_ERRMSG, "mkdir %s: %s", s->snap_root, strerror(errno));
+        return SRV_EIO;
+    }
+    struct snap_manifest m;
+    bool found = false;
+    size_t skipped = 0;
+    char err[SNAP_ERRMSG_SIZE] = "";
+    int rv = snap_latest(s->snap_root, false, &found, &m, &skipped, err);
+    if (rv != 0) {
+        snprintf(errmsg, SRV_ERRMSG, "snapshots in %s: %s", s->snap_root, err);
+        return SRV_EIO;
+    }
+    s->apply_conf = s->boot_conf;
+    if (found) {
+        s->snap_meta.index = m.meta.index;
+        s->snap_meta.term = m.meta.term;
+        meta_to_conf(&m.meta, &s->snap_meta.conf);
+        s->last_snap_index = m.meta.index;
+        snap_manifest_fini(&m);
+        srv_log(SRV_LOG_INFO, "snap", "latest snapshot %llu-%llu (%zu unusable skipped)",
+                (unsigned long long)s->snap_meta.index, (unsigned long long)s->snap_meta.term,
+                skipped);
+    }
+    return 0;
+}
+
+/* ---- creation (apply thread) ---- */
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+                char p[PATH_MAX];
+                snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+                if (unlink(p) != 0 && errno == EISDIR) {
+                    remove_tree(p);
+                }
+            }
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static int list_files(const char *dir, char ***names, size_t *n)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return SRV_EIO;
+    }
+    size_t cap = 64;
+    char **v = malloc(cap * sizeof *v);
+    *n = 0;
+    struct dirent *de;
+    while (v != NULL && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        if (*n == cap) {
+            char **nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (nv == NULL) {
+                break;
+            }
+            v = nv;
+        }
+        v[(*n)++] = strdup(de->d_name);
+    }
+    closedir(d);
+    *names = v;
+    return v != NULL ? 0 : SRV_ENOMEM;
+}
+
+/* Checkpoint the store into a new snapshot at its applied index.  Apply thread only. */
+static void snap_create_now(struct srv *s)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/member/checkpoint.tmp", s->cfg.data_dir);
+    remove_tree(tmp);
+    uint64_t t0 = now_ns();
+    struct lsm_status st;
+    int rv = lsm_checkpoint(s->lsm, tmp, &st);
+    if (rv != 0) {
+        srv_log(SRV_LOG_WARN, "snap", "checkpoint failed: %s: %s", lsm_strerror(rv),
+                lsm_errmsg(s->lsm));
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    struct snap_manifest m;
+    memset(&m, 0, sizeof m);
+    struct snap_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.index = st.applied_index;
+    meta.term = st.applied_term;
+    meta.revision = (uint64_t)st.revision;
+    meta.compact_revision = (uint64_t)st.compact_revision;
+    meta.voters = s->apply_conf.voters;
+    meta.n_voters = s->apply_conf.n_voters;
+    meta.learners = s->apply_conf.learners;
+    meta.n_learners = s->apply_conf.n_learners;
+    char err[SNAP_ERRMSG_SIZE] = "";
+    rv = list_files(tmp, &names, &n);
+    if (rv == 0) {
+        rv = snap_create(s->snap_root, &meta, tmp, (const char *const *)names, n, &m, err);
+    }
+    for (size_t i = 0; names != NULL && i < n; i++) {
+        free(names[i]);
+    }
+    free(names);
+    remove_tree(tmp);
+    if (rv != 0 && rv != SNAP_EEXIST) {
+        srv_log(SRV_LOG_WARN, "snap", "create snapshot %llu: %s: %s",
+                (unsigned long long)meta.index, snap_strerror(rv), err);
+        return;
+    }
+    snap_manifest_fini(&m);
+    size_t removed = 0;
+    snap_retain(s->snap_root, SNAP_KEEP, &removed, err);
+    s->last_snap_index = meta.index;
+    srv_log(SRV_LOG_INFO, "snap", "created snapshot %llu-%llu (revision %lld) in %.1f ms",
+            (unsigned long long)meta.index, (unsigned long long)meta.term, (long long)st.revision,
+            (double)(now_ns() - t0) / 1e6);
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        d->kind = SRV_DONE_SNAP_CREATED;
+        d->snap.index = meta.index;
+        d->snap.term = meta.term;
+        d->snap.conf = s->apply_conf;
+        srv_post_done(s, d);
+    }
+}
+
+void srv_snap_after_apply(struct srv *s, uint64_t applied)
+{
+    if (applied >= s->last_snap_index + s->cfg.snapshot_count) {
+        snap_create_now(s);
+    }
+}
+
+/* The loop learned of a new local snapshot: serve it to raft and compact the log behind it,
+ * keeping --snapshot-catchup-entries for followers that are only a little behind. */
+void srv_snap_created(struct srv *s, const struct raft_snap_meta *meta)
+{
+    if (meta->index > s->snap_meta.index) {
+        s->snap_meta = *meta;
+    }
+    s->compact_to =
+        meta->index > s->cfg.snapshot_catchup ? meta->index - s->cfg.snapshot_catchup : 0;
+    srv_snap_compact(s);
+}
+
+void srv_snap_compact(struct srv *s)
+{
+    /* raft/raft.h: the storage may be compacted only between raft_advance() and raft_step(). */
+    struct wal_memtable *mt = wal_memtable(s->wal);
+    if (s->inflight || s->compact_to < wal_memtable_first(mt)) {
+        return;
+    }
+    uint64_t to = s->compact_to, term = 0;
+    if (to > wal_memtable_last(mt) || wal_memtable_term(mt, to, &term) != 0) {
+        return;
+    }
+    int rv = wal_mark_snapshot(s->wal, to, term, NULL);
+    if (rv != 0) {
+        srv_fail(s, SRV_EIO, "compact the log to %llu: %s", (unsigned long long)to,
+                 wal_strerror(rv));
+    }
+}
+
+/* ---- blocking frame I/O for the stream threads ---- */
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            if (poll(&pf, 1, STREAM_IDLE_MS) <= 0) {
+                return SRV_EIO;
+            }
+            continue;
+        }
+        if (w <= 0) {
+            return SRV_EIO;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Send one Batch frame with the given stream field (and optional messages). */
+static int send_frame(struct srv *s,
+                      int fd,
+                      int field,
+                      const void *data,
+                      size_t len,
+                      const struct raft_msg *msgs,
+                      size_t n_msgs)
+{
+    struct pb_frame_writer w;
+    pb_frame_writer_init(&w);
+    int rv;
+    if (n_msgs > 0) {
+        rv = pb_batch_append(&w, s->cfg.cluster_id, s->cfg.member_id, msgs, n_msgs);
+    } else {
+        Kvdb__Raftpb__Batch b;
+        kvdb__raftpb__batch__init(&b);
+        b.cluster_id = s->cfg.cluster_id;
+        b.from = s->cfg.member_id;
+        ProtobufCBinaryData bin = {len, (uint8_t *)data};
+        if (field == 4) {
+            b.snap_manifest = bin;
+        } else if (field == 5) {
+            b.snap_chunk = bin;
+        } else {
+            b.snap_ack = bin;
+        }
+        rv = pb_frame_writer_append(&w, &b.base);
+    }
+    if (rv == 0) {
+        const unsigned char *p;
+        size_t plen = pb_frame_writer_pending(&w, &p);
+        rv = write_all(fd, p, plen);
+    }
+    pb_frame_writer_fini(&w);
+    return rv;
+}
+
+/* Read the next frame as a decoded Batch (caller frees with pb_batch_free), waiting up to
+ * @timeout_ms.  Returns 0, PB_EAGAIN on timeout, or an error. */
+static int recv_batch(int fd, struct pb_frame_reader *rd, int timeout_ms, struct pb_batch *out)
+{
+    for (;;) {
+        const unsigned char *p;
+        size_t n;
+        int rv = pb_frame_reader_next(rd, &p, &n);
+        if (rv == 0) {
+            char err[128];
+            return pb_batch_decode(p, n, out, err, sizeof err);
+        }
+        if (rv != PB_EAGAIN) {
+            return rv;
+        }
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pf, 1, timeout_ms);
+        if (pr == 0) {
+            return PB_EAGAIN;
+        }
+        unsigned char *buf;
+        size_t room;
+        if (pr < 0 || pb_frame_reader_space(rd, 1 << 20, &buf, &room) != 0) {
+            return SRV_EIO;
+        }
+        ssize_t r = recv(fd, buf, room, 0);
+        if (r <= 0) {
+            return SRV_EIO;
+        }
+        pb_frame_reader_commit(rd, (size_t)r);
+    }
+}
+
+/* ---- sending (a thread per transfer) ---- */
+
+struct send_job
+{
+    struct srv *s;
+    struct srv_url url;
+    struct raft_msg msg; /* the MsgSnap to deliver after the data */
+    char dir[PATH_MAX];
+};
+
+static int dial(const struct srv_url *u)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(u->port)};
+    inet_pton(AF_INET, u->host, &sa.sin_addr);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+/* Wait for the receiver's next ack and apply it.  Returns 0, PB_EAGAIN after @timeout_ms, or an
+ * error. */
+static int await_ack(struct snap_sender *snd, int fd, struct pb_frame_reader *rd, int timeout_ms)
+{
+    struct pb_batch b;
+    int rv = recv_batch(fd, rd, timeout_ms, &b);
+    if (rv != 0) {
+        return rv;
+    }
+    if (b.pb->snap_ack.len > 0) {
+        rv = snap_sender_ack(snd, b.pb->snap_ack.data, b.pb->snap_ack.len);
+    }
+    pb_batch_free(&b);
+    return rv;
+}
+
+static int stream_out(struct send_job *j, struct snap_sender *snd, int fd)
+{
+    struct srv *s = j->s;
+    const void *man;
+    size_t man_len;
+    snap_sender_manifest(snd, &man, &man_len);
+    struct pb_frame_reader rd;
+    pb_frame_reader_init(&rd, STREAM_MAX_FRAME);
+    int rv = send_frame(s, fd, 4, man, man_len, NULL, 0);
+    /* The receiver answers the manifest with where to start (a resumed transfer skips what it
+     * already holds); sending before that answer would only be rewound. */
+    if (rv == 0) {
+        rv = await_ack(snd, fd, &rd, STREAM_IDLE_MS);
+    }
+    uint64_t last_progress = now_ns();
+    while (rv == 0 && !snap_sender_is_done(snd)) {
+        const void *chunk;
+        size_t len;
+        while (rv == 0 && (rv = snap_sender_next(snd, now_ns(), &chunk, &len)) == 0 &&
+               chunk != NULL) {
+            rv = send_frame(s, fd, 5, chunk, len, NULL, 0);
+        }
+        int r = rv == 0 ? await_ack(snd, fd, &rd, 200) : rv;
+        if (r == 0) {
+            last_progress = now_ns();
+        } else if (r == PB_EAGAIN) {
+            uint64_t idle = now_ns() - last_progress;
+            if (idle > STREAM_IDLE_MS * 1000000ull) {
+                rv = SRV_EIO;
+            } else if (idle > 1000000000ull) {
+                snap_sender_timeout(snd); /* a tail chunk or ack was lost: go back */
+                last_progress = now_ns();
+            }
+        } else if (r != SNAP_ESTALE) {
+            rv = r;
+        }
+    }
+    if (rv == 0) {
+        rv = send_frame(s, fd, 0, NULL, 0, &j->msg, 1);
+    }
+    pb_frame_reader_fini(&rd);
+    return rv;
+}
+
+static void *sender_main(void *arg)
+{
+    struct send_job *j = arg;
+    struct srv *s = j->s;
+    char err[SNAP_ERRMSG_SIZE] = "";
+    struct snap_sender *snd = NULL;
+    uint64_t t0 = now_ns();
+    int rv = snap_sender_open(j->dir, NULL, &snd, err);
+    int fd = rv == 0 ? dial(&j->url) : -1;
+    if (rv == 0 && fd < 0) {
+        snprintf(err, sizeof err, "connect %s: %s", j->url.text, strerror(errno));
+        rv = SRV_EIO;
+    }
+    if (rv == 0) {
+        rv = stream_out(j, snd, fd);
+        if (rv != 0 && err[0] == '\0') {
+            snprintf(err, sizeof err, "stream to %s broke", j->url.text);
+        }
+    }
+    uint64_t sent = 0, wire = 0, total = 0;
+    if (snd != NULL) {
+        snap_sender_stats(snd, &sent, &wire, &total);
+    }
+    srv_log(rv == 0 ? SRV_LOG_INFO : SRV_LOG_WARN, "snap",
+            "sending snapshot %llu to %llx: %s (%llu of %llu bytes, %llu on the wire, %.0f ms)",
+            (unsigned long long)j->msg.snap.index, (unsigned long long)j->msg.to,
+            rv == 0 ? "done" : err, (unsigned long long)sent, (unsigned long long)total,
+            (unsigned long long)wire, (double)(now_ns() - t0) / 1e6);
+    if (fd >= 0) {
+        close(fd);
+    }
+    snap_sender_close(snd);
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        d->kind = SRV_DONE_SNAP_SENT;
+        d->peer = j->msg.to;
+        d->ok = rv == 0;
+        srv_post_done(s, d);
+    }
+    free(j);
+    return NULL;
+}
+
+/* Leader: raft asked for a snapshot to be sent to @req->msg.to. */
+bool srv_snap_send(struct srv *s, const struct raft_snap_req *req)
+{
+    struct srv_peer *p = srv_peer_find(s, req->msg.to);
+    if (p == NULL || p->snap_sending || s->snap_meta.index == 0) {
+        return false;
+    }
+    struct send_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        return false;
+    }
+    j->s = s;
+    j->url = p->url;
+    j->msg = req->msg;
+    char name[64];
+    snap_dir_name(s->snap_meta.index, s->snap_meta.term, name, sizeof name);
+    snprintf(j->dir, sizeof j->dir, "%s/%s", s->snap_root, name);
+    /* The snapshot that is sent is the one on disk now, whatever raft read before. */
+    j->msg.snap = s->snap_meta;
+    pthread_t t;
+    if (pthread_create(&t, NULL, sender_main, j) != 0) {
+        free(j);
+        return false;
+    }
+    pthread_detach(t);
+    p->snap_sending = true;
+    return true;
+}
+
+/* ---- receiving (a thread per inbound stream) ---- */
+
+struct recv_job
+{
+    struct srv *s;
+    int fd;
+    struct pb_frame_reader rd; /* bytes already read by the loop */
+    void *manifest;
+    size_t manifest_len;
+};
+
+static int stream_in(struct recv_job *j,
+                     struct snap_receiver **rp,
+                     struct raft_msg *msg,
+                     char *dir,
+                     char *err)
+{
+    struct srv *s = j->s;
+    unsigned char ack[SNAP_ACK_SIZE];
+    int rv = snap_receiver_open(s->snap_root, j->manifest, j->manifest_len, NULL, rp, ack, err);
+    if (rv == SNAP_EEXIST) {
+        return rv; /* already installed here: the caller still delivers the MsgSnap */
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = send_frame(s, j->fd, 6, ack, sizeof ack, NULL, 0);
+    while (rv == 0) {
+        struct pb_batch b;
+        rv = recv_batch(j->fd, &j->rd, STREAM_IDLE_MS, &b);
+        if (rv != 0) {
+            snprintf(err, SNAP_ERRMSG_SIZE, "stream ended before the snapshot was complete");
+            break;
+        }
+        if (b.pb->snap_chunk.len > 0) {
+            snap_receiver_put(*rp, b.pb->snap_chunk.data, b.pb->snap_chunk.len, ack);
+            rv = send_frame(s, j->fd, 6, ack, sizeof ack, NULL, 0);
+        } else if (b.n_msgs == 1 && b.msgs[0].type == RAFT_MSG_SNAP) {
+            *msg = b.msgs[0];
+            msg->entries = NULL;
+            msg->n_entries = 0;
+            pb_batch_free(&b);
+            rv = snap_receiver_finish(*rp, dir, NULL);
+            if (rv != 0) {
+                snprintf(err, SNAP_ERRMSG_SIZE, "%s", snap_receiver_errmsg(*rp));
+            }
+            return rv;
+        }
+        pb_batch_free(&b);
+    }
+    snap_receiver_sync(*rp); /* keep what arrived: the next attempt resumes from here */
+    return rv;
+}
+
+static void *receiver_main(void *arg)
+{
+    struct recv_job *j = arg;
+    struct srv *s = j->s;
+    struct snap_receiver *r = NULL;
+    struct raft_msg msg;
+    memset(&msg, 0, sizeof msg);
+    char dir[PATH_MAX] = "", err[SNAP_ERRMSG_SIZE] = "";
+    int rv = stream_in(j, &r, &msg, dir, err);
+    if (rv == SNAP_EEXIST) {
+        /* Wait for the MsgSnap that follows, then install what is already here. */
+        struct pb_batch b;
+        rv = recv_batch(j->fd, &j->rd, STREAM_IDLE_MS, &b);
+        if (rv == 0 && b.n_msgs == 1 && b.msgs[0].type == RAFT_MSG_SNAP) {
+            msg = b.msgs[0];
+            char name[64];
+            snap_dir_name(msg.snap.index, msg.snap.term, name, sizeof name);
+            snprintf(dir, sizeof dir, "%s/%s", s->snap_root, name);
+        } else if (rv == 0) {
+            rv = SRV_EIO;
+        }
+        if (rv == 0) {
+            pb_batch_free(&b);
+        }
+    }
+    snap_receiver_close(r);
+    close(j->fd);
+    pb_frame_reader_fini(&j->rd);
+    free(j->manifest);
+    if (rv != 0) {
+        srv_log(SRV_LOG_WARN, "snap", "receiving a snapshot failed: %s", err);
+    } else {
+        srv_log(SRV_LOG_INFO, "snap", "received snapshot %llu-%llu into %s",
+                (unsigned long long)msg.snap.index, (unsigned long long)msg.snap.term, dir);
+        struct srv_done *d = calloc(1, sizeof *d);
+        if (d != NULL) {
+            d->kind = SRV_DONE_SNAP_RECEIVED;
+            d->msg = msg;
+            d->dir = strdup(dir);
+            srv_post_done(s, d);
+        }
+    }
+    free(j);
+    return NULL;
+}
+
+/* An inbound peer connection opened a snapshot stream: take its socket off the loop and give it
+ * to a receiver thread.  Frees @b.  Returns false if the thread could not start. */
+bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b)
+{
+    struct srv *s = c->s;
+    struct recv_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        pb_batch_free(b);
+        return false;
+    }
+    j->s = s;
+    j->manifest_len = b->pb->snap_manifest.len;
+    j->manifest = malloc(j->manifest_len);
+    if (j->manifest == NULL) {
+        free(j);
+        pb_batch_free(b);
+        return false;
+    }
+    memcpy(j->manifest, b->pb->snap_manifest.data, j->manifest_len);
+    pb_batch_free(b);
+    j->fd = srv_conn_detach(c, &j->rd); /* the connection now belongs to the thread */
+    pthread_t t;
+    if (pthread_create(&t, NULL, receiver_main, j) != 0) {
+        close(j->fd);
+        pb_frame_reader_fini(&j->rd);
+        free(j->manifest);
+        free(j);
+        return false;
+    }
+    pthread_detach(t);
+    return true;
+}
+
+/* ---- installing (apply thread) ---- */
+
+static int rename_dirs(const char *cur, const char *old, const char *next)
+{
+    remove_tree(old);
+    if (rename(cur, old) != 0 && errno != ENOENT) {
+        return SRV_EIO;
+    }
+    if (rename(next, cur) != 0) {
+        return SRV_EIO;
+    }
+    remove_tree(old);
+    return 0;
+}
+
+/* Replace the store by the snapshot in @dir, unless the store already holds @index.  Returns 0
+ * when the store is at or past @index afterwards. */
+int srv_snap_install(struct srv *s, const char *dir, uint64_t index)
+{
+    struct lsm_status st;
+    lsm_status_get(s->lsm, &st);
+    if (st.applied_index >= index) {
+        return 0; /* the log got there first */
+    }
+    char db[PATH_MAX], next[PATH_MAX], old[PATH_MAX];
+    snprintf(db, sizeof db, "%s/member/db", s->cfg.data_dir);
+    snprintf(next, sizeof next, "%s/member/db.next", s->cfg.data_dir);
+    snprintf(old, sizeof old, "%s/member/db.old", s->cfg.data_dir);
+    remove_tree(next);
+    struct lsm_options lo;
+    lsm_options_default(&lo);
+    lo.max_txn_ops = s->cfg.max_txn_ops;
+    struct lsm_store *fresh = NULL;
+    char err[256] = "";
+    uint64_t t0 = now_ns();
+    int rv = lsm_open_from_tables(dir, next, &lo, &fresh, err);
+    if (rv != 0) {
+        srv_log(SRV_LOG_WARN, "snap", "build a store from %s: %s: %s", dir, lsm_strerror(rv), err);
+        remove_tree(next);
+        return SRV_EIO;
+    }
+    lsm_close(fresh);
+    /* Swap under the write lock: readers see the old store or the new one.  A crash between the
+     * renames leaves db.next complete, which srv_snap_recover_db() finishes. */
+    pthread_rwlock_wrlock(&s->lsm_lock);
+    lsm_close(s->lsm);
+    s->lsm = NULL;
+    rv = rename_dirs(db, old, next);
+    int orv = lsm_open(db, &lo, &s->lsm, err);
+    pthread_rwlock_unlock(&s->lsm_lock);
+    if (rv != 0 || orv != 0) {
+        srv_log(SRV_LOG_ERROR, "snap", "swapping in the snapshot store failed: %s", err);
+        return SRV_EIO;
+    }
+    lsm_status_get(s->lsm, &st);
+    struct snap_manifest m;
+    if (snap_verify(dir, &m, err) == 0) {
+        meta_to_conf(&m.meta, &s->apply_conf);
+        snap_manifest_fini(&m);
+    }
+    s->last_snap_index = st.applied_index;
+    srv_log(SRV_LOG_INFO, "snap", "installed snapshot at index %llu (revision %lld) in %.0f ms",
+            (unsigned long long)st.applied_index, (long long)st.revision,
+            (double)(now_ns() - t0) / 1e6);
+    return 0;
+}
+
+int srv_snap_recover_db(const char *data_dir)
+{
+    char db[PATH_MAX], next[PATH_MAX], old[PATH_MAX];
+    snprintf(db, sizeof db, "%s/member/db", data_dir);
+    snprintf(next, sizeof next, "%s/member/db.next", data_dir);
+    snprintf(old, sizeof old, "%s/member/db.old", data_dir);
+    struct stat sb;
+    if (stat(db, &sb) != 0 && stat(next, &sb) == 0) {
+        /* Crashed between the two renames: the new store is complete. */
+        if (rename(next, db) != 0) {
+            return SRV_EIO;
+        }
+    }
+    remove_tree(next);
+    remove_tree(old);
+    return 0;
+}
