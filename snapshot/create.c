@@ -63,8 +63,83 @@ static int build_manifest(const struct snap_meta *meta,
     return rv;
 }
 
+/* The newest valid snapshot before the one being created: its checksums are reused for files
+ * that are the very same inode (LevelDB tables are immutable), so a new snapshot only reads the
+ * tables written since.  Everything here is best effort: without it, checksums are computed. */
+struct prev
+{
+    bool found;
+    char dir[PATH_MAX];
+    struct snap_manifest m;
+    const struct snap_file **sorted; /* m.files by name */
+};
+
+static int cmp_file_name(const void *a, const void *b)
+{
+    return strcmp((*(const struct snap_file *const *)a)->name,
+                  (*(const struct snap_file *const *)b)->name);
+}
+
+static void prev_load(const char *root, struct prev *p)
+{
+    char name[40];
+    size_t skipped;
+    memset(p, 0, sizeof *p);
+    if (snap_latest(root, false, &p->found, &p->m, &skipped, NULL) != 0 || !p->found) {
+        p->found = false;
+        return;
+    }
+    snap_dir_name(p->m.meta.index, p->m.meta.term, name, sizeof name);
+    p->sorted = malloc((p->m.n_files + 1) * sizeof *p->sorted);
+    if (p->sorted == NULL || snap_fs_path(p->dir, sizeof p->dir, NULL, "%s/%s", root, name)) {
+        p->found = false;
+        return;
+    }
+    for (uint32_t i = 0; i < p->m.n_files; i++) {
+        p->sorted[i] = &p->m.files[i];
+    }
+    qsort(p->sorted, p->m.n_files, sizeof *p->sorted, cmp_file_name);
+}
+
+static void prev_fini(struct prev *p)
+{
+    free(p->sorted);
+    snap_manifest_fini(&p->m);
+}
+
+/* Reuse the checksum of @name when the previous snapshot holds the same inode. */
+static bool prev_crc(const struct prev *p,
+                     const char *name,
+                     const char *linked,
+                     struct snap_file *out)
+{
+    struct snap_file key, *kp = &key;
+    char path[PATH_MAX];
+    struct stat a, b;
+    if (!p->found) {
+        return false;
+    }
+    memcpy(key.name, name, strlen(name) + 1);
+    const struct snap_file **hit =
+        bsearch(&kp, p->sorted, p->m.n_files, sizeof *p->sorted, cmp_file_name);
+    if (hit == NULL || snap_fs_path(path, sizeof path, NULL, "%s/%s", p->dir, name) != 0 ||
+        stat(path, &a) != 0 || stat(linked, &b) != 0) {
+        return false;
+    }
+    if (a.st_dev != b.st_dev || a.st_ino != b.st_ino || (uint64_t)b.st_size != (*hit)->size) {
+        return false;
+    }
+    out->size = (*hit)->size;
+    out->crc = (*hit)->crc;
+    return true;
+}
+
 /* Link (or copy across devices) every file into @dir and fill in sizes and checksums. */
-static int place_files(const char *src_dir, const char *dir, struct snap_manifest *m, char *errmsg)
+static int place_files(const char *src_dir,
+                       const char *dir,
+                       const struct prev *prev,
+                       struct snap_manifest *m,
+                       char *errmsg)
 {
     char from[PATH_MAX], to[PATH_MAX];
     for (uint32_t i = 0; i < m->n_files; i++) {
@@ -80,7 +155,7 @@ static int place_files(const char *src_dir, const char *dir, struct snap_manifes
         if (rv != 0 && err == EXDEV) {
             rv = snap_fs_copy(from, to, errmsg);
         }
-        if (rv == 0) {
+        if (rv == 0 && !prev_crc(prev, name, to, &m->files[i])) {
             rv = snap_fs_file_crc(to, &m->files[i].size, &m->files[i].crc, errmsg);
         }
         if (rv != 0) {
@@ -134,7 +209,10 @@ int snap_create(const char *root,
             snap_manifest_fini(&m);
             return rv;
         }
-        rv = place_files(src_dir, dir, &m, errmsg);
+        struct prev prev;
+        prev_load(root, &prev);
+        rv = place_files(src_dir, dir, &prev, &m, errmsg);
+        prev_fini(&prev);
     }
     void *enc = NULL;
     size_t len = 0;

@@ -111,8 +111,11 @@ void snap_dir_name(uint64_t index, uint64_t term, char *buf, size_t size);
 /* Create snapshot (@meta->index, @meta->term) under @root (created if missing) from the files
  * @names[0..@n_names) of @src_dir: each is hard-linked (copied only when link fails with EXDEV),
  * its size and crc32c computed, then the manifest is written atomically (tmp, fsync, rename,
- * fsync dir).  On error the partial directory is removed (best effort; a leftover is
- * "incomplete" and ignored by snap_latest).
+ * fsync dir).  The files must be immutable once written (LevelDB tables are): a file that is
+ * the same inode as in the newest valid snapshot under @root keeps that snapshot's checksum
+ * instead of being read again, so creation reads only the tables written since.  A directory of
+ * the same name without MANIFEST (a crashed create) is replaced.  On error the partial directory
+ * is removed (best effort; a leftover is "incomplete" and ignored by snap_latest).
  * @out (may be NULL): receives the manifest, caller owns it (snap_manifest_fini).
  * Errors: SNAP_EINVAL (bad meta or names), SNAP_EEXIST, SNAP_EIO, SNAP_ENOSPC, SNAP_ENOMEM. */
 int snap_create(const char *root,

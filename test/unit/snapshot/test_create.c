@@ -115,6 +115,45 @@ static void create_links_and_verifies(void **state)
     assert_int_equal(snap_verify(dir, NULL, err), 0);
 }
 
+/* A file that is the same inode as in the previous snapshot keeps its checksum without being
+ * read; a replaced file (new inode: what LevelDB does, tables are immutable) is read again. */
+static void create_reuses_checksums_of_same_inode(void **state)
+{
+    struct fixture *f = *state;
+    char err[SNAP_ERRMSG_SIZE], path[PATH_MAX], dir[PATH_MAX];
+    struct snap_meta meta = meta_at(10, 1);
+    struct snap_manifest a, b, c;
+    assert_int_equal(snap_create(f->root, &meta, f->src, names, 4, &a, err), 0);
+    /* Replace file 0 with new content (new inode); overwrite file 2 in place (same inode: a
+     * breach of the immutability contract, used here only to observe the reuse). */
+    join(path, f->src, names[0]);
+    assert_int_equal(unlink(path), 0);
+    write_file(f->src, names[0], 300000, &f->rng);
+    join(path, f->src, names[2]);
+    FILE *fp = fopen(path, "r+b");
+    int ch = fgetc(fp);
+    fseek(fp, 0, SEEK_SET);
+    fputc(ch ^ 1, fp);
+    fclose(fp);
+    meta = meta_at(20, 1);
+    assert_int_equal(snap_create(f->root, &meta, f->src, names, 4, &b, err), 0);
+    assert_int_not_equal(b.files[0].crc, a.files[0].crc); /* new inode: read again */
+    assert_int_equal(b.files[2].crc, a.files[2].crc);     /* same inode: reused, not read */
+    snap_path(f, 20, 1, NULL, dir);
+    assert_int_equal(snap_verify(dir, NULL, err), SNAP_ECORRUPT);
+    assert_non_null(strstr(err, names[2]));
+    /* Without a previous snapshot under the root everything is read. */
+    char root2[PATH_MAX];
+    scratch_dir(root2, "snap2");
+    assert_int_equal(snap_create(root2, &meta, f->src, names, 4, &c, err), 0);
+    assert_int_not_equal(c.files[2].crc, a.files[2].crc);
+    assert_int_equal(c.files[0].crc, b.files[0].crc);
+    rm_tree(root2);
+    snap_manifest_fini(&a);
+    snap_manifest_fini(&b);
+    snap_manifest_fini(&c);
+}
+
 static int exdev_fault(void *arg, enum snap_fs_op op, const char *path)
 {
     (void)path;
@@ -337,6 +376,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(create_links_and_verifies, setup, teardown),
+        cmocka_unit_test_setup_teardown(create_reuses_checksums_of_same_inode, setup, teardown),
         cmocka_unit_test_setup_teardown(create_copies_on_exdev, setup, teardown),
         cmocka_unit_test_setup_teardown(create_rejects_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(latest_skips_incomplete_and_corrupt, setup, teardown),
