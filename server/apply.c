@@ -391,7 +391,7 @@ static void run_read(struct srv *s, struct srv_read *r)
     struct srv_done *d = NULL;
     Kvdb__RangeRequest *req = kvdb__range_request__unpack(NULL, r->len, r->body);
     Kvdb__ResponseHeader h;
-    header_init(s, &h, 0);
+    header_init(s, &h, atomic_load(&s->term_pub));
     if (req == NULL) {
         d = make_done(NULL, LSM_EINVAL, &h);
     } else {

@@ -403,6 +403,7 @@ static void start_ready(struct srv *s)
         s->hs.term = rd->hs.term;
         s->hs.vote = rd->hs.vote;
         s->hs.commit = rd->hs.commit;
+        atomic_store(&s->term_pub, rd->hs.term);
         rv = wal_set_hard_state(s->wal, &s->hs, &ticket);
     }
     if (rv != 0) {

@@ -254,6 +254,7 @@ struct srv
     uint64_t applied_index; /* guarded by applied_mu */
     atomic_int_fast64_t revision;
     atomic_uint_fast64_t applied_pub;
+    atomic_uint_fast64_t term_pub; /* current raft term, for reply headers off the loop */
     pthread_rwlock_t lsm_lock; /* readers vs. a snapshot install swapping s->lsm */
 
     /* snapshots (snap.c) */

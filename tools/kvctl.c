@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "client/kvc.h"
 
@@ -15,12 +16,27 @@ struct opts
     int64_t limit, rev;
     int sort_target, sort_order;
     unsigned timeout_ms;
+    enum { OUT_SIMPLE, OUT_JSON, OUT_TABLE } out;
 };
+
+void kvctl_print_json(const ProtobufCMessage *m);
+
+/* -w json: print the whole reply; returns true when it did. */
+static bool json(const struct opts *o, const void *msg)
+{
+    if (o->out != OUT_JSON) {
+        return false;
+    }
+    kvctl_print_json(msg);
+    putchar('\n');
+    return true;
+}
 
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: kvctl [--endpoints host:port,...] [--command-timeout MS] COMMAND ...\n"
+            "usage: kvctl [--endpoints host:port,...] [--command-timeout MS]\n"
+            "             [-w|--write-out simple|json|table] COMMAND ...\n"
             "  put KEY VALUE [--prev-kv]\n"
             "  get KEY [RANGE_END] [--prefix] [--from-key] [--limit N] [--rev N] [--keys-only]\n"
             "      [--count-only] [--print-value-only] [--consistency l|s]\n"
@@ -28,7 +44,7 @@ static void usage(void)
             "  del KEY [RANGE_END] [--prefix] [--from-key] [--prev-kv]\n"
             "  txn            (reads compares, success ops, failure ops from stdin, as etcdctl)\n"
             "  compact REV\n"
-            "  endpoint status\n"
+            "  endpoint status|health   (each endpoint)\n"
             "  member list\n");
 }
 
@@ -98,9 +114,11 @@ static int cmd_put(struct kvc *c, int argc, char **argv, const struct opts *o)
     if (rv != 0) {
         return fail(c, rv);
     }
-    printf("OK\n");
-    if (resp->prev_kv != NULL) {
-        print_kv(resp->prev_kv, o);
+    if (!json(o, resp)) {
+        printf("OK\n");
+        if (resp->prev_kv != NULL) {
+            print_kv(resp->prev_kv, o);
+        }
     }
     kvdb__put_response__free_unpacked(resp, NULL);
     return 0;
@@ -129,11 +147,13 @@ static int cmd_get(struct kvc *c, int argc, char **argv, const struct opts *o)
     if (rv != 0) {
         return fail(c, rv);
     }
-    if (o->count_only) {
-        printf("%" PRId64 "\n", resp->count);
-    }
-    for (size_t i = 0; i < resp->n_kvs; i++) {
-        print_kv(resp->kvs[i], o);
+    if (!json(o, resp)) {
+        if (o->count_only) {
+            printf("%" PRId64 "\n", resp->count);
+        }
+        for (size_t i = 0; i < resp->n_kvs; i++) {
+            print_kv(resp->kvs[i], o);
+        }
     }
     kvdb__range_response__free_unpacked(resp, NULL);
     return 0;
@@ -156,15 +176,17 @@ static int cmd_del(struct kvc *c, int argc, char **argv, const struct opts *o)
     if (rv != 0) {
         return fail(c, rv);
     }
-    printf("%" PRId64 "\n", resp->deleted);
-    for (size_t i = 0; i < resp->n_prev_kvs; i++) {
-        print_kv(resp->prev_kvs[i], o);
+    if (!json(o, resp)) {
+        printf("%" PRId64 "\n", resp->deleted);
+        for (size_t i = 0; i < resp->n_prev_kvs; i++) {
+            print_kv(resp->prev_kvs[i], o);
+        }
     }
     kvdb__delete_range_response__free_unpacked(resp, NULL);
     return 0;
 }
 
-static int cmd_compact(struct kvc *c, int argc, char **argv)
+static int cmd_compact(struct kvc *c, int argc, char **argv, const struct opts *o)
 {
     if (argc != 1) {
         usage();
@@ -179,34 +201,90 @@ static int cmd_compact(struct kvc *c, int argc, char **argv)
     if (rv != 0) {
         return fail(c, rv);
     }
-    printf("compacted revision %" PRId64 "\n", r.revision);
+    if (!json(o, resp)) {
+        printf("compacted revision %" PRId64 "\n", r.revision);
+    }
     kvdb__compaction_response__free_unpacked(resp, NULL);
     return 0;
 }
 
-static int cmd_status(struct kvc *c, const struct opts *o)
+static int status_one(const char *ep, const struct opts *o, bool health)
 {
-    Kvdb__StatusRequest r;
-    kvdb__status_request__init(&r);
-    Kvdb__StatusResponse *s;
-    int rv = kvc_call(c, KVDB__METHOD__METHOD_STATUS, &r.base, &kvdb__status_response__descriptor,
-                      (ProtobufCMessage **)&s);
+    struct kvc_options ko = {.request_timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : 5000};
+    struct kvc *c;
+    char err[256];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rv = kvc_open(ep, &ko, &c, err);
     if (rv != 0) {
-        return fail(c, rv);
+        fprintf(stderr, "%s is unhealthy: %s: %s\n", ep, kvc_strerror(rv), err);
+        return 1;
     }
-    printf("%s, %016" PRIx64 ", %s, %" PRId64 " bytes, leader %016" PRIx64
-           ", is_leader %s, "
-           "raft term %" PRIu64 ", raft index %" PRIu64 ", applied %" PRIu64 ", revision %" PRId64
-           "\n",
-           o->endpoints, s->header != NULL ? s->header->member_id : 0, s->version, s->db_size,
-           s->leader, s->header != NULL && s->leader == s->header->member_id ? "true" : "false",
-           s->raft_term, s->raft_index, s->raft_applied_index,
-           s->header != NULL ? s->header->revision : 0);
+    if (health) {
+        /* etcd's check: a linearizable read needs a leader and a quorum. */
+        Kvdb__RangeResponse *r;
+        rv = kvc_get(c, "health", 6, false, &r);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        if (rv == 0) {
+            printf("%s is healthy: successfully committed proposal: took = %.3fms\n", ep, ms);
+            kvdb__range_response__free_unpacked(r, NULL);
+        } else {
+            fprintf(stderr, "%s is unhealthy: failed to commit proposal: %s\n", ep,
+                    rv == KVC_ESERVER ? kvc_errmsg(c) : kvc_strerror(rv));
+        }
+        kvc_close(c);
+        return rv == 0 ? 0 : 1;
+    }
+    Kvdb__StatusRequest req;
+    kvdb__status_request__init(&req);
+    Kvdb__StatusResponse *s;
+    rv = kvc_call(c, KVDB__METHOD__METHOD_STATUS, &req.base, &kvdb__status_response__descriptor,
+                  (ProtobufCMessage **)&s);
+    if (rv != 0) {
+        int r = fail(c, rv);
+        kvc_close(c);
+        return r;
+    }
+    uint64_t id = s->header != NULL ? s->header->member_id : 0;
+    int64_t rev = s->header != NULL ? s->header->revision : 0;
+    if (json(o, s)) {
+        /* printed */
+    } else if (o->out == OUT_TABLE) {
+        printf("| %-22s | %16" PRIx64 " | %7s | %9" PRId64 " | %9s | %10" PRIu64 " | %10" PRIu64
+               " | %10" PRIu64 " | %9" PRId64 " |\n",
+               ep, id, s->version, s->db_size, s->leader == id ? "true" : "false", s->raft_term,
+               s->raft_index, s->raft_applied_index, rev);
+    } else {
+        printf("%s, %" PRIx64 ", %s, %" PRId64 " bytes, leader %" PRIx64
+               ", is_leader %s, raft term "
+               "%" PRIu64 ", raft index %" PRIu64 ", applied %" PRIu64 ", revision %" PRId64 "\n",
+               ep, id, s->version, s->db_size, s->leader, s->leader == id ? "true" : "false",
+               s->raft_term, s->raft_index, s->raft_applied_index, rev);
+    }
     kvdb__status_response__free_unpacked(s, NULL);
+    kvc_close(c);
     return 0;
 }
 
-static int cmd_members(struct kvc *c)
+/* endpoint status|health: each endpoint on its own, like etcdctl. */
+static int cmd_endpoint(const struct opts *o, bool health)
+{
+    char list[1024];
+    snprintf(list, sizeof list, "%s", o->endpoints);
+    if (!health && o->out == OUT_TABLE) {
+        printf("| %-22s | %16s | %7s | %9s | %9s | %10s | %10s | %10s | %9s |\n", "ENDPOINT", "ID",
+               "VERSION", "DB SIZE", "IS LEADER", "RAFT TERM", "RAFT INDEX", "APPLIED", "REVISION");
+    }
+    int bad = 0;
+    char *save = NULL;
+    for (char *ep = strtok_r(list, ",", &save); ep != NULL; ep = strtok_r(NULL, ",", &save)) {
+        bad |= status_one(ep, o, health);
+    }
+    return bad;
+}
+
+static int cmd_members(struct kvc *c, const struct opts *o)
 {
     Kvdb__MemberListRequest r;
     kvdb__member_list_request__init(&r);
@@ -216,10 +294,19 @@ static int cmd_members(struct kvc *c)
     if (rv != 0) {
         return fail(c, rv);
     }
+    if (json(o, m)) {
+        kvdb__member_list_response__free_unpacked(m, NULL);
+        return 0;
+    }
+    if (o->out == OUT_TABLE) {
+        printf("| %16s | %7s | %8s | %-24s | %-24s | %10s |\n", "ID", "STATUS", "NAME",
+               "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER");
+    }
     for (size_t i = 0; i < m->n_members; i++) {
         const Kvdb__Member *x = m->members[i];
-        printf("%016" PRIx64 ", started, %s, %s, %s, %s\n", x->id, x->name,
-               x->n_peer_urls > 0 ? x->peer_urls[0] : "",
+        printf(o->out == OUT_TABLE ? "| %16" PRIx64 " | started | %8s | %-24s | %-24s | %10s |\n"
+                                   : "%" PRIx64 ", started, %s, %s, %s, %s\n",
+               x->id, x->name, x->n_peer_urls > 0 ? x->peer_urls[0] : "",
                x->n_client_urls > 0 ? x->client_urls[0] : "", x->is_learner ? "true" : "false");
     }
     kvdb__member_list_response__free_unpacked(m, NULL);
@@ -260,6 +347,15 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--command-timeout") == 0 && v != NULL) {
             o.timeout_ms = (unsigned)atoi(v);
             i++;
+        } else if ((strcmp(a, "-w") == 0 || strcmp(a, "--write-out") == 0) && v != NULL) {
+            o.out = strcmp(v, "json") == 0    ? OUT_JSON
+                    : strcmp(v, "table") == 0 ? OUT_TABLE
+                                              : OUT_SIMPLE;
+            i++;
+        } else if (strncmp(a, "--write-out=", 12) == 0) {
+            o.out = strcmp(a + 12, "json") == 0    ? OUT_JSON
+                    : strcmp(a + 12, "table") == 0 ? OUT_TABLE
+                                                   : OUT_SIMPLE;
         } else if (strcmp(a, "--prefix") == 0) {
             o.prefix = true;
         } else if (strcmp(a, "--from-key") == 0) {
@@ -299,6 +395,10 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
+    if (strcmp(args[0], "endpoint") == 0 && n == 2 &&
+        (strcmp(args[1], "status") == 0 || strcmp(args[1], "health") == 0)) {
+        return cmd_endpoint(&o, strcmp(args[1], "health") == 0);
+    }
     struct kvc_options ko = {.request_timeout_ms = o.timeout_ms};
     struct kvc *c;
     char err[256];
@@ -317,11 +417,9 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "txn") == 0) {
         rv = kvctl_txn(c, stdin, false);
     } else if (strcmp(cmd, "compact") == 0) {
-        rv = cmd_compact(c, n - 1, args + 1);
-    } else if (strcmp(cmd, "endpoint") == 0 && n == 2 && strcmp(args[1], "status") == 0) {
-        rv = cmd_status(c, &o);
+        rv = cmd_compact(c, n - 1, args + 1, &o);
     } else if (strcmp(cmd, "member") == 0 && n == 2 && strcmp(args[1], "list") == 0) {
-        rv = cmd_members(c);
+        rv = cmd_members(c, &o);
     } else {
         usage();
         rv = 2;
