@@ -441,13 +441,16 @@ static void step(struct run *x)
     }
 }
 
+/* Rounds of the fault matrix: 4 in the default suite, more in the slow soak (argv[1]). */
+static int fault_rounds = 4;
+
 /* The whole matrix: 2% loss, 1% duplication, 3% reordering, 1% corruption, three receiver and
  * three sender restarts at random points. */
 static void stream_faults_and_restarts(void **state)
 {
     struct fixture *f = *state;
     uint64_t seed = test_seed("stream_faults_and_restarts");
-    for (int round = 0; round < 4; round++) {
+    for (int round = 0; round < fault_rounds; round++) {
         struct run x = {.f = f,
                         .net = {.rng = seed + (uint64_t)round,
                                 .drop = 20,
@@ -531,8 +534,11 @@ static void stream_rate_limited(void **state)
     snap_sender_close(s);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        fault_rounds = atoi(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(stream_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(stream_window_and_rejections, setup, teardown),
