@@ -231,8 +231,10 @@ struct snap_sender_opts
 
 struct snap_sender;
 
-/* Open a sender over the snapshot directory @dir (its MANIFEST is read and validated; file data
- * is read lazily).  The sender starts at position (0, 0); a RESUME ack moves it.
+/* Open a sender over the snapshot directory @dir: its MANIFEST is read and validated and every
+ * file is opened and its size checked now, so the data stays readable even if retention
+ * removes the directory during the transfer; data is read chunk by chunk as it is sent.
+ * The sender starts at position (0, 0); a RESUME ack (or snap_sender_seek) moves it.
  * @out: owned by the caller, release with snap_sender_close.  @opts may be NULL.
  * Errors: SNAP_EINVAL, SNAP_EIO, SNAP_EMALFORMED, SNAP_EVERSION, SNAP_ECORRUPT, SNAP_ENOMEM.
  * A sender is used by one thread at a time (any thread, e.g. a snapshot worker). */
@@ -280,7 +282,8 @@ bool snap_sender_is_done(const struct snap_sender *s);
 /* Nanoseconds until the rate limit allows the next chunk (0 when it already does). */
 uint64_t snap_sender_wait_ns(const struct snap_sender *s, uint64_t now_ns);
 
-/* Counters: raw file bytes put in chunks so far (resends included), and the snapshot's size. */
+/* Counters: raw file bytes and encoded chunk bytes produced so far (resends included), and the
+ * snapshot's total raw size. */
 void snap_sender_stats(const struct snap_sender *s,
                        uint64_t *sent_raw,
                        uint64_t *sent_wire,
