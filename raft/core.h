@@ -150,55 +150,92 @@ struct raft
     char errmsg[256];
 };
 
+/* Internal helpers.  All run on the thread that owns @r; errors are RAFT_ENOMEM or storage
+ * errors unless stated otherwise. */
+
 /* raft.c */
+/* Emit a trace line through cfg.tracer (no-op without one). */
 void raft_trace(struct raft *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Become follower of @lead (0: unknown) in @term, resetting timers and leader state. */
 void raft_become_follower(struct raft *r, raft_term term, raft_id lead);
+/* The progress slot of member @id, or NULL when not in the configuration. */
 struct raft_progress *raft_progress_of(struct raft *r, raft_id id);
+/* Majority of the voters in effect. */
 unsigned raft_quorum(const struct raft *r);
+/* Only voters campaign. */
 bool raft_is_promotable(const struct raft *r);
-/* Queue @m (copying the header; m->entries must already be owned by the outbox). */
+/* Queue @m for the next Ready, stamping from and (except votes and forwarded requests) term.
+ * Takes ownership of m->entries (an array from raft_malloc), also on error. */
 int raft_send(struct raft *r, struct raft_msg *m);
+/* Common part of every role change: term (clearing the vote when it changes), timers,
+ * transfer, pending reads and every follower's progress. */
 void raft_reset(struct raft *r, raft_term term);
 
 /* election.c */
+/* Start a (pre-)election; @transfer skips PreVote and marks requests to bypass the lease. */
 int raft_campaign(struct raft *r, bool transfer);
 void raft_reset_randomized_timeout(struct raft *r);
+/* One logical clock tick: election timeout, heartbeats, CheckQuorum. */
 int raft_tick(struct raft *r);
+/* Answer a MsgVote / MsgPreVote of the current (or PreVote's next) term. */
 int raft_handle_vote(struct raft *r, const struct raft_msg *m);
+/* Messages while (pre-)candidate: count votes, yield to a leader. */
 int raft_step_candidate(struct raft *r, const struct raft_msg *m);
 
 /* replication.c */
+/* Send @p what it lacks (or a snapshot request), unless flow control pauses it; *@sent tells
+ * whether a message went out.  @send_if_empty sends an empty MsgApp (probe, commit update). */
 int raft_send_append(struct raft *r, struct raft_progress *p, bool send_if_empty, bool *sent);
 int raft_bcast_append(struct raft *r);
+/* Heartbeat every other member, carrying ReadIndex round @ctx. */
 int raft_bcast_heartbeat(struct raft *r, uint64_t ctx);
+/* Leader: advance commit by counting current-term replicas; true if it moved. */
 bool raft_maybe_commit(struct raft *r);
+/* Append to our own log (copies) and adopt any configuration among @ents. */
 int raft_append_local(struct raft *r, const struct raft_entry *ents, size_t n);
+/* Follower side of MsgApp / MsgHeartbeat / MsgSnap. */
 int raft_handle_append(struct raft *r, const struct raft_msg *m);
 int raft_handle_heartbeat(struct raft *r, const struct raft_msg *m);
 int raft_handle_snapshot(struct raft *r, const struct raft_msg *m);
+/* Leader side of the replies and of RAFT_EV_SNAP_STATUS. */
 int raft_leader_append_resp(struct raft *r, const struct raft_msg *m);
 int raft_leader_heartbeat_resp(struct raft *r, const struct raft_msg *m);
 int raft_leader_snap_status(struct raft *r, raft_id peer, bool ok);
+/* Leader: append one entry of the current term (data copied); the broadcast happens at the
+ * next raft_ready().  @index and @term (may be NULL) receive its position. */
 int raft_propose_entry(struct raft *r,
                        enum raft_entry_type type,
                        const void *data,
                        size_t len,
                        raft_index *index,
                        raft_term *term);
+/* The entry at the commit index is of the current term (thesis 6.4). */
 bool raft_committed_in_term(const struct raft *r);
 
 /* membership.c */
+/* Make @c the configuration in effect, from the entry at @index (0: snapshot).  Cannot fail
+ * (member slots are preallocated); returns 0. */
 int raft_conf_apply(struct raft *r, const struct raft_conf *c, raft_index index);
+/* Adopt the last configuration entry among freshly appended @ents, if any. */
 int raft_conf_scan_appended(struct raft *r, const struct raft_entry *ents, size_t n);
+/* Restore the configuration in effect before index @before (after truncating from it). */
 int raft_conf_revert(struct raft *r, raft_index before);
+/* Leader: propose a one-server change.  RAFT_ENOTLEADER, RAFT_EBUSY, RAFT_EINVAL,
+ * RAFT_ETOOBIG. */
 int raft_conf_change(struct raft *r, enum raft_cc_type type, raft_id id, raft_index *index);
+/* A leader no longer voting steps down once its removal is committed. */
 void raft_conf_maybe_step_down(struct raft *r);
 
 /* readindex.c */
+/* A read request from @from (us, or a follower via MsgReadIndex).  RAFT_ENOTLEADER for local
+ * requests without a known leader. */
 int raft_read_index(struct raft *r, raft_id from, uint64_t ctx);
+/* Answer the requests whose heartbeat round a quorum acknowledged. */
 int raft_read_release(struct raft *r);
+/* The first commit of the leader's term: give waiting requests their index and round. */
 int raft_read_on_committed_in_term(struct raft *r);
 void raft_read_reset(struct raft *r);
+/* Queue a read state for the next Ready. */
 int raft_read_state_add(struct raft *r, raft_index index, uint64_t ctx);
 
 #endif /* KV_RAFT_CORE_H */

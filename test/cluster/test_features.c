@@ -128,6 +128,27 @@ static void transfer_leadership_to_lagging_member(void **state)
     test_cluster_fini(&c);
 }
 
+/* Thesis 3.10: a transfer that cannot finish within an election timeout is abandoned and the
+ * leader takes proposals again. */
+static void transfer_to_unreachable_member_aborts(void **state)
+{
+    (void)state;
+    struct test_cluster c;
+    test_cluster_init(&c, 3, test_seed("transfer_to_unreachable_member_aborts"));
+    raft_id l = stable_leader(&c);
+    raft_id t = l == 3 ? 1 : 3;
+    test_cluster_isolate(&c, t);
+    struct raft_event ev = {.type = RAFT_EV_TRANSFER, .u.peer = t};
+    assert_int_equal(test_cluster_step(&c, l, &ev), 0);
+    assert_int_equal(test_cluster_step(&c, l, &ev), RAFT_EBUSY);
+    assert_int_equal(test_cluster_propose(&c, l, "refused", 7, NULL), RAFT_EBUSY);
+    test_cluster_elapse(&c, 10 * 10 + 20);
+    assert_int_equal(test_cluster_leader(&c), l);
+    assert_true(test_cluster_commit(&c, l, "accepted", 8, 1000));
+    ASSERT_HEALTHY(&c);
+    test_cluster_fini(&c);
+}
+
 static bool all_applied(struct test_cluster *c, void *arg)
 {
     const raft_id *ids = arg;
@@ -305,6 +326,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(read_index_during_partition),
         cmocka_unit_test(transfer_leadership_to_lagging_member),
+        cmocka_unit_test(transfer_to_unreachable_member_aborts),
         cmocka_unit_test(add_voter_learner_and_promote),
         cmocka_unit_test(learner_does_not_count_for_commit),
         cmocka_unit_test(remove_leader),
