@@ -37,22 +37,26 @@ static int mkdir_p(const char *path, char *errmsg)
 }
 
 /* The member file records the identity the data directory was created with, so a restart with
- * other flags cannot silently join the data to another cluster: "cluster_id member_id voter...".
- * Written once, atomically (write, fsync, rename, fsync dir). */
-static int member_file_write(struct srv *s, const char *dir, char *errmsg)
+ * other flags cannot silently join the data to another cluster.  Written once, atomically
+ * (write, fsync, rename, fsync dir). */
+int srv_member_file_write(const char *member_dir,
+                          uint64_t cluster_id,
+                          uint64_t member_id,
+                          const uint64_t *voters,
+                          size_t n_voters,
+                          char *errmsg)
 {
     char path[700], tmp[710];
-    snprintf(path, sizeof path, "%s/member", dir);
+    snprintf(path, sizeof path, "%s/member", member_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (f == NULL) {
         snprintf(errmsg, SRV_ERRMSG, "create %s: %s", tmp, strerror(errno));
         return SRV_EIO;
     }
-    fprintf(f, "kvdb-member 1\n%016" PRIx64 " %016" PRIx64 "\n", s->cfg.cluster_id,
-            s->cfg.member_id);
-    for (unsigned i = 0; i < s->boot_conf.n_voters; i++) {
-        fprintf(f, "%016" PRIx64 "\n", s->boot_conf.voters[i]);
+    fprintf(f, "kvdb-member 1\n%016" PRIx64 " %016" PRIx64 "\n", cluster_id, member_id);
+    for (size_t i = 0; i < n_voters; i++) {
+        fprintf(f, "%016" PRIx64 "\n", voters[i]);
     }
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
@@ -60,7 +64,7 @@ static int member_file_write(struct srv *s, const char *dir, char *errmsg)
         snprintf(errmsg, SRV_ERRMSG, "write %s: %s", path, strerror(errno));
         return SRV_EIO;
     }
-    FILE *d = fopen(dir, "r");
+    FILE *d = fopen(member_dir, "r");
     if (d != NULL) {
         fsync(fileno(d));
         fclose(d);
@@ -68,7 +72,6 @@ static int member_file_write(struct srv *s, const char *dir, char *errmsg)
     return 0;
 }
 
-/* Returns 0 and fills boot_conf when the file exists, ENOENT when it does not. */
 static int member_file_read(struct srv *s, const char *dir, char *errmsg)
 {
     char path[700];
@@ -147,7 +150,8 @@ static int open_storage(struct srv *s, char *errmsg)
         for (size_t i = 0; i < s->cfg.n_members; i++) {
             s->boot_conf.voters[s->boot_conf.n_voters++] = s->cfg.members[i].id;
         }
-        rv = member_file_write(s, dir, errmsg);
+        rv = srv_member_file_write(dir, s->cfg.cluster_id, s->cfg.member_id, s->boot_conf.voters,
+                                   s->boot_conf.n_voters, errmsg);
     }
     if (rv != 0) {
         return rv;

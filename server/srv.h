@@ -43,4 +43,15 @@ const char *srv_errmsg(const struct srv *s);
 uint16_t srv_client_port(const struct srv *s);
 uint16_t srv_peer_port(const struct srv *s);
 
+/* Write <member_dir>/member, the identity of a data directory: @cluster_id, @member_id and the
+ * bootstrap voters (@voters, @n_voters).  kvdb refuses to start on a data directory whose member
+ * file names another identity than its flags give.  Used by srv_open() on a new data directory
+ * and by `kvdb-snapshot restore`.  Errors: SRV_EIO with @errmsg (256 bytes).  Any thread. */
+int srv_member_file_write(const char *member_dir,
+                          uint64_t cluster_id,
+                          uint64_t member_id,
+                          const uint64_t *voters,
+                          size_t n_voters,
+                          char *errmsg);
+
 #endif /* KV_SERVER_SRV_H */
