@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "snapshot/fs.h"
@@ -18,7 +19,7 @@
 #define PROGRESS_NAME "PROGRESS"
 #define PROGRESS_MAGIC 0x5053564bu /* "KVSP" */
 #define PROGRESS_VERSION 1u
-#define PROGRESS_SIZE 44
+#define PROGRESS_SIZE 48
 #define TMP_PREFIX "tmp-"
 
 struct snap_receiver
@@ -31,6 +32,7 @@ struct snap_receiver
     uint32_t file;      /* acknowledged position: a non-empty file or n_files */
     uint64_t off;       /* ... and the offset in it */
     uint64_t since_ck;  /* bytes written since the last checkpoint */
+    uint16_t session;   /* this instance: one more than the last persisted one */
     int fd;             /* open data file or -1 */
     uint32_t fd_file;   /* which one */
     unsigned char *raw; /* decompression buffer */
@@ -53,7 +55,8 @@ static void make_ack(const struct snap_receiver *r, enum snap_ack_status st, uns
                          .term = r->m.meta.term,
                          .manifest_crc = r->m.crc,
                          .file = r->file,
-                         .offset = r->off};
+                         .offset = r->off,
+                         .session = r->session};
     snap_ack_encode(&a, buf);
 }
 
@@ -87,7 +90,8 @@ static int checkpoint(struct snap_receiver *r)
     wal_put_u32(b + 24, r->m.crc);
     wal_put_u32(b + 28, r->file);
     wal_put_u64(b + 32, r->off);
-    wal_put_u32(b + 40, wal_crc32c(b, 40));
+    wal_put_u32(b + 40, r->session);
+    wal_put_u32(b + 44, wal_crc32c(b, 44));
     if (rv == 0) {
         rv = snap_fs_write_atomic(r->tmp, PROGRESS_NAME, b, sizeof b, r->errmsg);
     }
@@ -109,12 +113,13 @@ static bool load_progress(struct snap_receiver *r)
     }
     const unsigned char *b = buf;
     bool ok = len == PROGRESS_SIZE && wal_get_u32(b) == PROGRESS_MAGIC &&
-              wal_get_u32(b + 4) == PROGRESS_VERSION && wal_get_u32(b + 40) == wal_crc32c(b, 40) &&
+              wal_get_u32(b + 4) == PROGRESS_VERSION && wal_get_u32(b + 44) == wal_crc32c(b, 44) &&
               wal_get_u64(b + 8) == r->m.meta.index && wal_get_u64(b + 16) == r->m.meta.term &&
               wal_get_u32(b + 24) == r->m.crc;
     if (ok) {
         r->file = wal_get_u32(b + 28);
         r->off = wal_get_u64(b + 32);
+        r->session = (uint16_t)(wal_get_u32(b + 40) + 1);
         ok = r->file < r->m.n_files ? r->off <= r->m.files[r->file].size
                                     : r->file == r->m.n_files && r->off == 0;
     }
@@ -139,6 +144,15 @@ static bool same_manifest(const struct snap_receiver *r, const void *manifest, s
     bool same = n == len && memcmp(buf, manifest, len) == 0;
     free(buf);
     return same;
+}
+
+/* A session for a transfer with no usable PROGRESS: from the clock, so that it is unlikely to
+ * match an instance whose PROGRESS was lost while its acks are still in flight. */
+static uint16_t fresh_session(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint16_t)((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec * 2654435761u);
 }
 
 /* Fresh start: empty temporary directory with the manifest, every file created empty (so
@@ -236,8 +250,12 @@ static int open_receiver(struct snap_receiver *r,
     if (rv != 0) {
         return rv;
     }
-    /* Resume only over the very same manifest: its crc is the snapshot's identity. */
-    if (!load_progress(r) || !same_manifest(r, manifest, len)) {
+    /* Resume only over the very same manifest: its crc is the snapshot's identity.  Either way
+     * the new session is persisted before its first ack, so no later instance reuses it. */
+    if (load_progress(r) && same_manifest(r, manifest, len)) {
+        rv = checkpoint(r);
+    } else {
+        r->session = fresh_session();
         rv = start_over(r, manifest, len);
     }
     normalize(r);

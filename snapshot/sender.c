@@ -24,6 +24,8 @@ struct snap_sender
     struct snap_sender_opts o;
     uint64_t acked;      /* stream offset acknowledged by the receiver */
     uint64_t next;       /* stream offset of the next chunk to send */
+    bool session_known;  /* a RESUME was applied: acks of other sessions are stale */
+    uint16_t session;    /* the receiver session of that RESUME */
     bool rewound;        /* a rewind to rewound_at happened and nothing advanced since */
     uint64_t rewound_at; /* where that rewind went */
     int *fds;            /* every file, opened at open: pins the data against retention */
@@ -356,7 +358,16 @@ int snap_sender_ack(struct snap_sender *s, const void *buf, size_t len)
     if (a.status == SNAP_ACK_RESUME) {
         s->acked = s->next = g;
         s->rewound = false;
+        s->session_known = true;
+        s->session = a.session;
         return 0;
+    }
+    /* An ack of a receiver instance before the last RESUME describes data that instance may
+     * have lost: applying it could skip bytes the new one never got. */
+    if (s->session_known && a.session != s->session) {
+        snprintf(s->errmsg, sizeof s->errmsg, "ack of receiver session %u, current %u",
+                 (unsigned)a.session, (unsigned)s->session);
+        return SNAP_ESTALE;
     }
     if (g > s->acked) {
         s->acked = g;

@@ -205,6 +205,8 @@ enum snap_ack_status {
 struct snap_ack
 {
     enum snap_ack_status status;
+    uint16_t session;      /* receiver instance (bumped at every open): a sender ignores acks of
+                              an instance older than the one whose RESUME it last applied */
     uint64_t index, term;  /* snapshot identity */
     uint32_t manifest_crc; /* snapshot identity */
     uint32_t file;         /* next wanted position; file == n_files means complete */
@@ -264,8 +266,9 @@ int snap_sender_next(struct snap_sender *s, uint64_t now_ns, const void **chunk,
 /* Apply an ack from the receiver: OK advances the acknowledged position, RESEND rewinds to it
  * (once per position, so the RESENDs of the chunks already in flight do not rewind again),
  * RESUME moves both the acknowledged and next positions to it, even backwards.
- * Errors: SNAP_EMALFORMED, SNAP_EVERSION, SNAP_ESTALE (another snapshot), SNAP_EINVAL
- * (a position outside the snapshot). */
+ * Errors: SNAP_EMALFORMED, SNAP_EVERSION, SNAP_ESTALE (another snapshot, or an OK/RESEND of an
+ * earlier receiver session still in flight after a RESUME: drop it), SNAP_EINVAL (a position
+ * outside the snapshot). */
 int snap_sender_ack(struct snap_sender *s, const void *buf, size_t len);
 
 /* Go-back-N timer: nothing was acknowledged for a while (a chunk or ack was lost at the tail):

@@ -116,8 +116,8 @@ void snap_ack_encode(const struct snap_ack *a, unsigned char buf[SNAP_ACK_SIZE])
     wal_put_u32(buf, ACK_MAGIC);
     buf[4] = WIRE_VERSION;
     buf[5] = (unsigned char)a->status;
-    buf[6] = 0;
-    buf[7] = 0;
+    buf[6] = (unsigned char)a->session;
+    buf[7] = (unsigned char)(a->session >> 8);
     wal_put_u64(buf + 8, a->index);
     wal_put_u64(buf + 16, a->term);
     wal_put_u32(buf + 24, a->manifest_crc);
@@ -142,10 +142,11 @@ int snap_ack_decode(const void *buf, size_t len, struct snap_ack *out, char *err
     if (b[4] != WIRE_VERSION) {
         return wire_error(errmsg, SNAP_EVERSION, "ack: unsupported version");
     }
-    if (b[5] < SNAP_ACK_OK || b[5] > SNAP_ACK_RESUME || b[6] != 0 || b[7] != 0) {
+    if (b[5] < SNAP_ACK_OK || b[5] > SNAP_ACK_RESUME) {
         return wire_error(errmsg, SNAP_EMALFORMED, "ack: bad status");
     }
     out->status = (enum snap_ack_status)b[5];
+    out->session = (uint16_t)(b[6] | b[7] << 8);
     out->index = wal_get_u64(b + 8);
     out->term = wal_get_u64(b + 16);
     out->manifest_crc = wal_get_u32(b + 24);

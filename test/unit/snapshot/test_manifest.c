@@ -237,12 +237,20 @@ static void chunk_rejects_every_corruption(void **state)
 static void ack_roundtrip_and_rejects(void **state)
 {
     (void)state;
-    struct snap_ack a = {SNAP_ACK_RESEND, 11, 3, 0x12345678, 4, 1u << 20}, b;
+    struct snap_ack a = {.status = SNAP_ACK_RESEND,
+                         .session = 0xbeef,
+                         .index = 11,
+                         .term = 3,
+                         .manifest_crc = 0x12345678,
+                         .file = 4,
+                         .offset = 1u << 20},
+                    b;
     unsigned char buf[SNAP_ACK_SIZE];
     char err[SNAP_ERRMSG_SIZE];
     snap_ack_encode(&a, buf);
     assert_int_equal(snap_ack_decode(buf, sizeof buf, &b, err), 0);
     assert_int_equal(b.status, SNAP_ACK_RESEND);
+    assert_int_equal(b.session, 0xbeef);
     assert_true(b.index == 11 && b.term == 3 && b.file == 4 && b.offset == 1u << 20);
     assert_int_equal(b.manifest_crc, 0x12345678);
     for (size_t i = 0; i < sizeof buf; i++) {
