@@ -469,6 +469,7 @@ static int reset_to(struct snap_receiver *r, uint32_t i, unsigned char *ack)
     close_fd(r);
     r->file = i;
     r->off = 0;
+    r->session++; /* acks still in flight claim bytes that are now dropped: make them stale */
     normalize(r);
     int rv = file_path(r, i, path, sizeof path);
     if (rv == 0) {
