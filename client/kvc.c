@@ -472,3 +472,45 @@ size_t kvc_prefix_end(const void *prefix, size_t len, uint8_t *out)
     out[0] = 0;
     return 1;
 }
+
+int kvc_watch(struct kvc *c, const Kvdb__WatchCreateRequest *req, uint64_t *stream)
+{
+    Kvdb__WatchRequest w;
+    kvdb__watch_request__init(&w);
+    w.request_union_case = KVDB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    w.create_request = (Kvdb__WatchCreateRequest *)req;
+    int rv = kvc_send(c, KVDB__METHOD__METHOD_WATCH, &w.base, stream);
+    return rv != 0 ? rv : kvc_flush(c);
+}
+
+int kvc_watch_next(struct kvc *c, unsigned timeout_ms, uint64_t *stream, Kvdb__WatchResponse **resp)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            return KVC_ETIMEOUT;
+        }
+        uint64_t id;
+        Kvdb__ErrorCode code;
+        const uint8_t *body;
+        size_t len;
+        int rv = kvc_recv(c, (unsigned)(deadline - now), &id, &code, &body, &len);
+        if (rv != 0) {
+            return rv;
+        }
+        if (c->last->method != KVDB__METHOD__METHOD_WATCH) {
+            continue;
+        }
+        if (code != KVDB__ERROR_CODE__OK) {
+            return KVC_ESERVER;
+        }
+        *resp = kvdb__watch_response__unpack(NULL, len, body);
+        if (*resp == NULL) {
+            snprintf(c->errmsg, sizeof c->errmsg, "undecodable WatchResponse");
+            return KVC_EPROTO;
+        }
+        *stream = id;
+        return 0;
+    }
+}

@@ -100,6 +100,20 @@ int kvc_get(struct kvc *c,
             Kvdb__RangeResponse **resp);
 int kvc_delete(struct kvc *c, const void *key, size_t klen, Kvdb__DeleteRangeResponse **resp);
 
+/* Open a watch stream carrying one watcher created by @req; *@stream gets the stream's frame id.
+ * Its responses (first "created", then events, progress and "canceled") come from
+ * kvc_watch_next.  Watches live on the current connection: after a connection loss reopen them
+ * from the last revision seen + 1.  Errors: as kvc_send, KVC_ECONNECT. */
+int kvc_watch(struct kvc *c, const Kvdb__WatchCreateRequest *req, uint64_t *stream);
+
+/* The next WatchResponse (of any stream) within @timeout_ms; free it with
+ * kvdb__watch_response__free_unpacked().  Replies that are not watch responses are skipped.
+ * Errors: KVC_ETIMEOUT, KVC_EIO, KVC_EPROTO, KVC_ESERVER (the member refused the request). */
+int kvc_watch_next(struct kvc *c,
+                   unsigned timeout_ms,
+                   uint64_t *stream,
+                   Kvdb__WatchResponse **resp);
+
 /* The smallest key greater than every key with @prefix (etcd GetPrefixRangeEnd) into @out
  * (room for @len bytes); returns its length, 1 ("\0", meaning "all keys") if @prefix is all 0xff.
  */

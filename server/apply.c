@@ -218,6 +218,18 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
         }
     }
     publish_applied(s, &out);
+    /* After publishing the revision (watch.c's create() relies on this order). */
+    if (out.n_events > 0 && atomic_load(&s->n_watchers) > 0) {
+        struct srv_done *d = calloc(1, sizeof *d);
+        if (d != NULL) {
+            d->kind = SRV_DONE_EVENTS;
+            d->events = out.events;
+            d->n_events = out.n_events;
+            out.events = NULL;
+            out.n_events = 0;
+            srv_post_done(s, d);
+        }
+    }
     uint64_t applied = out.applied_index;
     lsm_apply_out_fini(&out);
     group_reset(g);
@@ -416,6 +428,60 @@ static void run_read(struct srv *s, struct srv_read *r)
     }
 }
 
+static void run_history(struct srv *s, struct srv_job *j)
+{
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return;
+    }
+    struct lsm_bytes key = {j->buf, j->klen}, end = {j->buf + j->klen, j->elen};
+    char err[256];
+    pthread_rwlock_rdlock(&s->lsm_lock);
+    d->err = lsm_events_read(s->lsm, key, end, j->start_rev, j->max_events, &d->events,
+                             &d->n_events, &d->next_rev, err);
+    pthread_rwlock_unlock(&s->lsm_lock);
+    d->kind = SRV_DONE_HISTORY;
+    d->watch_id = j->watch_id;
+    d->complete = d->err == 0 && (j->max_events == 0 || d->n_events < j->max_events);
+    srv_post_done(s, d);
+}
+
+void srv_watch_read_submit(struct srv *s,
+                           int64_t id,
+                           const uint8_t *key,
+                           size_t klen,
+                           const uint8_t *end,
+                           size_t elen,
+                           int64_t start_rev,
+                           size_t max)
+{
+    struct srv_job *j = calloc(1, sizeof *j);
+    char *buf = malloc(klen + elen + 1);
+    if (j == NULL || buf == NULL) {
+        free(j);
+        free(buf);
+        /* Report the failure so the watcher is cancelled rather than stuck. */
+        struct srv_done *d = calloc(1, sizeof *d);
+        if (d != NULL) {
+            d->kind = SRV_DONE_HISTORY;
+            d->watch_id = id;
+            d->err = LSM_ENOMEM;
+            srv_post_done(s, d);
+        }
+        return;
+    }
+    memcpy(buf, key, klen);
+    memcpy(buf + klen, end, elen);
+    j->type = SRV_JOB_HISTORY;
+    j->buf = buf;
+    j->klen = klen;
+    j->elen = elen;
+    j->watch_id = id;
+    j->start_rev = start_rev;
+    j->max_events = max;
+    queue_push(&s->readq, j);
+}
+
 static void *read_main(void *arg)
 {
     struct srv *s = arg;
@@ -423,6 +489,13 @@ static void *read_main(void *arg)
     while ((jobs = queue_take_all(&s->readq)) != NULL) {
         for (struct srv_job *j = jobs; j != NULL;) {
             struct srv_job *next = j->next;
+            if (j->type == SRV_JOB_HISTORY) {
+                run_history(s, j);
+                free(j->buf);
+                free(j);
+                j = next;
+                continue;
+            }
             for (struct srv_read *r = j->reads; r != NULL;) {
                 struct srv_read *rn = r->next;
                 if (wait_applied(s, r->read_index)) {
@@ -469,6 +542,7 @@ void srv_done_drain(struct srv *s)
         srv_node_on_done(s, d);
         free(d->errmsg);
         free(d->dir);
+        lsm_events_free(d->events, d->n_events);
         free(d->body);
         free(d);
         d = next;

@@ -372,6 +372,9 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
     case KVDB__METHOD__METHOD_MEMBER_LIST:
         handle_member_list(c, f);
         break;
+    case KVDB__METHOD__METHOD_WATCH:
+        srv_watch_request(c, f);
+        break;
     default:
         reply_error(c, f, KVDB__ERROR_CODE__UNIMPLEMENTED, "unknown method");
         break;

@@ -485,6 +485,13 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
         }
         srv_apply_install(s, d->dir, &d->msg);
         break;
+    case SRV_DONE_EVENTS:
+        srv_watch_on_events(s, d->events, d->n_events);
+        break;
+    case SRV_DONE_HISTORY:
+        srv_watch_on_history(s, d->watch_id, d->events, d->n_events, d->next_rev, d->err,
+                             d->complete);
+        break;
     case SRV_DONE_SNAP_INSTALLED: {
         struct srv_input *in = calloc(1, sizeof *in);
         if (in != NULL) {

@@ -187,6 +187,8 @@ static int open_storage(struct srv *s, char *errmsg)
     s->applied_index = st.applied_index;
     atomic_store(&s->applied_pub, st.applied_index);
     atomic_store(&s->revision, st.revision);
+    s->hub_rev = st.revision;
+    s->last_progress_ms = srv_now_ms();
     conf_at_applied(s, st.applied_index);
     srv_log(SRV_LOG_INFO, "node",
             "recovered %s: hard state term %llu vote %llx commit %llu; log %llu..%llu; "
@@ -308,6 +310,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     srv_kv_sweep(t->data);
+    srv_watch_sweep(t->data);
 }
 
 int srv_open(const struct srv_config *cfg, struct srv **out, char *errmsg)
@@ -416,6 +419,7 @@ void srv_close(struct srv *s)
     srv_peer_close_all(s);
     srv_conns_close_all(s);
     srv_kv_fini(s);
+    srv_watch_fini(s);
     while (s->in_head != NULL) {
         struct srv_input *in = s->in_head;
         s->in_head = in->next;

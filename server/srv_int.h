@@ -124,7 +124,7 @@ struct srv_read
     struct srv_read *next;
 };
 
-enum srv_job_type { SRV_JOB_APPLY = 1, SRV_JOB_READ, SRV_JOB_INSTALL };
+enum srv_job_type { SRV_JOB_APPLY = 1, SRV_JOB_READ, SRV_JOB_INSTALL, SRV_JOB_HISTORY };
 
 struct srv_job
 {
@@ -136,15 +136,21 @@ struct srv_job
     struct srv_read *reads; /* SRV_JOB_READ: a list */
     char *dir;              /* SRV_JOB_INSTALL: the received snapshot */
     struct raft_msg msg;    /* SRV_JOB_INSTALL: the MsgSnap to step once installed */
+    int64_t watch_id;       /* SRV_JOB_HISTORY: watcher, range (in buf: key then end), start */
+    size_t klen, elen;
+    int64_t start_rev;
+    size_t max_events;
 };
 
 enum srv_done_kind {
-    SRV_DONE_REPLY = 0,     /* a client reply */
-    SRV_DONE_FATAL,         /* the apply thread failed: stop the member */
-    SRV_DONE_SNAP_CREATED,  /* snap: a local snapshot exists */
-    SRV_DONE_SNAP_SENT,     /* peer, ok: a sender thread finished */
-    SRV_DONE_SNAP_RECEIVED, /* msg, dir: a snapshot arrived complete and verified */
-    SRV_DONE_SNAP_INSTALLED /* msg, ok: the store now holds the snapshot */
+    SRV_DONE_REPLY = 0,      /* a client reply */
+    SRV_DONE_FATAL,          /* the apply thread failed: stop the member */
+    SRV_DONE_SNAP_CREATED,   /* snap: a local snapshot exists */
+    SRV_DONE_SNAP_SENT,      /* peer, ok: a sender thread finished */
+    SRV_DONE_SNAP_RECEIVED,  /* msg, dir: a snapshot arrived complete and verified */
+    SRV_DONE_SNAP_INSTALLED, /* msg, ok: the store now holds the snapshot */
+    SRV_DONE_EVENTS,         /* events: changes of an applied group, for watchers */
+    SRV_DONE_HISTORY,        /* watch_id, events, next_rev, err, complete: a catch-up read */
 };
 
 /* A finished request or background task, from another thread back to the loop. */
@@ -157,6 +163,12 @@ struct srv_done
     struct raft_snap_meta snap;
     struct raft_msg msg;
     char *dir;
+    struct lsm_event *events; /* owned */
+    size_t n_events;
+    int64_t watch_id;
+    int64_t next_rev;
+    int err;
+    bool complete;
     uint64_t req_id; /* writes: the pending request; 0 for reads */
     uint32_t slot;   /* reads: the connection */
     uint32_t gen;
@@ -255,7 +267,14 @@ struct srv
     atomic_int_fast64_t revision;
     atomic_uint_fast64_t applied_pub;
     atomic_uint_fast64_t term_pub; /* current raft term, for reply headers off the loop */
-    pthread_rwlock_t lsm_lock; /* readers vs. a snapshot install swapping s->lsm */
+    pthread_rwlock_t lsm_lock;     /* readers vs. a snapshot install swapping s->lsm */
+
+    /* watch (watch.c) */
+    struct srv_watcher *watchers;
+    atomic_long n_watchers; /* read by the apply thread: post events only when someone watches */
+    int64_t hub_rev;        /* highest revision dispatched to synced watchers */
+    int64_t next_watch_id;
+    uint64_t last_progress_ms;
 
     /* snapshots (snap.c) */
     char snap_root[600];
@@ -302,6 +321,27 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f);
 void srv_kv_on_done(struct srv *s, struct srv_done *d);
 void srv_kv_sweep(struct srv *s);
 void srv_kv_fini(struct srv *s);
+
+/* watch.c: watchers */
+void srv_watch_request(struct srv_conn *c, const Kvdb__Frame *f);
+void srv_watch_on_events(struct srv *s, struct lsm_event *evs, size_t n);
+void srv_watch_on_history(struct srv *s,
+                          int64_t id,
+                          struct lsm_event *evs,
+                          size_t n,
+                          int64_t next_rev,
+                          int err,
+                          bool complete);
+void srv_watch_sweep(struct srv *s);
+void srv_watch_fini(struct srv *s);
+void srv_watch_read_submit(struct srv *s,
+                           int64_t id,
+                           const uint8_t *key,
+                           size_t klen,
+                           const uint8_t *end,
+                           size_t elen,
+                           int64_t start_rev,
+                           size_t max);
 
 /* snap.c: snapshots */
 int srv_snap_init(struct srv *s, char *errmsg);

@@ -17,6 +17,8 @@ struct opts
     int sort_target, sort_order;
     unsigned timeout_ms;
     enum { OUT_SIMPLE, OUT_JSON, OUT_TABLE } out;
+    bool progress_notify;
+    long max_events; /* watch: stop after this many events (0: run until interrupted) */
 };
 
 void kvctl_print_json(const ProtobufCMessage *m);
@@ -42,6 +44,8 @@ static void usage(void)
             "      [--count-only] [--print-value-only] [--consistency l|s]\n"
             "      [--sort-by KEY|VERSION|CREATE|MODIFY|VALUE] [--order ASCEND|DESCEND]\n"
             "  del KEY [RANGE_END] [--prefix] [--from-key] [--prev-kv]\n"
+            "  watch KEY [RANGE_END] [--prefix] [--rev N] [--prev-kv] [--progress-notify]\n"
+            "      [--max-events N]\n"
             "  txn            (reads compares, success ops, failure ops from stdin, as etcdctl)\n"
             "  compact REV\n"
             "  endpoint status|health   (each endpoint)\n"
@@ -183,6 +187,60 @@ static int cmd_del(struct kvc *c, int argc, char **argv, const struct opts *o)
         }
     }
     kvdb__delete_range_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int cmd_watch(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    if (argc < 1 || argc > 2) {
+        usage();
+        return 2;
+    }
+    uint8_t endbuf[4096];
+    Kvdb__WatchCreateRequest r;
+    kvdb__watch_create_request__init(&r);
+    key_range(argc, argv, o, &r.key, &r.range_end, endbuf);
+    r.start_revision = o->rev;
+    r.prev_kv = o->prev_kv;
+    r.progress_notify = o->progress_notify;
+    uint64_t stream;
+    int rv = kvc_watch(c, &r, &stream);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    long seen = 0;
+    while (o->max_events == 0 || seen < o->max_events) {
+        Kvdb__WatchResponse *w;
+        rv = kvc_watch_next(c, 3600 * 1000, &stream, &w);
+        if (rv == KVC_ETIMEOUT) {
+            continue;
+        }
+        if (rv != 0) {
+            return fail(c, rv);
+        }
+        bool canceled = w->canceled;
+        if (json(o, w)) {
+            seen += (long)w->n_events;
+        } else {
+            for (size_t i = 0; i < w->n_events; i++, seen++) {
+                const Kvdb__Event *e = w->events[i];
+                printf("%s\n", e->type == KVDB__EVENT__EVENT_TYPE__PUT ? "PUT" : "DELETE");
+                if (e->prev_kv != NULL) {
+                    print_kv(e->prev_kv, o);
+                }
+                print_kv(e->kv, o);
+            }
+            if (canceled) {
+                fprintf(stderr, "watch canceled: %s (compact revision %" PRId64 ")\n",
+                        w->cancel_reason, w->compact_revision);
+            }
+        }
+        fflush(stdout);
+        kvdb__watch_response__free_unpacked(w, NULL);
+        if (canceled) {
+            return 1;
+        }
+    }
     return 0;
 }
 
@@ -356,6 +414,11 @@ int main(int argc, char **argv)
             o.out = strcmp(a + 12, "json") == 0    ? OUT_JSON
                     : strcmp(a + 12, "table") == 0 ? OUT_TABLE
                                                    : OUT_SIMPLE;
+        } else if (strcmp(a, "--progress-notify") == 0) {
+            o.progress_notify = true;
+        } else if (strcmp(a, "--max-events") == 0 && v != NULL) {
+            o.max_events = atol(v);
+            i++;
         } else if (strcmp(a, "--prefix") == 0) {
             o.prefix = true;
         } else if (strcmp(a, "--from-key") == 0) {
@@ -414,6 +477,8 @@ int main(int argc, char **argv)
         rv = cmd_get(c, n - 1, args + 1, &o);
     } else if (strcmp(cmd, "del") == 0) {
         rv = cmd_del(c, n - 1, args + 1, &o);
+    } else if (strcmp(cmd, "watch") == 0) {
+        rv = cmd_watch(c, n - 1, args + 1, &o);
     } else if (strcmp(cmd, "txn") == 0) {
         rv = kvctl_txn(c, stdin, false);
     } else if (strcmp(cmd, "compact") == 0) {
