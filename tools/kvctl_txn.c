@@ -178,7 +178,9 @@ static void print_response(const Kvdb__ResponseOp *r)
 }
 
 /* Free what parse_compare/parse_op allocated. */
-static void free_parsed(Kvdb__Compare *cmps, size_t n_cmp, Kvdb__RequestOp (*ops)[MAX_OPS],
+static void free_parsed(Kvdb__Compare *cmps,
+                        size_t n_cmp,
+                        Kvdb__RequestOp (*ops)[MAX_OPS],
                         const size_t *n_op)
 {
     for (size_t i = 0; i < n_cmp; i++) {
