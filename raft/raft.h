@@ -15,9 +15,12 @@
  *   1. If rd.snap != NULL, install the snapshot (state + raft_storage, e.g.
  *      raft_memstore_apply_snapshot()) before anything else.
  *   2. Append rd.entries to the storage and persist rd.hs when rd.has_hard_state; fsync when
- *      rd.must_sync.  This must be durable BEFORE sending rd.msgs, with one exception: a leader
- *      (rd.role == RAFT_LEADER) may send its MsgApp messages in parallel with its own fsync,
- *      because the leader counts its own copy only at raft_advance().
+ *      rd.must_sync.  This must be durable BEFORE sending rd.msgs, with one exception: when
+ *      rd.can_send_before_sync is true (a leader whose term and vote did not change since the
+ *      previous Ready), rd.msgs may go out in parallel with the fsync (thesis 10.2.1), because
+ *      the leader counts its own copy only at raft_advance().  Do not decide this from rd.role
+ *      alone: a member that voted, campaigned and won between two Readies is a leader whose new
+ *      term and vote are not durable yet.
  *   3. Send rd.msgs (and start sending a snapshot for every rd.snap_reqs[i]).
  *   4. Apply rd.committed in order, and serve rd.reads once applied >= their index.
  *   5. Call raft_advance(r, &rd): it tells the core that all of the above is done (in particular
@@ -228,6 +231,7 @@ struct raft_ready
     bool has_hard_state;               /* hs changed since the last Ready: persist it. */
     struct raft_hard_state hs;         /* Current hard state. */
     bool must_sync;                    /* Entries or term/vote changed: fsync before sending. */
+    bool can_send_before_sync;         /* Leader, same term and vote: msgs may race the fsync. */
     const struct raft_snap_meta *snap; /* Snapshot to install first, or NULL. */
     const struct raft_entry *entries;  /* Append to storage (may overwrite a conflicting tail). */
     size_t n_entries;

@@ -87,6 +87,10 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
     rd->n_entries = r->log.n;
     rd->must_sync = rd->n_entries > 0 || rd->snap != NULL || rd->hs.term != r->prev_hs.term ||
                     rd->hs.vote != r->prev_hs.vote;
+    /* Thesis 10.2.1, only for a leader whose term and vote are already durable: otherwise the
+     * messages would advertise a term (or a vote) a crash could forget. */
+    rd->can_send_before_sync = r->role == RAFT_LEADER && rd->hs.term == r->prev_hs.term &&
+                               rd->hs.vote == r->prev_hs.vote && rd->snap == NULL;
     rd->msgs = r->msgs;
     rd->n_msgs = r->n_msgs;
     rd->snap_reqs = r->sreqs;

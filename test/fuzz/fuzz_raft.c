@@ -103,7 +103,7 @@ static void op(struct test_cluster *c, struct script *s, unsigned *next_id)
     default:
         break;
     }
-    test_cluster_elapse(c, next(s) % 32);
+    test_cluster_elapse(c, next(s) % 20);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -118,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.delay_max = 1 + flags % 20;
     c.leader_crash_before_persist_pm = flags & 8 ? 20 : 0;
     unsigned next_id = 4;
-    for (unsigned ops = 0; s.n > 0 && ops < 256 && c.failure[0] == '\0'; ops++) {
+    for (unsigned ops = 0; s.n > 0 && ops < 128 && c.failure[0] == '\0'; ops++) {
         op(&c, &s, &next_id);
     }
     test_cluster_check_logs(&c);

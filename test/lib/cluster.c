@@ -370,7 +370,7 @@ static void drain(struct test_cluster *c, struct test_node *n)
             return;
         }
         /* Draw only when enabled, so other scenarios keep their random streams (goldens). */
-        if (rd.role == RAFT_LEADER && rd.n_entries > 0 && c->leader_crash_before_persist_pm > 0 &&
+        if (rd.can_send_before_sync && rd.n_entries > 0 && c->leader_crash_before_persist_pm > 0 &&
             rnd(c, 1000) < c->leader_crash_before_persist_pm) {
             /* Send first, then crash before the fsync finished: nothing of this Ready is
              * durable on the leader, but followers may store and acknowledge its entries. */

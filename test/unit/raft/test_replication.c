@@ -374,6 +374,41 @@ static void unreachable_peer_is_probed(void **state)
     stop_all(nodes, 3);
 }
 
+/* Thesis 10.2.1 only holds for a leader whose term and vote are durable: a member that
+ * campaigned and won between two Readies must persist before sending anything. */
+static void early_send_needs_durable_term_and_vote(void **state)
+{
+    (void)state;
+    struct h_node n;
+    assert_int_equal(h_start(&n, 1, 3, NULL), 0);
+    struct raft_event camp = {.type = RAFT_EV_CAMPAIGN};
+    assert_int_equal(raft_step(n.r, &camp), 0);
+    struct raft_msg v = {.type = RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = 1};
+    struct raft_event ev = {.type = RAFT_EV_RECV, .u.msg = &v};
+    assert_int_equal(raft_step(n.r, &ev), 0);
+    v.type = RAFT_MSG_VOTE_RESP;
+    assert_int_equal(raft_step(n.r, &ev), 0);
+    struct raft_ready rd;
+    assert_int_equal(raft_ready(n.r, &rd), 0);
+    assert_int_equal(rd.role, RAFT_LEADER);
+    assert_true(rd.must_sync);
+    assert_false(rd.can_send_before_sync); /* Term 1 and the self-vote are not durable. */
+    assert_int_equal(raft_memstore_persist(&n.ms, &rd), 0);
+    assert_int_equal(raft_advance(n.r, &rd), 0);
+    h_drain(&n);
+    struct raft_msg ack = {.type = RAFT_MSG_APP_RESP, .from = 2, .to = 1, .term = 1, .index = 1};
+    assert_int_equal(h_recv(&n, &ack), 0); /* Member 2 leaves probe state. */
+    h_clear(&n);
+    struct raft_event prop = {.type = RAFT_EV_PROPOSE};
+    prop.u.propose.data = (struct raft_buf){"x", 1};
+    assert_int_equal(raft_step(n.r, &prop), 0);
+    assert_int_equal(raft_ready(n.r, &rd), 0);
+    assert_true(rd.n_msgs > 0);
+    assert_true(rd.can_send_before_sync);
+    assert_int_equal(raft_advance(n.r, &rd), 0);
+    h_stop(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -388,6 +423,7 @@ int main(void)
         cmocka_unit_test(read_index_waits_for_term_commit_and_quorum),
         cmocka_unit_test(leader_appends_forwarded_proposals),
         cmocka_unit_test(unreachable_peer_is_probed),
+        cmocka_unit_test(early_send_needs_durable_term_and_vote),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
