@@ -139,6 +139,17 @@ static void conn_flush(struct srv_conn *c)
         ev_io_stop(c->s->loop, &c->wio);
         c->writing = false;
     }
+    if (c->closing) {
+        srv_conn_close(c);
+    }
+}
+
+void srv_conn_close_after_reply(struct srv_conn *c)
+{
+    /* Stop reading: nothing more this client sends is trusted. */
+    c->closing = true;
+    ev_io_stop(c->s->loop, &c->rio);
+    mark_dirty(c);
 }
 
 void srv_conn_flush_all(struct srv *s)
@@ -191,12 +202,14 @@ static void client_frame(struct srv_conn *c, const unsigned char *p, size_t len)
     Kvdb__Frame *f = kvdb__frame__unpack(NULL, len, p);
     if (f == NULL) {
         srv_conn_reply(c, 0, KVDB__METHOD__METHOD_UNKNOWN, KVDB__ERROR_CODE__INVALID_ARGUMENT,
-                       "malformed request frame", NULL, 0);
+                       "malformed request frame: closing the connection", NULL, 0);
+        srv_conn_close_after_reply(c);
         return;
     }
     if (pb_has_unknown_fields(&f->base)) {
         srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__INVALID_ARGUMENT,
-                       "request frame carries unknown fields", NULL, 0);
+                       "request frame carries unknown fields: closing the connection", NULL, 0);
+        srv_conn_close_after_reply(c);
     } else {
         srv_kv_dispatch(c, f);
     }
@@ -235,8 +248,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
             } else {
                 srv_peer_on_frame(c, frame, flen);
             }
-            if (srv_conn_get(s, slot, gen) == NULL) {
-                return; /* closed while handling the frame */
+            if (srv_conn_get(s, slot, gen) == NULL || c->closing) {
+                return; /* closed, or closing, while handling the frame */
             }
         }
         if (rv == PB_ETOOBIG) {

@@ -105,6 +105,7 @@ void srv_config_defaults(struct srv_config *c)
     c->election_ms = 1000;
     c->max_request_bytes = 1536 * 1024;
     c->max_txn_ops = 128;
+    c->max_key_bytes = 64 * 1024;
     c->quota_backend_bytes = 2ull << 30;
 }
 
@@ -200,6 +201,8 @@ static int set_flag(struct srv_config *c, const char *k, const char *v)
         c->max_request_bytes = (size_t)x;
     } else if (strcmp(k, "max-txn-ops") == 0 && x > 0) {
         c->max_txn_ops = (size_t)x;
+    } else if (strcmp(k, "max-key-bytes") == 0 && x > 0 && x <= (1u << 20)) {
+        c->max_key_bytes = (size_t)x;
     } else if (strcmp(k, "quota-backend-bytes") == 0) {
         c->quota_backend_bytes = x;
     } else {
@@ -370,6 +373,7 @@ void srv_config_usage(void *out)
             "  --election-timeout MS              (1000)\n"
             "  --max-request-bytes N              (1572864)\n"
             "  --max-txn-ops N                    (128)\n"
+            "  --max-key-bytes N                  (65536)\n"
             "  --quota-backend-bytes N            (2147483648)\n"
             "  --config-file PATH                 'flag: value' lines, read in place\n");
 }

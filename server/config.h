@@ -64,6 +64,7 @@ struct srv_config
     unsigned election_ms;                 /* --election-timeout */
     size_t max_request_bytes;             /* --max-request-bytes */
     size_t max_txn_ops;                   /* --max-txn-ops */
+    size_t max_key_bytes;                 /* --max-key-bytes */
     uint64_t quota_backend_bytes;         /* --quota-backend-bytes */
     uint64_t member_id;                   /* derived: this member's ID */
     uint64_t cluster_id;                  /* derived: from the member IDs */

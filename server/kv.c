@@ -131,6 +131,9 @@ static Kvdb__ErrorCode validate_write(const struct srv *s, const Kvdb__Frame *f,
         if (r->key.len == 0) {
             *msg = "key is not provided";
             code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        } else if (r->key.len > s->cfg.max_key_bytes) {
+            *msg = "key is too large";
+            code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
         }
         kvdb__put_request__free_unpacked(r, NULL);
         return code;
@@ -145,6 +148,9 @@ static Kvdb__ErrorCode validate_write(const struct srv *s, const Kvdb__Frame *f,
         }
         if (r->key.len == 0) {
             *msg = "key is not provided";
+            code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        } else if (r->key.len > s->cfg.max_key_bytes || r->range_end.len > s->cfg.max_key_bytes) {
+            *msg = "key is too large";
             code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
         }
         kvdb__delete_range_request__free_unpacked(r, NULL);
@@ -376,7 +382,10 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
         srv_watch_request(c, f);
         break;
     default:
-        reply_error(c, f, KVDB__ERROR_CODE__UNIMPLEMENTED, "unknown method");
+        /* A client speaking another protocol version: answer, then hang up. */
+        reply_error(c, f, KVDB__ERROR_CODE__UNIMPLEMENTED,
+                    "unknown method: closing the connection");
+        srv_conn_close_after_reply(c);
         break;
     }
 }

@@ -37,6 +37,7 @@ struct srv_conn
     ev_io wio;
     bool writing; /* wio started: the socket's buffer is full */
     bool dirty;   /* on s->dirty: has frames to write this iteration */
+    bool closing; /* a protocol error was answered: close once the reply is written */
     struct srv_conn *next_dirty;
     struct pb_frame_reader rd;
     struct pb_frame_writer wr;
@@ -314,6 +315,7 @@ void srv_conn_reply(struct srv_conn *c,
                     const uint8_t *body,
                     size_t len);
 void srv_conn_flush_all(struct srv *s);
+void srv_conn_close_after_reply(struct srv_conn *c);
 void srv_conns_close_all(struct srv *s);
 
 /* kv.c: the client methods */
