@@ -396,6 +396,12 @@ static bool msg_is_valid(const struct raft *r, const struct raft_msg *m)
         m->type < RAFT_MSG_APP || m->type > RAFT_MSG_TYPE_MAX) {
         return false;
     }
+    /* Term 0 only on forwarded requests and on a PreVote rejection by a member still at term
+     * 0; anything else without a term would be taken for the current term. */
+    if (m->term == 0 && m->type != RAFT_MSG_PROPOSE && m->type != RAFT_MSG_READ_INDEX &&
+        m->type != RAFT_MSG_PREVOTE_RESP) {
+        return false;
+    }
     if (m->n_entries > 0 &&
         (m->entries == NULL || (m->type != RAFT_MSG_APP && m->type != RAFT_MSG_PROPOSE))) {
         return false;

@@ -264,6 +264,8 @@ static void misuse_is_reported(void **state)
     snap.snap.term = 1;
     snap.snap.conf.n_voters = RAFT_MAX_MEMBERS + 1;
     assert_int_equal(h_recv(&n, &snap), RAFT_EINVAL);
+    struct raft_msg noterm = {.type = RAFT_MSG_HEARTBEAT, .from = 2, .to = 1, .term = 0};
+    assert_int_equal(h_recv(&n, &noterm), RAFT_EINVAL);
     struct raft_msg unknown = {.type = (enum raft_msg_type)99, .from = 2, .to = 1, .term = 1};
     assert_int_equal(h_recv(&n, &unknown), RAFT_EINVAL);
     assert_int_equal(raft_term_of(n.r), 0);
