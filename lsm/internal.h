@@ -19,6 +19,7 @@
 struct lsm_view
 {
     const leveldb_snapshot_t *snap;
+    leveldb_readoptions_t *ro; /* reads at snap; shared by the view's readers (read-only) */
     int64_t rev;
     int64_t compact_rev;
     uint64_t applied_index;

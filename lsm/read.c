@@ -135,6 +135,50 @@ static int range_on(leveldb_t *db,
     return rv;
 }
 
+/* The common case, a current single-key read: one LevelDB get, no iterator. */
+static int get_current(leveldb_t *db,
+                       const leveldb_readoptions_t *ro,
+                       const struct lsm_range_req *req,
+                       struct lsm_range_result *res,
+                       char *errmsg)
+{
+    uint8_t stack[256];
+    uint8_t *k = req->key.len < sizeof stack ? stack : malloc(req->key.len + 1);
+    if (k == NULL) {
+        return LSM_ENOMEM;
+    }
+    k[0] = LSM_P_CUR;
+    memcpy(k + 1, req->key.data, req->key.len);
+    char *err = NULL;
+    size_t vlen = 0;
+    char *v = leveldb_get(db, ro, (const char *)k, req->key.len + 1, &vlen, &err);
+    if (k != stack) {
+        free(k);
+    }
+    if (err != NULL) {
+        return lsm_ldb_err(errmsg, "get", err);
+    }
+    if (v == NULL) {
+        return 0;
+    }
+    int rv = 0;
+    if (vlen < LSM_CUR_HDR) {
+        lsm_set_err(errmsg, "current record of %zu bytes", vlen);
+        rv = LSM_ECORRUPT;
+    } else {
+        struct lsm_meta m;
+        lsm_meta_decode((const uint8_t *)v, &m);
+        struct lsm_collect c = {.req = req, .res = res};
+        rv = lsm_collect_visit(&c, req->key.data, req->key.len, (const uint8_t *)v + LSM_CUR_HDR,
+                               vlen - LSM_CUR_HDR, &m);
+        if (rv == 0) {
+            lsm_collect_finish(&c);
+        }
+    }
+    leveldb_free(v);
+    return rv;
+}
+
 int lsm_range(struct lsm_store *s,
               const struct lsm_range_req *req,
               struct lsm_result *out,
@@ -157,11 +201,13 @@ int lsm_range(struct lsm_store *s,
                     (long long)v->compact_rev);
         rv = LSM_ECOMPACTED;
     } else {
-        leveldb_readoptions_t *ro = leveldb_readoptions_create();
-        leveldb_readoptions_set_snapshot(ro, v->snap);
+        const leveldb_readoptions_t *ro = v->ro;
         int64_t rev = req->revision == v->rev ? 0 : req->revision;
-        rv = range_on(s->db, ro, req, rev, &out->u.range, errmsg);
-        leveldb_readoptions_destroy(ro);
+        if (rev == 0 && req->range_end.len == 0) {
+            rv = get_current(s->db, ro, req, &out->u.range, errmsg);
+        } else {
+            rv = range_on(s->db, ro, req, rev, &out->u.range, errmsg);
+        }
     }
     lsm_view_release(s, v);
     if (rv != 0) {
@@ -313,11 +359,9 @@ int lsm_events_read(struct lsm_store *s,
     } else {
         struct lsm_span sp;
         lsm_span_make(&sp, key, range_end);
-        leveldb_readoptions_t *ro = leveldb_readoptions_create();
-        leveldb_readoptions_set_snapshot(ro, v->snap);
+        const leveldb_readoptions_t *ro = v->ro;
         rv = events_scan(s->db, ro, &sp, start_rev < 1 ? 1 : start_rev, v->rev, max_events, &l,
                          next_rev, errmsg);
-        leveldb_readoptions_destroy(ro);
     }
     lsm_view_release(s, v);
     if (rv != 0) {
@@ -458,10 +502,8 @@ int lsm_hash_kv(struct lsm_store *s,
         lsm_set_err(errmsg, "hash at %lld: compacted", (long long)rev);
         rv = LSM_ECOMPACTED;
     } else {
-        leveldb_readoptions_t *ro = leveldb_readoptions_create();
-        leveldb_readoptions_set_snapshot(ro, v->snap);
+        const leveldb_readoptions_t *ro = v->ro;
         rv = hash_scan(s->db, ro, v->compact_rev, *hash_rev, hash, errmsg);
-        leveldb_readoptions_destroy(ro);
     }
     lsm_view_release(s, v);
     return rv;

@@ -219,6 +219,7 @@ struct lsm_view *lsm_view_acquire(struct lsm_store *s)
 void lsm_view_release(struct lsm_store *s, struct lsm_view *v)
 {
     if (atomic_fetch_sub(&v->refs, 1) == 1) {
+        leveldb_readoptions_destroy(v->ro);
         leveldb_release_snapshot(s->db, v->snap);
         free(v);
     }
@@ -231,6 +232,8 @@ int lsm_view_publish(struct lsm_store *s)
         return LSM_ENOMEM;
     }
     v->snap = leveldb_create_snapshot(s->db);
+    v->ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_snapshot(v->ro, v->snap);
     v->rev = s->rev;
     v->compact_rev = s->compact_rev;
     v->applied_index = s->applied_index;
