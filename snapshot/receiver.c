@@ -278,6 +278,13 @@ int snap_receiver_open(const char *root,
     r->fd = -1;
     r->sync_bytes = opts != NULL && opts->sync_bytes > 0 ? opts->sync_bytes : 8u << 20;
     int rv = open_receiver(r, root, manifest, len);
+    if (rv == SNAP_EEXIST) {
+        /* Installed already: tell the sender there is nothing left to send. */
+        r->file = r->m.n_files;
+        r->off = 0;
+        r->session = fresh_session();
+        make_ack(r, SNAP_ACK_RESUME, ack);
+    }
     if (rv != 0) {
         if (errmsg != NULL) {
             snprintf(errmsg, SNAP_ERRMSG_SIZE, "%s", r->errmsg);

@@ -314,7 +314,8 @@ struct snap_receiver;
  * root).  @ack (SNAP_ACK_SIZE bytes): a RESUME ack to send back.  @opts may be NULL.
  * @out: owned by the caller: snap_receiver_finish, then snap_receiver_close.
  * Errors: SNAP_EMALFORMED, SNAP_EVERSION, SNAP_ECORRUPT (manifest), SNAP_EEXIST (the snapshot is
- * already installed), SNAP_EIO, SNAP_ENOSPC, SNAP_ENOMEM.  One thread at a time. */
+ * already installed: no receiver is returned, but @ack holds a RESUME at the end, which makes
+ * the sender done at once: send it), SNAP_EIO, SNAP_ENOSPC, SNAP_ENOMEM.  One thread at a time. */
 int snap_receiver_open(const char *root,
                        const void *manifest,
                        size_t len,

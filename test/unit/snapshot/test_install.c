@@ -225,6 +225,11 @@ static void install_detects_damaged_file(void **state)
     snap_sender_manifest(s, &man, &len);
     assert_int_equal(snap_receiver_open(f->root_b, man, len, NULL, &r, ack, err), SNAP_EEXIST);
     assert_null(r);
+    assert_false(snap_sender_is_done(s));
+    assert_int_equal(snap_sender_ack(s, ack, sizeof ack), 0); /* RESUME at the end */
+    assert_true(snap_sender_is_done(s));
+    assert_int_equal(snap_sender_next(s, 0, &c, &len), 0);
+    assert_null(c);
     snap_sender_close(s);
 }
 
