@@ -6,12 +6,27 @@
 
 #include "wal/wal.h"
 
+/* Small nodes are carved from 1 MiB slabs, in append order: one malloc per ~3000 entries of
+ * 256 B instead of one each, adjacent nodes share cache lines, and replay touches fewer fresh
+ * pages.  A slab is freed when its last node goes (compaction frees from the front, truncation
+ * from the back, so slabs empty in order). */
+#define SLAB_SIZE (1u << 20)
+#define SLAB_MAX_NODE (SLAB_SIZE / 8)
+
+struct wal_slab
+{
+    size_t refs; /* Live nodes, plus one while it is the memtable's current slab. */
+    size_t used;
+    unsigned char mem[];
+};
+
 struct wal_mnode
 {
     uint64_t index;
     uint64_t term;
     size_t len;
-    size_t alloc; /* Bytes of this allocation, for accounting. */
+    size_t alloc;          /* Bytes of this node, for accounting. */
+    struct wal_slab *slab; /* Where it was carved, or NULL if it is its own allocation. */
     uint8_t type;
     uint8_t height;
     unsigned char *data;      /* Points inside this allocation, after next[]. */
@@ -24,11 +39,55 @@ void wal_memtable_init(struct wal_memtable *m)
     m->rng = 0x9e3779b97f4a7c15ull;
 }
 
+static void slab_put(struct wal_slab *s)
+{
+    if (s != NULL && --s->refs == 0) {
+        wal_free(s);
+    }
+}
+
+/* @size bytes for a node: from the current slab when small, else its own allocation. */
+static struct wal_mnode *node_alloc(struct wal_memtable *m, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    if (size > SLAB_MAX_NODE) {
+        struct wal_mnode *n = wal_malloc(size);
+        if (n != NULL) {
+            n->slab = NULL;
+        }
+        return n;
+    }
+    if (m->slab == NULL || SLAB_SIZE - m->slab->used < size) {
+        struct wal_slab *s = wal_malloc(sizeof *s + SLAB_SIZE);
+        if (s == NULL) {
+            return NULL;
+        }
+        s->refs = 1;
+        s->used = 0;
+        slab_put(m->slab);
+        m->slab = s;
+    }
+    struct wal_mnode *n = (struct wal_mnode *)(void *)(m->slab->mem + m->slab->used);
+    m->slab->used += size;
+    m->slab->refs++;
+    n->slab = m->slab;
+    return n;
+}
+
+static void node_free(struct wal_mnode *n)
+{
+    if (n->slab != NULL) {
+        slab_put(n->slab);
+    } else {
+        wal_free(n);
+    }
+}
+
 static void free_from(struct wal_mnode *n)
 {
     while (n != NULL) {
         struct wal_mnode *next = n->next[0];
-        wal_free(n);
+        node_free(n);
         n = next;
     }
 }
@@ -38,6 +97,7 @@ void wal_memtable_fini(struct wal_memtable *m)
     if (m->levels > 0) {
         free_from(m->head[0]);
     }
+    slab_put(m->slab);
     uint64_t si = m->snap_index, st = m->snap_term;
     memset(m, 0, sizeof *m);
     m->snap_index = si;
@@ -123,7 +183,7 @@ int wal_memtable_truncate(struct wal_memtable *m, uint64_t index)
         struct wal_mnode *next = victim->next[0];
         m->bytes -= victim->alloc;
         m->count--;
-        wal_free(victim);
+        node_free(victim);
         victim = next;
     }
     while (m->levels > 0 && m->head[m->levels - 1] == NULL) {
@@ -138,7 +198,7 @@ static struct wal_mnode *node_new(struct wal_memtable *m, const struct wal_entry
     int h = random_height(m);
     size_t links = (size_t)h * sizeof(struct wal_mnode *);
     size_t alloc = sizeof(struct wal_mnode) + links + e->len;
-    struct wal_mnode *n = wal_malloc(alloc);
+    struct wal_mnode *n = node_alloc(m, alloc);
     if (n == NULL) {
         return NULL;
     }
@@ -207,7 +267,7 @@ int wal_memtable_append(struct wal_memtable *m, const struct wal_entry *ents, si
         nodes[i] = node_new(m, &ents[i]);
         if (nodes[i] == NULL) {
             while (i-- > 0) {
-                wal_free(nodes[i]);
+                node_free(nodes[i]);
             }
             if (nodes != stack) {
                 wal_free(nodes);
@@ -320,7 +380,7 @@ int wal_memtable_compact(struct wal_memtable *m, uint64_t index)
         struct wal_mnode *next = victim->next[0];
         m->bytes -= victim->alloc;
         m->count--;
-        wal_free(victim);
+        node_free(victim);
         victim = next;
     }
     while (m->levels > 0 && m->head[m->levels - 1] == NULL) {

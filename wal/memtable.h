@@ -20,6 +20,7 @@ struct wal_entry
 };
 
 struct wal_mnode; /* A skiplist node; private to memtable.c. */
+struct wal_slab;  /* A chunk that small nodes are carved from; private to memtable.c. */
 
 #define WAL_MEMTABLE_MAX_LEVEL 20
 
@@ -41,6 +42,7 @@ struct wal_memtable
     /* Read finger: the node after the last one a read returned.  Raft reads mostly walk
      * forward (replicating the next entries), so the next lookup usually hits it in O(1). */
     struct wal_mnode *finger;
+    struct wal_slab *slab; /* Slab being filled with small nodes (the memtable holds a ref). */
 };
 
 /* Initialise an empty memtable whose compaction point is (0, 0).  Cannot fail. */

@@ -207,8 +207,11 @@ void wal_notify_drain(struct wal *w);
  * Errors: the sticky I/O error if it failed before the batch was durable. */
 int wal_sync_wait(struct wal *w, uint64_t ticket);
 
-/* The memtable holding the log (raft storage reads).  Borrowed for the wal's lifetime; loop
- * thread only.  Mutate it only through wal_append / wal_mark_snapshot. */
+/* The memtable holding the log (raft storage reads: term, entries, first/last index, bytes).
+ * Borrowed for the wal's lifetime; loop thread only.  Add entries only through wal_append and
+ * snapshots only through wal_mark_snapshot.  wal_memtable_compact() on it is allowed (it frees
+ * memory only: the segments keep those entries until a marker releases them, so a reopen may
+ * hold more entries than the memtable did). */
 struct wal_memtable *wal_memtable(struct wal *w);
 
 /* Context of the last error (the failure reason once failed).  Borrowed until the next call. */
