@@ -26,9 +26,10 @@ struct test_flight
 struct test_node
 {
     raft_id id;
-    struct raft *raft;          /* NULL while crashed or never started. */
-    struct raft_memstore store; /* What was "fsynced": survives crashes. */
-    bool exists;                /* Started once (has a store). */
+    struct raft *raft;                /* NULL while crashed or never started. */
+    struct raft_memstore store;       /* What was written: survives crashes, but see synced_hs. */
+    struct raft_hard_state synced_hs; /* Hard state as of the last fsync (must_sync Ready). */
+    bool exists;                      /* Started once (has a store). */
     raft_index applied;
     uint64_t hash;                 /* Hash of the applied sequence up to @applied. */
     struct raft_conf applied_conf; /* Configuration at @applied (for snapshots). */
