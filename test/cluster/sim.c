@@ -144,6 +144,14 @@ static void configure(struct sim *s)
     c->max_msg_bytes = pick(s, 2) ? 0 : 1 + pick(s, 100);
     c->max_inflight_msgs = pick(s, 2) ? 0 : 1 + pick(s, 4);
     c->leader_crash_before_persist_pm = pick(s, 4) == 0 ? 1 + (unsigned)pick(s, 30) : 0;
+    /* Some links of their own: slow, lossy or duplicating in one direction only. */
+    for (unsigned k = (unsigned)pick(s, 4); k > 0; k--) {
+        struct test_link l = {.delay_min = 1 + (unsigned)pick(s, 20)};
+        l.delay_max = l.delay_min + (unsigned)pick(s, 60);
+        l.drop_pm = (unsigned)pick(s, 300);
+        l.dup_pm = (unsigned)pick(s, 100);
+        test_cluster_link(c, 1 + pick(s, 5), 1 + pick(s, 5), &l);
+    }
 }
 
 static bool members_caught_up(struct test_cluster *c, void *arg)
@@ -168,6 +176,7 @@ static void heal_and_check(struct sim *s)
 {
     struct test_cluster *c = &s->c;
     test_cluster_heal(c);
+    memset(c->links, 0, sizeof c->links);
     c->drop_pm = 0;
     c->dup_pm = 0;
     c->leader_crash_before_persist_pm = 0;

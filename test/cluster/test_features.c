@@ -128,6 +128,30 @@ static void transfer_leadership_to_lagging_member(void **state)
     test_cluster_fini(&c);
 }
 
+/* Per-link latency: a follower behind a slow link does not slow commits (the fast majority
+ * decides), and it still converges. */
+static void slow_link_does_not_slow_commit(void **state)
+{
+    (void)state;
+    struct test_cluster c;
+    test_cluster_init(&c, 3, test_seed("slow_link_does_not_slow_commit"));
+    raft_id l = stable_leader(&c);
+    raft_id slow = l == 3 ? 1 : 3;
+    struct test_link sl = {.delay_min = 40, .delay_max = 60};
+    test_cluster_link(&c, l, slow, &sl);
+    test_cluster_link(&c, slow, l, &sl);
+    uint64_t t0 = c.now;
+    for (int i = 0; i < 10; i++) {
+        assert_true(test_cluster_commit(&c, l, "fast", 4, 1000));
+    }
+    assert_true(c.now - t0 < 10 * 15); /* Each commit is one fast round trip. */
+    test_cluster_elapse(&c, 300);
+    assert_int_equal(c.nodes[slow - 1].applied, test_cluster_max_applied(&c));
+    assert_int_equal(test_cluster_leader(&c), l); /* 60 ms heartbeats do not trigger elections. */
+    ASSERT_HEALTHY(&c);
+    test_cluster_fini(&c);
+}
+
 /* Thesis 3.10: a transfer that cannot finish within an election timeout is abandoned and the
  * leader takes proposals again. */
 static void transfer_to_unreachable_member_aborts(void **state)
@@ -327,6 +351,7 @@ int main(void)
         cmocka_unit_test(read_index_during_partition),
         cmocka_unit_test(transfer_leadership_to_lagging_member),
         cmocka_unit_test(transfer_to_unreachable_member_aborts),
+        cmocka_unit_test(slow_link_does_not_slow_commit),
         cmocka_unit_test(add_voter_learner_and_promote),
         cmocka_unit_test(learner_does_not_count_for_commit),
         cmocka_unit_test(remove_leader),

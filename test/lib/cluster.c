@@ -203,9 +203,22 @@ static void copy_msg(struct raft_msg *dst, const struct raft_msg *src)
     dst->entries = e;
 }
 
-static uint64_t latency(struct test_cluster *c)
+/* The settings of link @from -> @to: its own, or the cluster-wide ones. */
+static struct test_link link_of(const struct test_cluster *c, raft_id from, raft_id to)
 {
-    return c->delay_min + rnd(c, c->delay_max - c->delay_min + 1);
+    if (from <= TEST_CLUSTER_MAX && to <= TEST_CLUSTER_MAX && c->links[from][to].set) {
+        return c->links[from][to];
+    }
+    struct test_link l = {.set = true, .delay_min = c->delay_min, .delay_max = c->delay_max};
+    l.drop_pm = c->drop_pm;
+    l.dup_pm = c->dup_pm;
+    return l;
+}
+
+static uint64_t latency(struct test_cluster *c, const struct test_link *l)
+{
+    unsigned hi = l->delay_max > l->delay_min ? l->delay_max : l->delay_min;
+    return l->delay_min + rnd(c, hi - l->delay_min + 1);
 }
 
 static bool linked(const struct test_cluster *c, raft_id from, raft_id to)
@@ -215,13 +228,14 @@ static bool linked(const struct test_cluster *c, raft_id from, raft_id to)
 
 static void net_send(struct test_cluster *c, const struct raft_msg *m)
 {
-    if (m->to == 0 || m->to > c->n || !linked(c, m->from, m->to) || rnd(c, 1000) < c->drop_pm) {
+    struct test_link l = link_of(c, m->from, m->to);
+    if (m->to == 0 || m->to > c->n || !linked(c, m->from, m->to) || rnd(c, 1000) < l.drop_pm) {
         c->dropped++;
         return;
     }
-    unsigned copies = rnd(c, 1000) < c->dup_pm ? 2 : 1;
+    unsigned copies = rnd(c, 1000) < l.dup_pm ? 2 : 1;
     for (unsigned k = 0; k < copies; k++) {
-        struct test_flight f = {.at = c->now + latency(c), .seq = c->seq++};
+        struct test_flight f = {.at = c->now + latency(c, &l), .seq = c->seq++};
         copy_msg(&f.msg, m);
         q_push(c, &f);
     }
@@ -231,9 +245,10 @@ static void net_send(struct test_cluster *c, const struct raft_msg *m)
  * went at the same time.  A lost transfer is reported as a failure. */
 static void net_send_snapshot(struct test_cluster *c, const struct raft_msg *m)
 {
+    struct test_link l = link_of(c, m->from, m->to);
     bool ok = m->to >= 1 && m->to <= c->n && linked(c, m->from, m->to) &&
-              rnd(c, 1000) >= c->drop_pm && c->nodes[m->to - 1].raft != NULL;
-    uint64_t at = c->now + latency(c) * 2;
+              rnd(c, 1000) >= l.drop_pm && c->nodes[m->to - 1].raft != NULL;
+    uint64_t at = c->now + latency(c, &l) * 2;
     c->snaps_sent++;
     if (c->fail_snapshots > 0) {
         c->fail_snapshots--;
@@ -549,6 +564,20 @@ struct raft *test_cluster_raft(struct test_cluster *c, raft_id id)
 void test_cluster_cut(struct test_cluster *c, raft_id from, raft_id to, bool cut)
 {
     c->cut[from][to] = cut;
+}
+
+void test_cluster_link(struct test_cluster *c,
+                       raft_id from,
+                       raft_id to,
+                       const struct test_link *link)
+{
+    assert(from <= TEST_CLUSTER_MAX && to <= TEST_CLUSTER_MAX);
+    if (link == NULL) {
+        memset(&c->links[from][to], 0, sizeof c->links[from][to]);
+        return;
+    }
+    c->links[from][to] = *link;
+    c->links[from][to].set = true;
 }
 
 void test_cluster_isolate(struct test_cluster *c, raft_id id)

@@ -22,6 +22,14 @@ struct test_flight
     struct raft_msg msg; /* Entries deep-copied, owned here. */
 };
 
+/* Network behaviour of one directed link (overrides the cluster-wide settings when set). */
+struct test_link
+{
+    bool set;
+    unsigned delay_min, delay_max; /* Latency range in ms. */
+    unsigned drop_pm, dup_pm;      /* Per mille. */
+};
+
 /* The member's state machine is a running hash of the applied sequence. */
 struct test_node
 {
@@ -65,7 +73,8 @@ struct test_cluster
     uint64_t seq;
     unsigned delay_min, delay_max; /* Per-message latency range (reorders). */
     unsigned drop_pm, dup_pm;      /* Drop / duplicate probability, per mille. */
-    bool cut[TEST_CLUSTER_MAX + 1][TEST_CLUSTER_MAX + 1]; /* cut[from][to]. */
+    bool cut[TEST_CLUSTER_MAX + 1][TEST_CLUSTER_MAX + 1];               /* cut[from][to]. */
+    struct test_link links[TEST_CLUSTER_MAX + 1][TEST_CLUSTER_MAX + 1]; /* [from][to]. */
     /* Policy */
     raft_index compact_lag;  /* Compact a store once applied - snap > this (0: never). */
     unsigned fail_snapshots; /* Lose this many upcoming snapshot transfers. */
@@ -134,6 +143,12 @@ void test_cluster_restart(struct test_cluster *c, raft_id id);
 void test_cluster_isolate(struct test_cluster *c, raft_id id); /* Cut both ways to all. */
 void test_cluster_heal(struct test_cluster *c);                /* Reconnect everything. */
 void test_cluster_cut(struct test_cluster *c, raft_id from, raft_id to, bool cut);
+/* Give the link @from -> @to its own latency, loss and duplication (NULL: back to the
+ * cluster-wide settings). */
+void test_cluster_link(struct test_cluster *c,
+                       raft_id from,
+                       raft_id to,
+                       const struct test_link *link);
 
 bool test_cluster_alive(const struct test_cluster *c, raft_id id);
 struct raft *test_cluster_raft(struct test_cluster *c, raft_id id);
