@@ -185,6 +185,9 @@ int wal_set_hard_state(struct wal *w, const struct wal_hard_state *hs, uint64_t 
 /* etcd: Compact when the log holds (index, term), ApplySnapshot (reset) otherwise. */
 static int snapshot_memtable(struct wal *w, uint64_t index, uint64_t term)
 {
+    if (index <= w->mem.snap_index) {
+        return 0; /* The caller already compacted the memtable past it. */
+    }
     uint64_t t = 0;
     if (index > w->mem.snap_index && wal_memtable_term(&w->mem, index, &t) == 0 && t == term) {
         return wal_memtable_compact(&w->mem, index);

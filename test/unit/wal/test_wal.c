@@ -151,6 +151,29 @@ static void overwrite_survives_replay(void **state)
     wal_close(w);
 }
 
+/* The overwrite record lands in a later segment than the entries it replaces. */
+static void overwrite_across_segments(void **state)
+{
+    struct fx *f = *state;
+    f->opts.segment_size = 2048;
+    struct wal *w = open_ok(f, NULL);
+    for (uint64_t i = 1; i <= 300; i += 10) {
+        assert_int_equal(tw_append(w, i, i + 9, 1, NULL), 0);
+        assert_int_equal(wal_sync_wait(w, 0), 0);
+    }
+    assert_int_equal(tw_append(w, 100, 120, 2, NULL), 0);
+    assert_int_equal(tw_append(w, 110, 115, 3, NULL), 0); /* twice in one batch */
+    assert_int_equal(wal_sync_wait(w, 0), 0);
+    wal_close(w);
+    struct wal_recovered rec;
+    w = open_ok(f, &rec);
+    assert_true(rec.last_index == 115 && rec.segments > 5);
+    for (uint64_t i = 1; i <= 115; i++) {
+        assert_true(tw_check(wal_memtable(w), i, i < 100 ? 1 : i < 110 ? 2 : 3));
+    }
+    wal_close(w);
+}
+
 static void cut_segments_and_replay(void **state)
 {
     struct fx *f = *state;
@@ -210,6 +233,11 @@ static void snapshot_releases_segments(void **state)
     uint64_t t;
     assert_int_equal(wal_memtable_term(wal_memtable(w), 500, &t), 0);
     assert_true(t == 3);
+    /* Compacting the memtable directly frees memory only; a later marker below that point
+     * is still recorded. */
+    assert_int_equal(wal_memtable_compact(wal_memtable(w), 700), 0);
+    assert_int_equal(wal_mark_snapshot(w, 600, 3, NULL), 0);
+    assert_true(wal_memtable_first(wal_memtable(w)) == 701);
     /* A snapshot past the log resets it. */
     assert_int_equal(wal_mark_snapshot(w, 5000, 9, NULL), 0);
     assert_int_equal(tw_append(w, 5001, 5010, 9, NULL), 0);
@@ -444,6 +472,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(group_commit_pipelines, setup, teardown),
         cmocka_unit_test_setup_teardown(overwrite_survives_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(cut_segments_and_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(overwrite_across_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshot_releases_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(second_open_is_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(notify_fd_fires, setup, teardown),
