@@ -230,21 +230,32 @@ int ih_cluster_init(struct ih_cluster *c, size_t n, const char *const *extra)
     return 0;
 }
 
-/* Print the last few KiB of member @m's log, for failure diagnosis. */
+/* Print member @m's log for failure diagnosis: from its first sanitizer report if there is one
+ * (that is where the cause is), else its last few KiB. */
 static void print_log_tail(const struct ih_member *m)
 {
     FILE *f = fopen(m->log, "r");
     if (f == NULL) {
         return;
     }
-    char buf[4096];
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0, SEEK_SET);
+    static char buf[1 << 20];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     buf[n] = '\0';
     fclose(f);
-    fprintf(stderr, "[integ] ---- tail of %s ----\n%s\n[integ] ---- end ----\n", m->log, buf);
+    const char *from = strstr(buf, "ERROR: AddressSanitizer");
+    if (from == NULL) {
+        from = strstr(buf, "ERROR: LeakSanitizer");
+    }
+    if (from == NULL) {
+        from = strstr(buf, "runtime error:");
+    }
+    if (from == NULL) {
+        from = n > 4096 ? buf + n - 4096 : buf;
+    }
+    while (from > buf && from[-1] != '\n') {
+        from--; /* UBSan puts file:line before "runtime error:" */
+    }
+    fprintf(stderr, "[integ] ---- log of %s ----\n%.6000s\n[integ] ---- end ----\n", m->log, from);
 }
 
 static void exec_member(const struct ih_cluster *c, const struct ih_member *m, char **argv)
@@ -358,13 +369,27 @@ int ih_member_wait_up(struct ih_cluster *c, size_t i, unsigned timeout_ms)
     return -1;
 }
 
-int ih_member_stop(struct ih_cluster *c, size_t i, int sig)
+/* A member that does not stop: print every thread's stack (gdb, when installed) so the report
+ * says where it hangs. */
+static void dump_stacks(const struct ih_member *m)
 {
-    struct ih_member *m = &c->m[i];
-    if (m->pid == 0) {
-        return 0;
+    if (access("/usr/bin/gdb", X_OK) != 0) {
+        return;
     }
-    kill(m->pid, sig);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/gdb -p %d -batch -ex 'thread apply all bt' 2>/dev/null | "
+             "grep -E '^(#|Thread)' 1>&2",
+             (int)m->pid);
+    fprintf(stderr, "[integ] stacks of stuck member %s (pid %d):\n", m->name, (int)m->pid);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "[integ] (gdb could not attach)\n");
+    }
+}
+
+/* Wait for member @m, which was sent @sig, to exit (see ih_member_stop). */
+static int reap(struct ih_member *m, int sig)
+{
     uint64_t deadline = ih_now_ms() + 20000;
     int st = 0;
     pid_t r;
@@ -373,6 +398,7 @@ int ih_member_stop(struct ih_cluster *c, size_t i, int sig)
     }
     bool timed_out = r == 0;
     if (timed_out) {
+        dump_stacks(m);
         kill(m->pid, SIGKILL);
         waitpid(m->pid, &st, 0);
     }
@@ -388,6 +414,16 @@ int ih_member_stop(struct ih_cluster *c, size_t i, int sig)
         return -1;
     }
     return 0;
+}
+
+int ih_member_stop(struct ih_cluster *c, size_t i, int sig)
+{
+    struct ih_member *m = &c->m[i];
+    if (m->pid == 0) {
+        return 0;
+    }
+    kill(m->pid, sig);
+    return reap(m, sig);
 }
 
 int ih_cluster_start(struct ih_cluster *c, unsigned timeout_ms)
@@ -456,8 +492,9 @@ int ih_cluster_stop(struct ih_cluster *c)
             kill(c->m[i].pid, SIGTERM); /* all at once, then reap each */
         }
     }
+    /* One signal each: a second SIGTERM during shutdown is a separate case (known bug). */
     for (size_t i = 0; i < c->n; i++) {
-        if (ih_member_stop(c, i, SIGTERM) != 0) {
+        if (c->m[i].pid != 0 && reap(&c->m[i], SIGTERM) != 0) {
             rv = -1;
         }
     }
