@@ -253,7 +253,8 @@ struct raft_ready
 struct raft_storage
 {
     void *ctx;
-    /* Durable hard state and the configuration of the storage's snapshot. */
+    /* The durable hard state (term, vote, commit); zeroes for a new member.  The configuration
+     * comes from the log and snapshot(). */
     int (*initial_state)(void *ctx, struct raft_hard_state *hs);
     /* Fill @out (room for hi - lo) with entries [lo, hi), stopping once their data exceeds
      * @max_bytes (but always at least one).  Data stays owned by the storage and must remain

@@ -409,6 +409,74 @@ static void early_send_needs_durable_term_and_vote(void **state)
     h_stop(&n);
 }
 
+static int step_recv(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_event ev = {.type = RAFT_EV_RECV, .u.msg = m};
+    return raft_step(r, &ev);
+}
+
+/* Several inputs between two Readies: a conflict inside the unstable tail truncates it, and an
+ * append right after a not-yet-installed snapshot matches against the snapshot's term. */
+static void follower_handles_inputs_batched_before_ready(void **state)
+{
+    (void)state;
+    struct h_node n;
+    assert_int_equal(h_start(&n, 2, 3, NULL), 0);
+    struct raft_entry es[5];
+    for (int i = 0; i < 5; i++) {
+        es[i] = (struct raft_entry){.index = (raft_index)i + 1, .term = 1};
+        es[i].type = RAFT_ENTRY_NORMAL;
+        es[i].data = (struct raft_buf){"old", 3};
+    }
+    struct raft_msg app = {.type = RAFT_MSG_APP, .from = 1, .to = 2, .term = 1};
+    app.entries = es;
+    app.n_entries = 5;
+    assert_int_equal(step_recv(n.r, &app), 0);
+    struct raft_entry ne[2] = {{.index = 4, .term = 2, .type = RAFT_ENTRY_NORMAL},
+                               {.index = 5, .term = 2, .type = RAFT_ENTRY_NORMAL}};
+    ne[0].data = (struct raft_buf){"new", 3};
+    ne[1].data = (struct raft_buf){"new", 3};
+    struct raft_msg app2 = {.type = RAFT_MSG_APP, .from = 3, .to = 2, .term = 2, .index = 3};
+    app2.log_term = 1;
+    app2.entries = ne;
+    app2.n_entries = 2;
+    app2.commit = 4;
+    assert_int_equal(step_recv(n.r, &app2), 0);
+    assert_int_equal(h_drain(&n), 0);
+    assert_int_equal(raft_memstore_last(&n.ms), 5);
+    assert_int_equal(raft_memstore_get(&n.ms, 3)->term, 1);
+    assert_int_equal(raft_memstore_get(&n.ms, 4)->term, 2);
+    assert_memory_equal(raft_memstore_get(&n.ms, 5)->data.base, "new", 3);
+    assert_int_equal(n.applied, 4);
+    /* Snapshot at 10 (term 2), then entries 11..12 before any Ready. */
+    struct raft_msg snap = {.type = RAFT_MSG_SNAP, .from = 3, .to = 2, .term = 2};
+    snap.snap.index = 10;
+    snap.snap.term = 2;
+    snap.snap.conf = (struct raft_conf){.n_voters = 3, .voters = {1, 2, 3}};
+    assert_int_equal(step_recv(n.r, &snap), 0);
+    assert_int_equal(raft_last_index(n.r), 10);
+    struct raft_entry after[2] = {{.index = 11, .term = 2, .type = RAFT_ENTRY_EMPTY},
+                                  {.index = 12, .term = 2, .type = RAFT_ENTRY_EMPTY}};
+    struct raft_msg app3 = {.type = RAFT_MSG_APP, .from = 3, .to = 2, .term = 2, .index = 10};
+    app3.log_term = 2;
+    app3.entries = after;
+    app3.n_entries = 2;
+    app3.commit = 12;
+    assert_int_equal(step_recv(n.r, &app3), 0);
+    struct raft_ready rd;
+    assert_int_equal(raft_ready(n.r, &rd), 0);
+    assert_non_null(rd.snap);
+    assert_int_equal(rd.snap->index, 10);
+    assert_int_equal(rd.n_entries, 2);
+    assert_int_equal(rd.n_committed, 2); /* 11 and 12; up to 10 comes with the snapshot. */
+    assert_int_equal(rd.committed[0].index, 11);
+    assert_int_equal(raft_memstore_persist(&n.ms, &rd), 0);
+    assert_int_equal(raft_advance(n.r, &rd), 0);
+    assert_int_equal(n.ms.snap.index, 10);
+    assert_int_equal(raft_memstore_last(&n.ms), 12);
+    h_stop(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +492,7 @@ int main(void)
         cmocka_unit_test(leader_appends_forwarded_proposals),
         cmocka_unit_test(unreachable_peer_is_probed),
         cmocka_unit_test(early_send_needs_durable_term_and_vote),
+        cmocka_unit_test(follower_handles_inputs_batched_before_ready),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
