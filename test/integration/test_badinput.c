@@ -138,8 +138,8 @@ static void request_over_max_bytes(void **state)
     assert_cluster_serves();
 }
 
-/* A frame announcing more than the hard limit closes that connection; another connection opened
- * before it keeps working. */
+/* A frame announcing more than the hard limit closes that connection (client and peer port);
+ * another connection opened before it keeps working. */
 static void frame_over_hard_limit(void **state)
 {
     (void)state;
@@ -161,6 +161,13 @@ static void frame_over_hard_limit(void **state)
     /* The same with 0xffffffff. */
     fd = ih_raw_dial(cluster.m[0].client_port);
     memset(hdr, 0xff, 4);
+    assert_int_equal(0, ih_raw_write(fd, hdr, sizeof hdr));
+    assert_true(ih_raw_closed(fd, 10000));
+    close(fd);
+
+    /* On the peer port too (its hard limit is larger, 256 MiB, but not 4 GiB). */
+    fd = ih_raw_dial(cluster.m[0].peer_port);
+    assert_true(fd >= 0);
     assert_int_equal(0, ih_raw_write(fd, hdr, sizeof hdr));
     assert_true(ih_raw_closed(fd, 10000));
     close(fd);
