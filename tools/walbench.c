@@ -260,8 +260,9 @@ static void replay_bench(const struct cfg *c)
     double write_s = now() - tw;
     wal_close(w);
     printf("  (writing it took %.1f s with syncs every 64 batches: %.0f MB/s, %" PRIu64
-           " batches)\n",
-           write_s, (double)st.bytes_written / write_s / 1e6, st.batches);
+           " batches, %" PRIu64 " segment cuts, %" PRIu64 " of them waited for a spare)\n",
+           write_s, (double)st.bytes_written / write_s / 1e6, st.batches, st.segments_cut,
+           st.spare_waits);
     free(data);
     replay_runs(c, 3);
 }
