@@ -144,6 +144,7 @@ static void configure(struct sim *s)
     c->max_msg_bytes = pick(s, 2) ? 0 : 1 + pick(s, 100);
     c->max_inflight_msgs = pick(s, 2) ? 0 : 1 + pick(s, 4);
     c->leader_crash_before_persist_pm = pick(s, 4) == 0 ? 1 + (unsigned)pick(s, 30) : 0;
+    c->batch_pm = pick(s, 3) == 0 ? 100 + (unsigned)pick(s, 800) : 0;
     /* Some links of their own: slow, lossy or duplicating in one direction only. */
     for (unsigned k = (unsigned)pick(s, 4); k > 0; k--) {
         struct test_link l = {.delay_min = 1 + (unsigned)pick(s, 20)};

@@ -117,6 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.max_inflight_msgs = flags & 4 ? 1 + flags % 4 : 0;
     c.delay_max = 1 + flags % 20;
     c.leader_crash_before_persist_pm = flags & 8 ? 20 : 0;
+    c.batch_pm = flags & 16 ? 500 : 0;
     unsigned next_id = 4;
     for (unsigned ops = 0; s.n > 0 && ops < 128 && c.failure[0] == '\0'; ops++) {
         op(&c, &s, &next_id);

@@ -377,6 +377,7 @@ static void install_snapshot(struct test_cluster *c,
 
 static void drain(struct test_cluster *c, struct test_node *n)
 {
+    n->dirty = false;
     while (n->raft != NULL && raft_has_ready(n->raft)) {
         struct raft_ready rd;
         int rv = raft_ready(n->raft, &rd);
@@ -539,6 +540,7 @@ void test_cluster_crash(struct test_cluster *c, raft_id id)
     }
     raft_destroy(n->raft);
     n->raft = NULL;
+    n->dirty = false; /* Its pending Ready was never handled: nothing of it happened. */
     n->last_role = 0;
 }
 
@@ -597,6 +599,33 @@ void test_cluster_heal(struct test_cluster *c)
 
 /* ---- running ---- */
 
+/* Handle @n's Ready now, or (batch_pm) a little later so that more inputs pile up. */
+static void drain_soon(struct test_cluster *c, struct test_node *n)
+{
+    if (c->batch_pm > 0 && rnd(c, 1000) < c->batch_pm) {
+        if (!n->dirty) {
+            n->dirty = true;
+            n->dirty_until = c->now + rnd(c, 4);
+        }
+        return;
+    }
+    drain(c, n);
+}
+
+/* Handle the Ready of every member that waited past @before (all with NEVER). */
+static bool drain_dirty(struct test_cluster *c, uint64_t before)
+{
+    bool any = false;
+    for (unsigned i = 0; i < c->n; i++) {
+        struct test_node *n = &c->nodes[i];
+        if (n->dirty && (before == NEVER || n->dirty_until < before)) {
+            drain(c, n);
+            any = true;
+        }
+    }
+    return any;
+}
+
 static void deliver(struct test_cluster *c, struct test_flight *f)
 {
     struct test_node *n = &c->nodes[f->msg.to - 1];
@@ -621,7 +650,7 @@ static void deliver(struct test_cluster *c, struct test_flight *f)
     if (rv != 0) {
         fail(c, "raft_step on %" PRIu64 ": %s", n->id, raft_strerror(rv));
     }
-    drain(c, n);
+    drain_soon(c, n);
 }
 
 static struct test_node *next_ticker(struct test_cluster *c)
@@ -639,10 +668,16 @@ static struct test_node *next_ticker(struct test_cluster *c)
 /* Process the earliest event if it is due by @until; false when none is. */
 static bool run_one(struct test_cluster *c, uint64_t until)
 {
-    struct test_node *t = next_ticker(c);
-    uint64_t t_tick = t != NULL ? t->next_tick : NEVER;
-    uint64_t t_msg = c->nq > 0 ? c->q[0].at : NEVER;
-    uint64_t at = t_msg <= t_tick ? t_msg : t_tick;
+    struct test_node *t;
+    uint64_t t_tick, t_msg, at;
+    do {
+        t = next_ticker(c);
+        t_tick = t != NULL ? t->next_tick : NEVER;
+        t_msg = c->nq > 0 ? c->q[0].at : NEVER;
+        at = t_msg <= t_tick ? t_msg : t_tick;
+        /* Waiting Readies are handled before time moves past their deadline; that may queue
+         * earlier events, so look again. */
+    } while (drain_dirty(c, at > until ? until + 1 : at));
     if (at == NEVER || at > until) {
         return false;
     }
@@ -658,7 +693,7 @@ static bool run_one(struct test_cluster *c, uint64_t until)
     if (rv != 0) {
         fail(c, "tick on %" PRIu64 ": %s", t->id, raft_strerror(rv));
     }
-    drain(c, t);
+    drain_soon(c, t);
     return true;
 }
 
@@ -667,6 +702,7 @@ void test_cluster_elapse(struct test_cluster *c, uint64_t ms)
     uint64_t until = c->now + ms;
     while (run_one(c, until)) {
     }
+    drain_dirty(c, NEVER);
     c->now = until;
 }
 
@@ -678,6 +714,7 @@ bool test_cluster_run_until(struct test_cluster *c,
     uint64_t until = c->now + max_ms;
     while (!pred(c, arg)) {
         if (!run_one(c, until)) {
+            drain_dirty(c, NEVER);
             c->now = until;
             return pred(c, arg);
         }

@@ -48,6 +48,8 @@ struct test_node
     uint64_t n_applied_total;
     int last_role;
     raft_index last_commit; /* Commit index of the previous Ready (leader rule check). */
+    bool dirty;             /* Stepped, Ready not yet handled (batching, see batch_pm). */
+    uint64_t dirty_until;   /* Handle the Ready before the clock passes this. */
 };
 
 /* Every index that anyone applied: what must never change. */
@@ -81,6 +83,9 @@ struct test_cluster
     /* Per mille of leader Readies whose messages go out and then the leader crashes before
      * persisting (thesis 10.2.1: the leader's MsgApps may race its own fsync). */
     unsigned leader_crash_before_persist_pm;
+    /* Per mille of inputs after which the member's Ready waits (up to 3 ms) so that more inputs
+     * are stepped first, as a server holding inputs during an fsync does. */
+    unsigned batch_pm;
     uint64_t early_crashes;
     size_t max_msg_bytes;
     size_t max_inflight_msgs;
