@@ -237,7 +237,7 @@ static int batch_write(struct lsm_actx *c, struct lsm_rec *r)
     lsm_meta_encode(hdr + 1, &r->m);
     c->vb.len = 0;
     if (lsm_buf_add(&c->vb, hdr, LSM_HIST_HDR) || lsm_buf_add(&c->vb, r->val, r->vlen) ||
-        lsm_key_hist(&c->kb, r->key, r->klen, r->m.mod_rev)) {
+        lsm_key_hist(&c->kb, r->key, r->klen, r->m.mod_rev, c->sub)) {
         return LSM_ENOMEM;
     }
     leveldb_writebatch_put(wb, (char *)c->kb.p, c->kb.len, (char *)c->vb.p, c->vb.len);

@@ -104,7 +104,7 @@ int lsm_key_hist_prefix(struct lsm_buf *b, const void *key, size_t len)
     return 0;
 }
 
-int lsm_key_hist(struct lsm_buf *b, const void *key, size_t len, int64_t rev)
+int lsm_key_hist(struct lsm_buf *b, const void *key, size_t len, int64_t rev, uint32_t sub)
 {
     if (lsm_key_hist_prefix(b, key, len) != 0) {
         return LSM_ENOMEM;
@@ -113,16 +113,23 @@ int lsm_key_hist(struct lsm_buf *b, const void *key, size_t len, int64_t rev)
     b->p[b->len++] = 1;
     lsm_put64be(b->p + b->len, (uint64_t)rev);
     b->len += 8;
+    for (int i = 3; i >= 0; i--) {
+        b->p[b->len++] = (uint8_t)(sub >> (8 * i));
+    }
     return 0;
 }
 
-int lsm_key_hist_parse(const uint8_t *k, size_t klen, struct lsm_buf *key, int64_t *rev)
+int lsm_key_hist_parse(const uint8_t *k,
+                       size_t klen,
+                       struct lsm_buf *key,
+                       int64_t *rev,
+                       uint32_t *sub)
 {
     key->len = 0;
-    if (klen < 11 || k[0] != LSM_P_HIST) {
+    if (klen < 1 + LSM_HIST_SUFFIX || k[0] != LSM_P_HIST) {
         return LSM_ECORRUPT;
     }
-    size_t end = klen - 10;
+    size_t end = klen - LSM_HIST_SUFFIX;
     if (k[end] != 0 || k[end + 1] != 1) {
         return LSM_ECORRUPT;
     }
@@ -139,6 +146,10 @@ int lsm_key_hist_parse(const uint8_t *k, size_t klen, struct lsm_buf *key, int64
         }
     }
     *rev = (int64_t)lsm_get64be(k + end + 2);
+    if (sub != NULL) {
+        *sub = (uint32_t)k[end + 10] << 24 | (uint32_t)k[end + 11] << 16 |
+               (uint32_t)k[end + 12] << 8 | k[end + 13];
+    }
     return 0;
 }
 

@@ -82,7 +82,7 @@ static int compact_history(struct cpass *p, leveldb_iterator_t *it)
         if (klen < 1 || k[0] != LSM_P_HIST) {
             break;
         }
-        if (lsm_key_hist_parse(k, klen, &uk, &r) != 0) {
+        if (lsm_key_hist_parse(k, klen, &uk, &r, NULL) != 0) {
             rv = LSM_ECORRUPT;
             break;
         }

@@ -89,10 +89,17 @@ void lsm_buf_fini(struct lsm_buf *b);
 int lsm_key_cur(struct lsm_buf *b, const void *key, size_t len);
 /* 'h' + escaped key (no terminator): a bound for history scans. */
 int lsm_key_hist_prefix(struct lsm_buf *b, const void *key, size_t len);
-/* 'h' + escaped key + terminator + big-endian rev. */
-int lsm_key_hist(struct lsm_buf *b, const void *key, size_t len, int64_t rev);
-/* Split a history key: unescaped user key into @key (reset first) and its revision. */
-int lsm_key_hist_parse(const uint8_t *k, size_t klen, struct lsm_buf *key, int64_t *rev);
+/* 'h' + escaped key + terminator (00 01) + big-endian rev + big-endian sub.  The sub-revision
+ * keeps both versions when one txn puts a key and then deletes it (a put in one nested txn, a
+ * delete range in a later one: etcd allows that). */
+#define LSM_HIST_SUFFIX 14
+int lsm_key_hist(struct lsm_buf *b, const void *key, size_t len, int64_t rev, uint32_t sub);
+/* Split a history key: unescaped user key into @key (reset first), revision, sub (may be NULL). */
+int lsm_key_hist_parse(const uint8_t *k,
+                       size_t klen,
+                       struct lsm_buf *key,
+                       int64_t *rev,
+                       uint32_t *sub);
 /* 'r' + big-endian rev + big-endian sub. */
 void lsm_key_rev(uint8_t out[13], int64_t rev, uint32_t sub);
 
@@ -169,18 +176,20 @@ void lsm_collect_finish(struct lsm_collect *c);
 /* How many kvs to copy before sorting is needed: limit + 1, or 0 for all. */
 size_t lsm_collect_bound(const struct lsm_range_req *req);
 
-/* Read a past version of a single key: newest version of @key at or below @rev.  *@found false if
- * none or a tombstone. */
-int lsm_get_hist(leveldb_t *db,
-                 const leveldb_readoptions_t *ro,
-                 const uint8_t *key,
-                 size_t klen,
-                 int64_t rev,
-                 bool *found,
-                 struct lsm_buf *val,
-                 struct lsm_meta *m,
-                 bool *tomb,
-                 char *errmsg);
+/* Read one history version of @key: with @exact, the version at (@rev, @sub); otherwise the
+ * newest one strictly before (@rev, @sub).  *@found false if none; *@tomb for a tombstone. */
+int lsm_hist_read(leveldb_t *db,
+                  const leveldb_readoptions_t *ro,
+                  const uint8_t *key,
+                  size_t klen,
+                  int64_t rev,
+                  uint32_t sub,
+                  bool exact,
+                  bool *found,
+                  struct lsm_buf *val,
+                  struct lsm_meta *m,
+                  bool *tomb,
+                  char *errmsg);
 
 /* ---- compact.c ---- */
 int lsm_compactor_start(struct lsm_store *s);

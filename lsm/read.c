@@ -242,13 +242,14 @@ static struct lsm_event *ev_push(struct ev_list *l)
     return &l->ev[l->n++];
 }
 
-/* Rebuild the event of revision @rev on @key from history. */
+/* Rebuild the event at (@rev, @sub) on @key from history. */
 static int event_build(leveldb_t *db,
                        const leveldb_readoptions_t *ro,
                        int type,
                        const uint8_t *key,
                        size_t klen,
                        int64_t rev,
+                       uint32_t sub,
                        struct lsm_event *e,
                        char *errmsg)
 {
@@ -258,8 +259,8 @@ static int event_build(leveldb_t *db,
     int rv = 0;
     e->type = type == 'P' ? LSM_EVENT_PUT : LSM_EVENT_DELETE;
     if (e->type == LSM_EVENT_PUT) {
-        rv = lsm_get_hist(db, ro, key, klen, rev, &found, &val, &m, &tomb, errmsg);
-        if (rv == 0 && (!found || tomb || m.mod_rev != rev)) {
+        rv = lsm_hist_read(db, ro, key, klen, rev, sub, true, &found, &val, &m, &tomb, errmsg);
+        if (rv == 0 && (!found || tomb)) {
             lsm_set_err(errmsg, "revision log %lld names a missing version", (long long)rev);
             rv = LSM_ECORRUPT;
         }
@@ -270,9 +271,9 @@ static int event_build(leveldb_t *db,
         struct lsm_meta dm = {.mod_rev = rev};
         rv = lsm_kv_fill(&e->kv, key, klen, NULL, 0, false, &dm);
     }
-    if (rv == 0 && rev > 1) {
+    if (rv == 0) {
         /* The previous version, unless compacted away or ended by a tombstone. */
-        rv = lsm_get_hist(db, ro, key, klen, rev - 1, &found, &val, &m, &tomb, errmsg);
+        rv = lsm_hist_read(db, ro, key, klen, rev, sub, false, &found, &val, &m, &tomb, errmsg);
         if (rv == 0 && found && !tomb) {
             e->has_prev = true;
             rv = lsm_kv_fill(&e->prev_kv, key, klen, val.p, val.len, true, &m);
@@ -321,7 +322,8 @@ static int events_scan(leveldb_t *db,
             rv = LSM_ENOMEM;
             break;
         }
-        if ((rv = event_build(db, ro, v[0], v + 1, vlen - 1, rev, e, errmsg)) != 0) {
+        uint32_t sub = (uint32_t)k[9] << 24 | (uint32_t)k[10] << 16 | (uint32_t)k[11] << 8 | k[12];
+        if ((rv = event_build(db, ro, v[0], v + 1, vlen - 1, rev, sub, e, errmsg)) != 0) {
             break;
         }
     }
@@ -437,7 +439,7 @@ static int hash_scan(leveldb_t *db,
         if (klen < 1 || k[0] != LSM_P_HIST) {
             break;
         }
-        if ((rv = lsm_key_hist_parse(k, klen, &key, &r)) != 0 || vlen < LSM_HIST_HDR) {
+        if ((rv = lsm_key_hist_parse(k, klen, &key, &r, NULL)) != 0 || vlen < LSM_HIST_HDR) {
             rv = LSM_ECORRUPT;
             break;
         }

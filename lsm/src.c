@@ -153,7 +153,7 @@ static int next_hist(struct lsm_src *src)
             return 0;
         }
         int64_t r;
-        int rv = lsm_key_hist_parse(k, klen, &src->key, &r);
+        int rv = lsm_key_hist_parse(k, klen, &src->key, &r, NULL);
         if (rv != 0) {
             lsm_set_err(src->errmsg, "bad history key");
             return rv;
@@ -164,7 +164,7 @@ static int next_hist(struct lsm_src *src)
         bool have = false;
         while (leveldb_iter_valid(src->it)) {
             k = (const uint8_t *)leveldb_iter_key(src->it, &klen);
-            if (k[0] != LSM_P_HIST || lsm_key_hist_parse(k, klen, &src->hkey, &r) != 0 ||
+            if (k[0] != LSM_P_HIST || lsm_key_hist_parse(k, klen, &src->hkey, &r, NULL) != 0 ||
                 lsm_keycmp(src->hkey.p, src->hkey.len, src->key.p, src->key.len) != 0) {
                 break;
             }
@@ -196,33 +196,85 @@ int lsm_src_next(struct lsm_src *src)
     return src->rev == 0 ? next_cur(src) : next_hist(src);
 }
 
-int lsm_get_hist(leveldb_t *db,
-                 const leveldb_readoptions_t *ro,
-                 const uint8_t *key,
-                 size_t klen,
-                 int64_t rev,
-                 bool *found,
-                 struct lsm_buf *val,
-                 struct lsm_meta *m,
-                 bool *tomb,
-                 char *errmsg)
+/* Decode the history record under @it if it belongs to @key. */
+static int hist_take(leveldb_iterator_t *it,
+                     const uint8_t *key,
+                     size_t klen,
+                     bool *found,
+                     struct lsm_buf *val,
+                     struct lsm_meta *m,
+                     bool *tomb,
+                     struct lsm_buf *uk)
 {
-    struct lsm_bytes kb = {key, klen}, eb = {NULL, 0};
-    struct lsm_span sp;
-    lsm_span_make(&sp, kb, eb);
-    struct lsm_src src;
-    int rv = lsm_src_open(&src, db, ro, &sp, rev, errmsg);
-    src.with_tombs = true;
-    if (rv == 0) {
-        rv = lsm_src_next(&src);
+    size_t hlen, vlen;
+    int64_t r;
+    const uint8_t *hk = (const uint8_t *)leveldb_iter_key(it, &hlen);
+    *found = false;
+    if (hlen < 1 || hk[0] != LSM_P_HIST || lsm_key_hist_parse(hk, hlen, uk, &r, NULL) != 0 ||
+        lsm_keycmp(uk->p, uk->len, key, klen) != 0) {
+        return 0;
     }
-    *found = rv == 0 && src.valid;
-    if (*found) {
-        *m = src.meta;
-        *tomb = src.tomb;
-        val->len = 0;
-        rv = lsm_buf_add(val, src.val.p, src.val.len);
+    const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vlen);
+    if (vlen < LSM_HIST_HDR) {
+        return LSM_ECORRUPT;
     }
-    lsm_src_close(&src);
+    *tomb = (v[0] & LSM_HIST_TOMB) != 0;
+    lsm_meta_decode(v + 1, m);
+    m->mod_rev = r;
+    val->len = 0;
+    *found = true;
+    return lsm_buf_add(val, v + LSM_HIST_HDR, vlen - LSM_HIST_HDR);
+}
+
+int lsm_hist_read(leveldb_t *db,
+                  const leveldb_readoptions_t *ro,
+                  const uint8_t *key,
+                  size_t klen,
+                  int64_t rev,
+                  uint32_t sub,
+                  bool exact,
+                  bool *found,
+                  struct lsm_buf *val,
+                  struct lsm_meta *m,
+                  bool *tomb,
+                  char *errmsg)
+{
+    struct lsm_buf hk = {0}, uk = {0};
+    *found = false;
+    int rv = lsm_key_hist(&hk, key, klen, rev, sub);
+    if (rv != 0) {
+        return rv;
+    }
+    leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
+    leveldb_iter_seek(it, (const char *)hk.p, hk.len);
+    if (exact) {
+        size_t n = 0;
+        const char *at = leveldb_iter_valid(it) ? leveldb_iter_key(it, &n) : NULL;
+        if (at != NULL && n == hk.len && memcmp(at, hk.p, n) == 0) {
+            rv = hist_take(it, key, klen, found, val, m, tomb, &uk);
+        }
+    } else {
+        if (leveldb_iter_valid(it)) {
+            leveldb_iter_prev(it);
+        } else {
+            leveldb_iter_seek_to_last(it);
+        }
+        if (leveldb_iter_valid(it)) {
+            rv = hist_take(it, key, klen, found, val, m, tomb, &uk);
+        }
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    if (rv == 0 && err != NULL) {
+        rv = lsm_ldb_err(errmsg, "read history", err);
+    } else {
+        leveldb_free(err);
+        if (rv == LSM_ECORRUPT) {
+            lsm_set_err(errmsg, "history record too short");
+        }
+    }
+    leveldb_iter_destroy(it);
+    lsm_buf_fini(&hk);
+    lsm_buf_fini(&uk);
     return rv;
 }

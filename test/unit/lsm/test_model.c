@@ -372,6 +372,9 @@ static void step_catchup(struct run *r)
         assert_int_equal(rv, LSM_ECOMPACTED);
         return;
     }
+    if (rv != 0) {
+        fprintf(stderr, "events from %lld: %s\n", (long long)start, err);
+    }
     assert_int_equal(rv, 0);
     size_t j = 0;
     for (size_t i = 0; i < r->m.n_ev; i++) {

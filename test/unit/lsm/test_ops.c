@@ -380,6 +380,48 @@ static void events_feed(void **state)
     fx_free(f);
 }
 
+/* etcd accepts a put in one nested txn and a delete range over that key in a later one: both
+ * changes share the revision (sub-revisions 0 and 1); the key ends deleted and both events can
+ * be caught up from history. */
+static void txn_put_then_delete_same_key(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    fx_put(f, "k", "old"); /* 1 */
+    struct lsm_op put1 = op_put("k", "new");
+    struct lsm_op del2 = op_del("a", "z");
+    struct lsm_op nested[2] = {{.type = LSM_OP_TXN}, {.type = LSM_OP_TXN}};
+    nested[0].u.txn = (struct lsm_txn_req){NULL, 0, &put1, 1, NULL, 0};
+    nested[1].u.txn = (struct lsm_txn_req){NULL, 0, &del2, 1, NULL, 0};
+    struct lsm_op t = {.type = LSM_OP_TXN};
+    t.u.txn = (struct lsm_txn_req){NULL, 0, nested, 2, NULL, 0};
+    struct lsm_result r;
+    fx_apply(f, &t, &r);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.revision, 2);
+    assert_int_equal(r.u.txn.responses[1].u.txn.responses[0].u.del.deleted, 1);
+    lsm_result_fini(&r);
+    struct lsm_range_req q = {.key = B("k")};
+    fx_range(f, &q, 0, &r);
+    assert_int_equal(r.u.range.n_kvs, 0);
+    lsm_result_fini(&r);
+    struct lsm_event *ev;
+    size_t n;
+    int64_t next;
+    char err[256];
+    assert_int_equal(lsm_events_read(f->s, B("k"), B(NULL), 2, 0, &ev, &n, &next, err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ev[0].type, LSM_EVENT_PUT);
+    assert_kv(&ev[0].kv, "k", "new", 1, 2, 2);
+    assert_kv(&ev[0].prev_kv, "k", "old", 1, 1, 1);
+    assert_int_equal(ev[1].type, LSM_EVENT_DELETE);
+    assert_int_equal(ev[1].kv.mod_revision, 2);
+    assert_true(ev[1].has_prev);
+    assert_kv(&ev[1].prev_kv, "k", "new", 1, 2, 2);
+    lsm_events_free(ev, n);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +431,7 @@ int main(void)
         cmocka_unit_test(txn_semantics),
         cmocka_unit_test(compaction),
         cmocka_unit_test(events_feed),
+        cmocka_unit_test(txn_put_then_delete_same_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
