@@ -17,6 +17,8 @@ struct wal_slab
 {
     size_t refs; /* Live nodes, plus one while it is the memtable's current slab. */
     size_t used;
+    size_t cap;
+    size_t pad; /* Keeps mem 16-byte aligned. */
     unsigned char mem[];
 };
 
@@ -57,13 +59,18 @@ static struct wal_mnode *node_alloc(struct wal_memtable *m, size_t size)
         }
         return n;
     }
-    if (m->slab == NULL || SLAB_SIZE - m->slab->used < size) {
-        struct wal_slab *s = wal_malloc(sizeof *s + SLAB_SIZE);
+    if (m->slab == NULL || m->slab->cap - m->slab->used < size) {
+        /* Slabs grow from 16 KiB to SLAB_SIZE, so a small memtable stays small. */
+        size_t cap = m->slab == NULL ? 16384 : m->slab->cap * 2;
+        cap = cap > SLAB_SIZE ? SLAB_SIZE : cap;
+        cap = cap < size ? size : cap;
+        struct wal_slab *s = wal_malloc(sizeof *s + cap);
         if (s == NULL) {
             return NULL;
         }
         s->refs = 1;
         s->used = 0;
+        s->cap = cap;
         slab_put(m->slab);
         m->slab = s;
     }
