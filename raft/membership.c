@@ -1,6 +1,7 @@
 /* Membership changes, one server at a time (thesis 4.1-4.2): each RAFT_ENTRY_CONF carries the
  * whole new configuration, which takes effect as soon as it is appended to a log. */
 #include <assert.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "raft/core.h"
@@ -179,29 +180,58 @@ int raft_conf_scan_appended(struct raft *r, const struct raft_entry *ents, size_
 
 /* The log is about to lose every entry from @before on: restore the configuration of the last
  * configuration entry before it, else the snapshot's.  Rare (conflicts), so it scans. */
+/* Index of the last configuration entry in [lo, hi), or 0; decodes it into @c.  Reads in
+ * chunks, newest first, since a restart scans the whole log this way. */
+static int last_conf_in(struct raft *r,
+                        raft_index lo,
+                        raft_index hi,
+                        struct raft_conf *c,
+                        raft_index *found)
+{
+    struct raft_entry chunk[64];
+    *found = 0;
+    while (hi > lo) {
+        raft_index from = hi - lo > 64 ? hi - 64 : lo;
+        size_t got = 0;
+        while (from + got < hi) { /* A storage may return a chunk in pieces. */
+            size_t n;
+            int rv = raft_log_slice(&r->log, from + got, hi, SIZE_MAX, chunk + got, &n);
+            if (rv != 0) {
+                return rv;
+            }
+            if (n == 0) {
+                return RAFT_ESTORAGE;
+            }
+            got += n;
+        }
+        for (size_t k = got; k > 0; k--) {
+            const struct raft_entry *e = &chunk[k - 1];
+            if (e->type == RAFT_ENTRY_CONF) {
+                *found = e->index;
+                return raft_conf_decode(e->data.base, e->data.len, c);
+            }
+        }
+        hi = from;
+    }
+    return 0;
+}
+
 int raft_conf_revert(struct raft *r, raft_index before)
 {
-    raft_index first = raft_log_first(&r->log);
-    for (raft_index i = before - 1; i >= first && i > 0; i--) {
-        struct raft_entry e;
-        size_t n;
-        int rv = raft_log_slice(&r->log, i, i + 1, 1, &e, &n);
-        if (rv != 0) {
-            return rv;
-        }
-        if (e.type == RAFT_ENTRY_CONF) {
-            struct raft_conf c;
-            if (raft_conf_decode(e.data.base, e.data.len, &c) != 0) {
-                return RAFT_EINVAL;
-            }
-            return raft_conf_apply(r, &c, i);
-        }
+    struct raft_conf c;
+    raft_index at;
+    int rv = last_conf_in(r, raft_log_first(&r->log), before, &c, &at);
+    if (rv != 0) {
+        return rv;
+    }
+    if (at != 0) {
+        return raft_conf_apply(r, &c, at);
     }
     struct raft_snap_meta meta;
     if (r->log.has_snap) {
         meta = r->log.snap;
     } else {
-        int rv = r->log.st->snapshot(r->log.st->ctx, &meta);
+        rv = r->log.st->snapshot(r->log.st->ctx, &meta);
         if (rv != 0) {
             return rv;
         }

@@ -65,8 +65,20 @@ static void restart_loads_last_conf_in_log(void **state)
     app.entries = es;
     app.n_entries = 2;
     assert_int_equal(h_recv(&n, &app), 0);
+    /* 150 more entries: the restart scan crosses several chunks. */
+    struct raft_entry more[150];
+    for (int i = 0; i < 150; i++) {
+        more[i] = (struct raft_entry){.index = 3 + (raft_index)i, .term = 1};
+        more[i].type = RAFT_ENTRY_EMPTY;
+    }
+    struct raft_msg app2 = {.type = RAFT_MSG_APP, .from = 1, .to = 2, .term = 1, .index = 2};
+    app2.log_term = 1;
+    app2.entries = more;
+    app2.n_entries = 150;
+    assert_int_equal(h_recv(&n, &app2), 0);
     raft_destroy(n.r);
     assert_int_equal(raft_create(&n.cfg, &n.r, NULL), 0);
+    assert_int_equal(raft_last_index(n.r), 152);
     const struct raft_conf *got = raft_conf_of(n.r);
     assert_int_equal(got->n_voters, 3);
     assert_int_equal(got->n_learners, 1);
