@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/wait.h>
 
 #include "test/lib/seed.h"
 #include "test/unit/wal/util.h"
@@ -262,6 +263,26 @@ static void second_open_is_locked(void **state)
     wal_close(w2);
 }
 
+/* The lock is on the directory, across processes: a child gets WAL_ELOCKED. */
+static void other_process_is_locked_out(void **state)
+{
+    struct fx *f = *state;
+    struct wal *w = open_ok(f, NULL);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct wal *w2 = NULL;
+        char err[WAL_ERRMSG_SIZE] = "";
+        int rv = wal_open(f->dir, &f->opts, &w2, NULL, err);
+        _exit(rv == WAL_ELOCKED && strstr(err, "lock") != NULL ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    wal_close(w);
+}
+
 static void notify_fd_fires(void **state)
 {
     struct fx *f = *state;
@@ -475,6 +496,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(overwrite_across_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshot_releases_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(second_open_is_locked, setup, teardown),
+        cmocka_unit_test_setup_teardown(other_process_is_locked_out, setup, teardown),
         cmocka_unit_test_setup_teardown(notify_fd_fires, setup, teardown),
         cmocka_unit_test_setup_teardown(torn_tail_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(release_keeps_segment_holding_marker, setup, teardown),
