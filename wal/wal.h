@@ -50,9 +50,12 @@ void wal_free(void *p);
 
 /* ---- Filesystem vtable ---- */
 
-/* All I/O of the WAL goes through this table so tests can inject faults.  Every function returns
- * 0 or a positive errno value (never -1).  Paths are full paths.  Functions may be called from the
- * loop, writer and pipeline threads concurrently; implementations must be thread-safe. */
+/* All file I/O of the WAL goes through this table so tests can inject faults.  Every function
+ * returns 0 or a positive errno value (never -1).  Paths are full paths.  Functions may be called
+ * from the loop, writer and pipeline threads concurrently; implementations must be thread-safe.
+ * Two things bypass it: the directory listing (opendir) and the lock (flock on the directory fd
+ * that open returned, so fds must be real kernel fds).  A batch is one contiguous buffer, so one
+ * pwrite per batch is the single write of group commit (no writev needed). */
 struct wal_fs
 {
     int (*open)(struct wal_fs *fs, const char *path, int flags, int mode, int *fd);
