@@ -339,6 +339,22 @@ int kvc_recv(struct kvc *c,
     }
 }
 
+/* True when the server closed our idle connection (it sent EOF or reset it): a request sent on
+ * it would be lost with an unknown outcome, so the caller reconnects first. */
+static bool peer_closed(struct kvc *c)
+{
+    struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+    if (poll(&pf, 1, 0) <= 0) {
+        return false;
+    }
+    if (pf.revents & (POLLERR | POLLHUP)) {
+        return true;
+    }
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 /* Send one request and wait for its reply; KVC_EAGAIN-like retry decisions are the caller's. */
 static int call_once(struct kvc *c,
                      Kvdb__Method m,
@@ -351,6 +367,10 @@ static int call_once(struct kvc *c,
 {
     uint64_t want;
     *sent = false;
+    if (c->fd >= 0 && c->rd.len == c->rd.off && peer_closed(c)) {
+        disconnect(c);
+        c->cur = (c->cur + 1) % c->n_eps; /* that member went away: try the next one */
+    }
     int rv = kvc_send(c, m, req, &want);
     if (rv != 0) {
         return rv;

@@ -199,6 +199,10 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
     }
     struct lsm_apply_out out;
     memset(&out, 0, sizeof out);
+    if (SRV_FAILPOINT(s->cfg.member_id, "apply") == SRV_FP_ERROR) {
+        group_reset(g);
+        return LSM_EIO; /* as if the store failed: the member stops */
+    }
     int rv = lsm_apply(s->lsm, g->ents, g->n, &out);
     if (rv != 0) {
         group_reset(g);
@@ -258,7 +262,8 @@ static void free_job(struct srv_job *j)
 
 static void run_install(struct srv *s, struct srv_job *j)
 {
-    int rv = srv_snap_install(s, j->dir, j->msg.snap.index);
+    bool fatal = false;
+    int rv = srv_snap_install(s, j->dir, j->msg.snap.index, &fatal);
     struct lsm_status st;
     pthread_rwlock_rdlock(&s->lsm_lock);
     if (s->lsm != NULL) {
@@ -269,7 +274,9 @@ static void run_install(struct srv *s, struct srv_job *j)
     pthread_rwlock_unlock(&s->lsm_lock);
     struct srv_done *d = calloc(1, sizeof *d);
     if (d != NULL) {
-        d->kind = rv == 0 ? SRV_DONE_SNAP_INSTALLED : SRV_DONE_FATAL;
+        /* A failed install leaves the old store: the leader sends the snapshot again.  Only a
+         * failed swap (no store left) stops the member. */
+        d->kind = rv == 0 ? SRV_DONE_SNAP_INSTALLED : fatal ? SRV_DONE_FATAL : SRV_DONE_SNAP_FAILED;
         d->ok = rv == 0;
         d->msg = j->msg;
         srv_post_done(s, d);

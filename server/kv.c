@@ -431,8 +431,34 @@ static void expire_reads(struct srv *s, struct srv_read **pp, uint64_t now)
     }
 }
 
+/* Ask raft again for the read index of waiting reads: every batch (@all, after a leader change,
+ * when a request to the old leader is lost for sure) or those waiting longer than an election
+ * timeout (the request or its answer was lost, or there was no leader to ask).  Raft answers
+ * each request; duplicates find no reads left and are ignored. */
+void srv_kv_reissue_reads(struct srv *s, bool all)
+{
+    uint64_t now = srv_now_ms(), last_ctx = 0;
+    for (struct srv_read *r = s->reads_waiting; r != NULL; r = r->next) {
+        if (!all && now - r->issued_ms < s->cfg.election_ms) {
+            continue;
+        }
+        r->issued_ms = now;
+        if (r->ctx == last_ctx) {
+            continue; /* reads of one batch are contiguous: one request per batch */
+        }
+        last_ctx = r->ctx;
+        struct srv_input *in = calloc(1, sizeof *in);
+        if (in != NULL) {
+            in->type = SRV_IN_READ;
+            in->ctx = r->ctx;
+            srv_node_input(s, in);
+        }
+    }
+}
+
 void srv_kv_sweep(struct srv *s)
 {
+    srv_kv_reissue_reads(s, false);
     uint64_t now = srv_now_ms();
     for (size_t i = 0; i < s->ptable_cap; i++) {
         struct srv_pending **pp = &s->ptable[i];

@@ -306,8 +306,13 @@ static void note_soft_state(struct srv *s, const struct raft_ready *rd)
                 (unsigned long long)s->cfg.member_id, (unsigned long long)rd->leader,
                 (unsigned long long)rd->hs.term, raft_role_name(rd->role));
     }
+    bool changed = rd->leader != s->leader;
     s->leader = rd->leader;
     s->role = rd->role;
+    if (changed && rd->leader != 0) {
+        s->reissue_reads = true; /* asked of the old leader: ask the new one */
+    }
+    atomic_store(&s->leader_pub, rd->leader);
 }
 
 static void finish_ready(struct srv *s)
@@ -484,6 +489,11 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
             break;
         }
         srv_apply_install(s, d->dir, &d->msg);
+        break;
+    case SRV_DONE_SNAP_FAILED:
+        srv_log(SRV_LOG_WARN, "snap",
+                "snapshot %llu not installed; waiting for the leader to resend",
+                (unsigned long long)d->msg.snap.index);
         break;
     case SRV_DONE_EVENTS:
         srv_watch_on_events(s, d->events, d->n_events);

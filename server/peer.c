@@ -157,6 +157,11 @@ struct srv_peer *srv_peer_find(struct srv *s, raft_id id)
 /* Queue @n messages for @p as one frame and try to write it now. */
 static void peer_queue(struct srv *s, struct srv_peer *p, const struct raft_msg *msgs, size_t n)
 {
+    enum srv_fp_action fp = SRV_FAILPOINT(s->cfg.member_id, "peer_send");
+    if (fp == SRV_FP_DROP || fp == SRV_FP_ERROR || srv_peer_blocked(s, p->id)) {
+        p->dropped += n; /* lost on the wire: raft retransmits */
+        return;
+    }
     if (!p->connected || p->wr.len - p->wr.off > PEER_MAX_BACKLOG) {
         p->dropped += n;
         if (p->connected) {
@@ -237,6 +242,12 @@ void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
         srv_conn_close(c);
         return;
     }
+    if (srv_peer_blocked(s, in->batch.from)) {
+        /* Partitioned (embedding, tests): the batch is lost on the wire. */
+        pb_batch_free(&in->batch);
+        free(in);
+        return;
+    }
     if (in->batch.pb->snap_manifest.len > 0) {
         /* This connection carries a snapshot stream: a receiver thread takes it over. */
         if (!srv_snap_accept(c, &in->batch)) {
@@ -290,4 +301,25 @@ void srv_peer_close_all(struct srv *s)
     free(s->peers);
     s->peers = NULL;
     s->n_peers = 0;
+}
+
+bool srv_peer_blocked(struct srv *s, raft_id id)
+{
+    for (size_t i = 0; i < SRV_MAX_MEMBERS; i++) {
+        uint64_t b = atomic_load_explicit(&s->blocked[i], memory_order_relaxed);
+        if (b == 0) {
+            return false;
+        }
+        if (b == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void srv_set_partition(struct srv *s, const uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < SRV_MAX_MEMBERS; i++) {
+        atomic_store(&s->blocked[i], i < n ? ids[i] : 0);
+    }
 }

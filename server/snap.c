@@ -418,6 +418,10 @@ static void *sender_main(void *arg)
     struct snap_sender *snd = NULL;
     uint64_t t0 = now_ns();
     int rv = snap_sender_open(j->dir, NULL, &snd, err);
+    if (rv == 0 && SRV_FAILPOINT(s->cfg.member_id, "snap_send") == SRV_FP_ERROR) {
+        snprintf(err, sizeof err, "failpoint snap_send");
+        rv = SRV_EIO;
+    }
     int fd = rv == 0 ? dial(&j->url) : -1;
     if (rv == 0 && fd < 0) {
         snprintf(err, sizeof err, "connect %s: %s", j->url.text, strerror(errno));
@@ -503,7 +507,10 @@ static int stream_in(struct recv_job *j,
     unsigned char ack[SNAP_ACK_SIZE];
     int rv = snap_receiver_open(s->snap_root, j->manifest, j->manifest_len, NULL, rp, ack, err);
     if (rv == SNAP_EEXIST) {
-        return rv; /* already installed here: the caller still delivers the MsgSnap */
+        /* Already here: the ack says "complete", so the sender goes straight to the MsgSnap,
+         * which the caller then waits for. */
+        send_frame(s, j->fd, 6, ack, sizeof ack, NULL, 0);
+        return rv;
     }
     if (rv != 0) {
         return rv;
@@ -632,8 +639,13 @@ static int rename_dirs(const char *cur, const char *old, const char *next)
 
 /* Replace the store by the snapshot in @dir, unless the store already holds @index.  Returns 0
  * when the store is at or past @index afterwards. */
-int srv_snap_install(struct srv *s, const char *dir, uint64_t index)
+int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal)
 {
+    *fatal = false;
+    if (SRV_FAILPOINT(s->cfg.member_id, "snap_install") == SRV_FP_ERROR) {
+        srv_log(SRV_LOG_WARN, "snap", "failpoint snap_install: not installing %s", dir);
+        return SRV_EIO;
+    }
     struct lsm_status st;
     lsm_status_get(s->lsm, &st);
     if (st.applied_index >= index) {
@@ -667,6 +679,7 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index)
     pthread_rwlock_unlock(&s->lsm_lock);
     if (rv != 0 || orv != 0) {
         srv_log(SRV_LOG_ERROR, "snap", "swapping in the snapshot store failed: %s", err);
+        *fatal = true;
         return SRV_EIO;
     }
     lsm_status_get(s->lsm, &st);

@@ -166,7 +166,13 @@ static int open_storage(struct srv *s, char *errmsg)
     snprintf(sub, sizeof sub, "%s/wal", dir);
     struct wal_recovered rec;
     char werr[WAL_ERRMSG_SIZE] = "";
-    rv = wal_open(sub, NULL, &s->wal, &rec, werr);
+    struct wal_options wo;
+    memset(&wo, 0, sizeof wo);
+#ifdef KV_FAILPOINTS
+    s->wal_fs = srv_fpfs_new(s->cfg.member_id);
+    wo.fs = s->wal_fs;
+#endif
+    rv = wal_open(sub, &wo, &s->wal, &rec, werr);
     if (rv != 0) {
         snprintf(errmsg, SRV_ERRMSG, "open WAL: %s: %s", wal_strerror(rv), werr);
         return SRV_EIO;
@@ -271,6 +277,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
         while (r != NULL) {
             struct srv_read *next = r->next;
             r->ctx = ctx;
+            r->issued_ms = srv_now_ms();
             r->next = s->reads_waiting;
             s->reads_waiting = r;
             r = next;
@@ -281,6 +288,10 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
             in->ctx = ctx;
             srv_node_input(s, in);
         }
+    }
+    if (s->reissue_reads) {
+        s->reissue_reads = false;
+        srv_kv_reissue_reads(s, true);
     }
     srv_node_drive(s);
     srv_conn_flush_all(s);
@@ -395,9 +406,20 @@ void srv_stop(struct srv *s)
     ev_async_send(s->loop, &s->wake);
 }
 
+void srv_disconnect(struct srv *s)
+{
+    srv_peer_close_all(s);
+    srv_conns_close_all(s);
+}
+
 const char *srv_errmsg(const struct srv *s)
 {
     return s->errmsg;
+}
+
+uint64_t srv_leader(struct srv *s)
+{
+    return atomic_load(&s->leader_pub);
 }
 
 uint16_t srv_client_port(const struct srv *s)
@@ -431,6 +453,9 @@ void srv_close(struct srv *s)
     }
     raft_destroy(s->raft);
     wal_close(s->wal);
+    if (s->wal_fs != NULL) {
+        srv_fpfs_free(s->wal_fs);
+    }
     lsm_close(s->lsm);
     free(s->scratch);
     free(s->wents);

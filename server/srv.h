@@ -36,12 +36,25 @@ void srv_stop(struct srv *s);
  * called while srv_run() runs.  NULL is a no-op. */
 void srv_close(struct srv *s);
 
+/* After srv_run() returned on a fatal error, on the same thread: close every connection and
+ * listener, so clients and peers notice at once (what the exit of a kvdb process does).
+ * srv_close() is still needed. */
+void srv_disconnect(struct srv *s);
+
 /* The last fatal error's context ("" if none).  Valid until srv_close(). */
 const char *srv_errmsg(const struct srv *s);
+
+/* The leader this member knows of (0: none).  Any thread. */
+uint64_t srv_leader(struct srv *s);
 
 /* The ports actually bound (useful when the configuration asked for port 0). */
 uint16_t srv_client_port(const struct srv *s);
 uint16_t srv_peer_port(const struct srv *s);
+
+/* Drop every raft message to and from the members in @ids (at most SRV_MAX_MEMBERS): a network
+ * partition as this member sees it.  @n == 0 heals.  Snapshot streams are not affected.  For
+ * embedded clusters and tests.  Any thread. */
+void srv_set_partition(struct srv *s, const uint64_t *ids, size_t n);
 
 /* Write <member_dir>/member, the identity of a data directory: @cluster_id, @member_id and the
  * bootstrap voters (@voters, @n_voters).  kvdb refuses to start on a data directory whose member

@@ -14,6 +14,7 @@
 #include "proto/raftconv.h"
 #include "raft/raft.h"
 #include "server/config.h"
+#include "server/failpoint.h"
 #include "server/log.h"
 #include "server/srv.h"
 #include "wal/wal.h"
@@ -120,7 +121,8 @@ struct srv_read
     uint64_t read_index; /* 0: serializable, run at once */
     uint64_t ctx;        /* ReadIndex batch this read waits on (0: none) */
     uint64_t deadline_ms;
-    void *body; /* owned request bytes */
+    uint64_t issued_ms; /* when its ReadIndex request went to raft */
+    void *body;         /* owned request bytes */
     size_t len;
     struct srv_read *next;
 };
@@ -150,6 +152,7 @@ enum srv_done_kind {
     SRV_DONE_SNAP_SENT,      /* peer, ok: a sender thread finished */
     SRV_DONE_SNAP_RECEIVED,  /* msg, dir: a snapshot arrived complete and verified */
     SRV_DONE_SNAP_INSTALLED, /* msg, ok: the store now holds the snapshot */
+    SRV_DONE_SNAP_FAILED,    /* msg: installing a received snapshot failed (old store kept) */
     SRV_DONE_EVENTS,         /* events: changes of an applied group, for watchers */
     SRV_DONE_HISTORY,        /* watch_id, events, next_rev, err, complete: a catch-up read */
 };
@@ -206,6 +209,7 @@ struct srv
 
     /* storage */
     struct wal *wal;
+    struct wal_fs *wal_fs; /* failpoint wrapper, or NULL for plain POSIX */
     struct lsm_store *lsm;
     struct raft *raft;
     struct raft_storage storage;
@@ -241,6 +245,7 @@ struct srv
     struct srv_peer *peers;
     size_t n_peers;
     struct srv_log_limit cluster_log;
+    _Atomic uint64_t blocked[SRV_MAX_MEMBERS]; /* partitioned peers (embedding, tests); 0 = free */
 
     /* requests */
     uint64_t next_req_id;
@@ -252,6 +257,7 @@ struct srv
     struct srv_read *reads_new;     /* linearizable reads not yet given a ReadIndex */
     struct srv_read *reads_waiting; /* reads waiting for their ReadIndex answer */
     uint64_t request_timeout_ms;
+    bool reissue_reads; /* the leader changed: ask the new one for waiting reads */
 
     /* apply and read threads */
     pthread_t apply_thread;
@@ -267,8 +273,11 @@ struct srv
     uint64_t applied_index; /* guarded by applied_mu */
     atomic_int_fast64_t revision;
     atomic_uint_fast64_t applied_pub;
-    atomic_uint_fast64_t term_pub; /* current raft term, for reply headers off the loop */
-    pthread_rwlock_t lsm_lock;     /* readers vs. a snapshot install swapping s->lsm */
+    atomic_uint_fast64_t term_pub;
+    atomic_uint_fast64_t leader_pub;
+    /* current leader, for srv_leader() */ /* current raft term, for reply headers off the loop
+                                            */
+    pthread_rwlock_t lsm_lock;             /* readers vs. a snapshot install swapping s->lsm */
 
     /* watch (watch.c) */
     struct srv_watcher *watchers;
@@ -322,7 +331,12 @@ void srv_conns_close_all(struct srv *s);
 void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f);
 void srv_kv_on_done(struct srv *s, struct srv_done *d);
 void srv_kv_sweep(struct srv *s);
+void srv_kv_reissue_reads(struct srv *s, bool all);
 void srv_kv_fini(struct srv *s);
+
+/* fpfs.c: the WAL file system with failpoints */
+struct wal_fs *srv_fpfs_new(uint64_t member);
+void srv_fpfs_free(struct wal_fs *fs);
 
 /* watch.c: watchers */
 void srv_watch_request(struct srv_conn *c, const Kvdb__Frame *f);
@@ -352,9 +366,10 @@ void srv_snap_created(struct srv *s, const struct raft_snap_meta *meta);
 void srv_snap_compact(struct srv *s);
 bool srv_snap_send(struct srv *s, const struct raft_snap_req *req);
 bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b);
-int srv_snap_install(struct srv *s, const char *dir, uint64_t index);
+int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal);
 int srv_snap_recover_db(const char *data_dir);
 struct srv_peer *srv_peer_find(struct srv *s, raft_id id);
+bool srv_peer_blocked(struct srv *s, raft_id id);
 int srv_conn_detach(struct srv_conn *c, struct pb_frame_reader *rd);
 
 /* apply.c: apply and read threads */

@@ -1,0 +1,360 @@
+/* Embedded test clusters: members on threads of one process. */
+#include "server/embed.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/failpoint.h"
+#include "server/srv.h"
+
+struct member
+{
+    struct srv_config cfg;
+    struct srv *srv;
+    pthread_t thread;
+    bool running;
+    atomic_bool exited; /* srv_run() returned on its own (a fatal error stopped the member) */
+    char endpoint[32];
+};
+
+struct srv_embed
+{
+    struct srv_embed_opts opts;
+    char dir[PATH_MAX];
+    bool made_dir;
+    unsigned n;
+    struct member m[SRV_EMBED_MAX];
+    char endpoints[SRV_EMBED_MAX * 24];
+    bool cut[SRV_EMBED_MAX][SRV_EMBED_MAX]; /* cut[i][j]: i drops traffic with j */
+    bool excluded[SRV_EMBED_MAX];           /* isolated: not asked by wait_leader */
+};
+
+/* A port the kernel considers free right now (bind to port 0, read it, close). */
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    uint16_t port = 0;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
+        port = ntohs(sa.sin_port);
+    }
+    close(fd);
+    return port;
+}
+
+static void apply_cuts(struct srv_embed *c);
+
+static void *member_main(void *arg)
+{
+    struct member *m = arg;
+    if (srv_run(m->srv) != 0) {
+        srv_disconnect(m->srv); /* a crashed process's sockets close */
+    }
+    atomic_store(&m->exited, true);
+    return NULL;
+}
+
+static int member_start(struct srv_embed *c, unsigned i, char *errmsg)
+{
+    struct member *m = &c->m[i];
+    int rv = srv_open(&m->cfg, &m->srv, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
+        srv_close(m->srv);
+        m->srv = NULL;
+        snprintf(errmsg, 256, "cannot start a thread for member %u", i);
+        return SRV_ENOMEM;
+    }
+    atomic_store(&m->exited, false);
+    m->running = true;
+    return 0;
+}
+
+static void member_halt(struct srv_embed *c, unsigned i)
+{
+    struct member *m = &c->m[i];
+    if (!m->running) {
+        return;
+    }
+    srv_stop(m->srv);
+    pthread_join(m->thread, NULL);
+    srv_close(m->srv);
+    m->srv = NULL;
+    m->running = false;
+}
+
+static int configure(struct srv_embed *c, char *errmsg)
+{
+    char cluster[SRV_EMBED_MAX * 64] = "";
+    uint16_t peer_ports[SRV_EMBED_MAX], client_ports[SRV_EMBED_MAX];
+    for (unsigned i = 0; i < c->n; i++) {
+        peer_ports[i] = free_port();
+        client_ports[i] = free_port();
+        if (peer_ports[i] == 0 || client_ports[i] == 0) {
+            snprintf(errmsg, 256, "no free loopback port");
+            return SRV_EIO;
+        }
+        size_t len = strlen(cluster);
+        snprintf(cluster + len, sizeof cluster - len, "%sm%u=http://127.0.0.1:%u", i > 0 ? "," : "",
+                 i, (unsigned)peer_ports[i]);
+    }
+    char *p = c->endpoints;
+    for (unsigned i = 0; i < c->n; i++) {
+        struct member *m = &c->m[i];
+        snprintf(m->endpoint, sizeof m->endpoint, "127.0.0.1:%u", (unsigned)client_ports[i]);
+        p += sprintf(p, "%s%s", i > 0 ? "," : "", m->endpoint);
+        char name[16], data[PATH_MAX], peer[64], client[64];
+        snprintf(name, sizeof name, "m%u", i);
+        snprintf(data, sizeof data, "%s/%s", c->dir, name);
+        snprintf(peer, sizeof peer, "http://127.0.0.1:%u", (unsigned)peer_ports[i]);
+        snprintf(client, sizeof client, "http://%s", m->endpoint);
+        char hb[16], el[16], sc[24], scu[24];
+        snprintf(hb, sizeof hb, "%u", c->opts.heartbeat_ms != 0 ? c->opts.heartbeat_ms : 50);
+        snprintf(el, sizeof el, "%u", c->opts.election_ms != 0 ? c->opts.election_ms : 500);
+        snprintf(
+            sc, sizeof sc, "%llu",
+            (unsigned long long)(c->opts.snapshot_count != 0 ? c->opts.snapshot_count : 10000));
+        snprintf(
+            scu, sizeof scu, "%llu",
+            (unsigned long long)(c->opts.snapshot_catchup != 0 ? c->opts.snapshot_catchup : 5000));
+        char *argv[] = {"kvdb",       "--name",
+                        name,         "--data-dir",
+                        data,         "--listen-peer-urls",
+                        peer,         "--listen-client-urls",
+                        client,       "--initial-cluster",
+                        cluster,      "--initial-cluster-token",
+                        "kvdb-embed", "--heartbeat-interval",
+                        hb,           "--election-timeout",
+                        el,           "--snapshot-count",
+                        sc,           "--snapshot-catchup-entries",
+                        scu};
+        srv_config_defaults(&m->cfg);
+        int rv = srv_config_parse(&m->cfg, (int)(sizeof argv / sizeof argv[0]), argv, errmsg, 256);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int srv_embed_start(const struct srv_embed_opts *opts, struct srv_embed **out, char *errmsg)
+{
+    if (opts == NULL || opts->members == 0 || opts->members > SRV_EMBED_MAX) {
+        snprintf(errmsg, 256, "members must be 1..%d", SRV_EMBED_MAX);
+        return SRV_EINVAL;
+    }
+    struct srv_embed *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(errmsg, 256, "out of memory");
+        return SRV_ENOMEM;
+    }
+    c->opts = *opts;
+    c->n = opts->members;
+    if (opts->dir != NULL) {
+        snprintf(c->dir, sizeof c->dir, "%s", opts->dir);
+    } else {
+        snprintf(c->dir, sizeof c->dir, "/tmp/kvdb-embed-XXXXXX");
+        if (mkdtemp(c->dir) == NULL) {
+            snprintf(errmsg, 256, "mkdtemp: %s", strerror(errno));
+            free(c);
+            return SRV_EIO;
+        }
+        c->made_dir = true;
+    }
+    int rv = configure(c, errmsg);
+    for (unsigned i = 0; rv == 0 && i < c->n; i++) {
+        rv = member_start(c, i, errmsg);
+    }
+    if (rv != 0) {
+        srv_embed_destroy(c);
+        return rv;
+    }
+    *out = c;
+    return 0;
+}
+
+int srv_embed_wait_leader(struct srv_embed *c, unsigned timeout_ms)
+{
+    for (unsigned waited = 0; waited <= timeout_ms; waited += 10) {
+        uint64_t leader = 0;
+        bool agree = true;
+        for (unsigned i = 0; i < c->n; i++) {
+            if (!c->m[i].running || atomic_load(&c->m[i].exited) || c->excluded[i]) {
+                continue;
+            }
+            uint64_t l = srv_leader(c->m[i].srv);
+            if (l == 0 || (leader != 0 && l != leader)) {
+                agree = false;
+            }
+            leader = l;
+        }
+        for (unsigned i = 0; agree && i < c->n; i++) {
+            if (c->m[i].running && !atomic_load(&c->m[i].exited) && !c->excluded[i] &&
+                c->m[i].cfg.member_id == leader) {
+                return (int)i;
+            }
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+const char *srv_embed_endpoints(const struct srv_embed *c)
+{
+    return c->endpoints;
+}
+
+const char *srv_embed_endpoint(const struct srv_embed *c, unsigned i)
+{
+    return i < c->n ? c->m[i].endpoint : "";
+}
+
+uint64_t srv_embed_member_id(const struct srv_embed *c, unsigned i)
+{
+    return i < c->n ? c->m[i].cfg.member_id : 0;
+}
+
+bool srv_embed_is_running(const struct srv_embed *c, unsigned i)
+{
+    return i < c->n && c->m[i].running && !atomic_load(&c->m[i].exited);
+}
+
+void srv_embed_stop(struct srv_embed *c, unsigned i)
+{
+    if (i < c->n) {
+        member_halt(c, i);
+    }
+}
+
+void srv_embed_kill(struct srv_embed *c, unsigned i)
+{
+    /* In one process the difference to stop is only what clients see: both end the loop at once
+     * and drop every connection without the answers still queued. */
+    if (i < c->n) {
+        member_halt(c, i);
+    }
+}
+
+int srv_embed_restart(struct srv_embed *c, unsigned i, char *errmsg)
+{
+    if (i >= c->n) {
+        snprintf(errmsg, 256, "no member %u", i);
+        return SRV_EINVAL;
+    }
+    member_halt(c, i);
+    int rv = member_start(c, i, errmsg);
+    if (rv == 0) {
+        apply_cuts(c); /* a restart does not heal the network */
+    }
+    return rv;
+}
+
+/* Re-apply the partition table: member i drops traffic with every j where cut[i][j]. */
+static void apply_cuts(struct srv_embed *c)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        uint64_t ids[SRV_EMBED_MAX];
+        size_t n = 0;
+        for (unsigned j = 0; j < c->n; j++) {
+            if (c->cut[i][j]) {
+                ids[n++] = c->m[j].cfg.member_id;
+            }
+        }
+        if (c->m[i].running) {
+            srv_set_partition(c->m[i].srv, ids, n);
+        }
+    }
+}
+
+void srv_embed_partition(struct srv_embed *c, unsigned i, unsigned j)
+{
+    if (i < c->n && j < c->n && i != j) {
+        c->cut[i][j] = c->cut[j][i] = true;
+        apply_cuts(c);
+    }
+}
+
+void srv_embed_isolate(struct srv_embed *c, unsigned i)
+{
+    if (i < c->n) {
+        c->excluded[i] = true;
+    }
+    for (unsigned j = 0; j < c->n; j++) {
+        srv_embed_partition(c, i, j);
+    }
+}
+
+void srv_embed_heal(struct srv_embed *c)
+{
+    memset(c->cut, 0, sizeof c->cut);
+    memset(c->excluded, 0, sizeof c->excluded);
+    apply_cuts(c);
+}
+
+void srv_embed_disk_delay(struct srv_embed *c, unsigned i, unsigned ms)
+{
+    if (i < c->n) {
+        srv_fp_set("wal_fsync", c->m[i].cfg.member_id, ms > 0 ? SRV_FP_DELAY : SRV_FP_OFF, 100, 0,
+                   ms);
+    }
+}
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+                char p[PATH_MAX];
+                snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+                if (unlink(p) != 0 && errno == EISDIR) {
+                    remove_tree(p);
+                }
+            }
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+void srv_embed_destroy(struct srv_embed *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        member_halt(c, i);
+        srv_fp_set("wal_fsync", c->m[i].cfg.member_id, SRV_FP_OFF, 0, 0, 0);
+    }
+    if (!c->opts.keep_dir) {
+        if (c->made_dir) {
+            remove_tree(c->dir);
+        } else {
+            for (unsigned i = 0; i < c->n; i++) {
+                remove_tree(c->m[i].cfg.data_dir);
+            }
+        }
+    }
+    free(c);
+}

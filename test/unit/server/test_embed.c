@@ -1,0 +1,228 @@
+/* Embedded clusters (server/embed.h) and failpoints: the user-facing example of docs/embedding.md
+ * plus partitions, a slow disk and injected faults. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "client/kvc.h"
+#include "server/embed.h"
+#include "server/failpoint.h"
+#include "server/srv.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static struct kvc *client(const char *endpoints, unsigned timeout_ms)
+{
+    struct kvc_options o = {.request_timeout_ms = timeout_ms};
+    struct kvc *c = NULL;
+    char err[256];
+    assert_int_equal(kvc_open(endpoints, &o, &c, err), 0);
+    return c;
+}
+
+static void put(struct kvc *c, const char *k, const char *v)
+{
+    Kvdb__PutResponse *r = NULL;
+    int rv = kvc_put(c, k, strlen(k), v, strlen(v), &r);
+    if (rv != 0) {
+        fail_msg("put %s: %s: %s", k, kvc_strerror(rv), kvc_errmsg(c));
+    }
+    kvdb__put_response__free_unpacked(r, NULL);
+}
+
+/* The value of @k, or NULL; @serializable reads the member's local state. */
+static char *get(struct kvc *c, const char *k, bool serializable, int *rv)
+{
+    Kvdb__RangeResponse *r = NULL;
+    *rv = kvc_get(c, k, strlen(k), serializable, &r);
+    if (*rv != 0) {
+        return NULL;
+    }
+    char *v = NULL;
+    if (r->n_kvs == 1) {
+        v = strndup((const char *)r->kvs[0]->value.data, r->kvs[0]->value.len);
+    }
+    kvdb__range_response__free_unpacked(r, NULL);
+    return v;
+}
+
+static void assert_value(struct kvc *c, const char *k, const char *want)
+{
+    int rv;
+    char *v = get(c, k, false, &rv);
+    if (rv != 0) {
+        fail_msg("get %s: %s: %s", k, kvc_strerror(rv), kvc_errmsg(c));
+    }
+    assert_non_null(v);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+/* docs/embedding.md's example: a 3-member cluster, writes, the leader killed, data intact. */
+static void example_kill_the_leader(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    int leader = srv_embed_wait_leader(c, 10000);
+    assert_true(leader >= 0);
+
+    struct kvc *k = client(srv_embed_endpoints(c), 15000);
+    char key[32], val[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "key-%03d", i);
+        snprintf(val, sizeof val, "value-%d", i);
+        put(k, key, val);
+    }
+    srv_embed_kill(c, (unsigned)leader);
+    int next = srv_embed_wait_leader(c, 10000);
+    assert_true(next >= 0 && next != leader);
+    put(k, "after", "kill"); /* the client fails over to a live member */
+    for (int i = 0; i < 100; i += 7) {
+        snprintf(key, sizeof key, "key-%03d", i);
+        snprintf(val, sizeof val, "value-%d", i);
+        assert_value(k, key, val);
+    }
+    kvc_close(k);
+
+    /* The killed member restarts and catches up. */
+    assert_int_equal(srv_embed_restart(c, (unsigned)leader, err), 0);
+    struct kvc *old = client(srv_embed_endpoint(c, (unsigned)leader), 15000);
+    assert_value(old, "after", "kill");
+    kvc_close(old);
+    srv_embed_destroy(c);
+}
+
+/* An isolated leader loses its role; the majority elects another and keeps serving; a
+ * linearizable read on the isolated member cannot succeed; after healing it catches up. */
+static void partition_isolates_the_leader(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    int leader = srv_embed_wait_leader(c, 10000);
+    assert_true(leader >= 0);
+    struct kvc *k = client(srv_embed_endpoints(c), 15000);
+    put(k, "p", "before");
+
+    srv_embed_isolate(c, (unsigned)leader);
+    int next = srv_embed_wait_leader(c, 10000); /* the majority's new leader */
+    assert_true(next >= 0 && next != leader);
+    unsigned other = ((unsigned)leader + 1) % 3;
+    struct kvc *maj = client(srv_embed_endpoint(c, other), 15000);
+    put(maj, "p", "during");
+
+    struct kvc *iso = client(srv_embed_endpoint(c, (unsigned)leader), 1500);
+    int rv;
+    char *v = get(iso, "p", false, &rv);
+    assert_int_not_equal(rv, 0); /* no quorum: no linearizable read */
+    free(v);
+    v = get(iso, "p", true, &rv); /* serializable: the isolated member's stale state */
+    assert_int_equal(rv, 0);
+    assert_string_equal(v, "before");
+    free(v);
+    kvc_close(iso);
+
+    srv_embed_heal(c);
+    iso = client(srv_embed_endpoint(c, (unsigned)leader), 15000);
+    assert_value(iso, "p", "during");
+    kvc_close(iso);
+    kvc_close(maj);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
+/* A slow disk on every member makes each write wait at least that long (one fsync per batch
+ * on the commit path). */
+static void slow_disk_slows_commits(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 1};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    assert_true(srv_embed_wait_leader(c, 10000) == 0);
+    struct kvc *k = client(srv_embed_endpoints(c), 15000);
+    put(k, "warm", "up");
+    srv_embed_disk_delay(c, 0, 100);
+    double t0 = now_ms();
+    put(k, "slow", "1");
+    double took = now_ms() - t0;
+    assert_true(took >= 100.0);
+    srv_embed_disk_delay(c, 0, 0);
+    assert_value(k, "slow", "1");
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
+/* Failpoints: dropping half the peer messages still lets the cluster commit; a failed fsync on
+ * the leader stops it (a write is never acknowledged without its fsync) and another member
+ * takes over with every acknowledged write. */
+static void failpoints_drop_messages_and_fail_fsync(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    int leader = srv_embed_wait_leader(c, 10000);
+    assert_true(leader >= 0);
+    struct kvc *k = client(srv_embed_endpoints(c), 20000);
+
+    /* Through the leader: raft retransmits lost appends.  (A write forwarded by a follower is
+     * one message; losing it loses the write, with an unknown outcome, as in etcd.) */
+    struct kvc *lk = client(srv_embed_endpoint(c, (unsigned)leader), 20000);
+    assert_int_equal(srv_fp_set("peer_send", 0, SRV_FP_DROP, 50, 0, 0), 0);
+    put(lk, "lossy", "ok");
+    kvc_close(lk);
+    assert_true(srv_fp_hits("peer_send") > 0);
+    assert_int_equal(srv_fp_set("peer_send", 0, SRV_FP_OFF, 0, 0, 0), 0);
+
+    uint64_t lid = srv_embed_member_id(c, (unsigned)leader);
+    assert_int_equal(srv_fp_set("wal_fsync", lid, SRV_FP_ERROR, 100, 1, 0), 0);
+    /* Writes until the leader hits the failed fsync and stops: they may fail (outcome unknown)
+     * but none is acknowledged without its fsync. */
+    for (int i = 0; i < 200 && srv_embed_is_running(c, (unsigned)leader); i++) {
+        Kvdb__PutResponse *r = NULL;
+        if (kvc_put(k, "during-fault", 12, "y", 1, &r) == 0) {
+            kvdb__put_response__free_unpacked(r, NULL);
+        }
+    }
+    assert_false(srv_embed_is_running(c, (unsigned)leader));
+    int next = srv_embed_wait_leader(c, 15000);
+    assert_true(next >= 0 && next != leader);
+    kvc_close(k);
+    k = client(srv_embed_endpoints(c), 20000);
+    put(k, "after-fault", "ok");
+    assert_value(k, "lossy", "ok");
+    assert_value(k, "after-fault", "ok");
+    srv_fp_clear_all();
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(example_kill_the_leader),
+        cmocka_unit_test(partition_isolates_the_leader),
+        cmocka_unit_test(slow_disk_slows_commits),
+        cmocka_unit_test(failpoints_drop_messages_and_fail_fsync),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
