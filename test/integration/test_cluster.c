@@ -25,11 +25,11 @@ struct fix
     struct ih_writer w; /* stopped by teardown even when a test fails midway */
 };
 
-static int setup_with(void **state, const char *const *extra)
+static int setup(void **state)
 {
     struct fix *f = calloc(1, sizeof *f);
     *state = f;
-    if (f == NULL || ih_cluster_init(&f->c, N, extra) != 0 || ih_cluster_start(&f->c, 30000) != 0) {
+    if (f == NULL || ih_cluster_init(&f->c, N, NULL) != 0 || ih_cluster_start(&f->c, 30000) != 0) {
         return -1;
     }
     for (size_t i = 0; i < N; i++) {
@@ -38,20 +38,6 @@ static int setup_with(void **state, const char *const *extra)
         }
     }
     return 0;
-}
-
-static int setup(void **state)
-{
-    return setup_with(state, NULL);
-}
-
-/* Snapshots every 100 entries, keeping 20 behind: a member down for a few hundred writes has
- * to catch up from a snapshot once the server compacts its log. */
-static int setup_snap(void **state)
-{
-    static const char *const extra[] = {"--snapshot-count", "100", "--snapshot-catchup-entries",
-                                        "20", NULL};
-    return setup_with(state, extra);
 }
 
 static void close_clients(struct fix *f)
@@ -217,42 +203,6 @@ static void kill_leader(void **state)
     }
 }
 
-/* A follower is down while the others take ~600 writes (several snapshot intervals); after a
- * restart it catches up: its local read sees the last write, and a linearizable read through
- * it sees every acknowledged write.  (Before the server compacts its log this goes through
- * plain log replication; once snapshots land, through snapshot install.) */
-static void follower_down_during_compaction_catches_up(void **state)
-{
-    struct fix *f = *state;
-    int l = ih_cluster_leader(&f->c, 10000);
-    assert_true(l >= 0);
-    size_t down = (size_t)(l + 1) % N;
-    close_clients(f);
-    assert_int_equal(0, ih_member_stop(&f->c, down, SIGKILL));
-
-    struct ih_writer *w = &f->w;
-    assert_int_equal(0, ih_writer_start(w, &f->c, "snap/", 100000, 16));
-    assert_int_equal(0, ih_writer_wait_acked(w, 600, 60000));
-    ih_writer_stop(w);
-    for (size_t i = 0; i < N; i++) {
-        if (i != down) {
-            assert_non_null(f->k[i] = ih_client(&f->c, i, 15000));
-        }
-    }
-    assert_true(ih_put(f->k[l], "marker", "last") > 0);
-
-    assert_int_equal(0, ih_member_start(&f->c, down));
-    assert_int_equal(0, ih_member_wait_up(&f->c, down, 30000));
-    assert_non_null(f->k[down] = ih_client(&f->c, down, 15000));
-    assert_true(eventually_local(f, down, "marker", "last"));
-    assert_true(ih_writer_check(w, f->k[down]) >= 600);
-    /* And it takes part again: a write through it is read back everywhere. */
-    assert_true(ih_put(f->k[down], "back", "yes") > 0);
-    for (size_t i = 0; i < N; i++) {
-        assert_int_equal(1, ih_get(f->k[i], "back", false, NULL, 0));
-    }
-}
-
 int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
@@ -261,8 +211,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(follower_write_forwarded, setup, teardown),
         cmocka_unit_test_setup_teardown(linearizable_reads_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(kill_leader, setup, teardown),
-        cmocka_unit_test_setup_teardown(follower_down_during_compaction_catches_up, setup_snap,
-                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
