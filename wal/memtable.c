@@ -157,8 +157,13 @@ static struct wal_mnode *find(const struct wal_memtable *m, uint64_t index)
     if (m->tail[0]->index == index) {
         return m->tail[0];
     }
-    if (m->finger != NULL && m->finger->index == index) {
-        return m->finger;
+    if (m->finger != NULL) {
+        if (m->finger->index == index) {
+            return m->finger;
+        }
+        if (m->finger->next[0] != NULL && m->finger->next[0]->index == index) {
+            return m->finger->next[0];
+        }
     }
     struct wal_mnode *prev[WAL_MEMTABLE_MAX_LEVEL];
     find_prev(m, index, prev);
@@ -332,7 +337,7 @@ int wal_memtable_entries(const struct wal_memtable *m,
     if (hi > m->last + 1 || m->count == 0) {
         return WAL_EUNAVAILABLE;
     }
-    const struct wal_mnode *x = find(m, lo);
+    const struct wal_mnode *x = find(m, lo), *last = NULL;
     size_t bytes = 0;
     while (x != NULL && x->index < hi && *n < cap) {
         bytes += x->len;
@@ -341,10 +346,14 @@ int wal_memtable_entries(const struct wal_memtable *m,
         }
         out[*n] = (struct wal_entry){x->index, x->term, x->type, x->data, x->len};
         (*n)++;
+        last = x;
         x = x->next[0];
     }
-    /* The memtable is owned by the calling thread; only the read finger changes. */
-    ((struct wal_memtable *)m)->finger = (struct wal_mnode *)x;
+    /* The memtable is owned by the calling thread; only the read finger changes.  It rests on
+     * the last entry returned: the next MsgApp asks term(last) and entries(last + 1, ...). */
+    if (last != NULL) {
+        ((struct wal_memtable *)m)->finger = (struct wal_mnode *)last;
+    }
     return 0;
 }
 

@@ -39,8 +39,8 @@ struct wal_memtable
     size_t count;                                   /* Entries held. */
     size_t bytes;                                   /* Heap bytes held by nodes (accounting). */
     uint64_t rng;                                   /* xorshift state for node levels. */
-    /* Read finger: the node after the last one a read returned.  Raft reads mostly walk
-     * forward (replicating the next entries), so the next lookup usually hits it in O(1). */
+    /* Read finger: the last node a read returned.  Raft reads mostly walk forward (term of the
+     * previous entry, then the next entries), so lookups of it or its successor are O(1). */
     struct wal_mnode *finger;
     struct wal_slab *slab; /* Slab being filled with small nodes (the memtable holds a ref). */
 };

@@ -170,6 +170,50 @@ static void apply_snapshot_resets(void **state)
     wal_memtable_fini(&m);
 }
 
+/* A replication-like walk (term of the previous entry, then the next entries) interleaved with
+ * overwrites and compactions: the read finger must never return stale or freed nodes. */
+static void forward_walk_with_truncation(void **state)
+{
+    (void)state;
+    struct wal_memtable m;
+    wal_memtable_init(&m);
+    fill(&m, 1, 500, 1);
+    struct wal_entry out[16];
+    size_t n;
+    uint64_t next = 1, t;
+    for (int round = 0; round < 200; round++) {
+        if (m.count == 0) {
+            fill(&m, wal_memtable_last(&m) + 1, wal_memtable_last(&m) + 100, 1 + (uint64_t)round);
+        }
+        if (next > wal_memtable_last(&m) || next < wal_memtable_first(&m)) {
+            next = wal_memtable_first(&m);
+        }
+        if (next > 1 && next - 1 >= wal_memtable_first(&m) - 1) {
+            assert_int_equal(wal_memtable_term(&m, next - 1, &t), 0);
+        }
+        uint64_t hi = next + 16 > wal_memtable_last(&m) + 1 ? wal_memtable_last(&m) + 1 : next + 16;
+        assert_int_equal(wal_memtable_entries(&m, next, hi, SIZE_MAX, out, 16, &n), 0);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(out[i].index == next + i);
+            uint64_t want;
+            assert_int_equal(wal_memtable_term(&m, out[i].index, &want), 0);
+            assert_true(out[i].term == want);
+        }
+        next += n;
+        if (round % 7 == 3) {
+            /* Overwrite the suffix right where the finger rests. */
+            uint64_t from = next > 2 ? next - 2 : 1;
+            if (from > wal_memtable_first(&m)) {
+                fill(&m, from, from + 30, 2 + (uint64_t)round);
+            }
+        }
+        if (round % 11 == 5 && next > wal_memtable_first(&m) + 1) {
+            assert_int_equal(wal_memtable_compact(&m, next - 1), 0);
+        }
+    }
+    wal_memtable_fini(&m);
+}
+
 /* Random appends, overwrites and compactions against an array model. */
 static void random_against_model(void **state)
 {
@@ -215,9 +259,13 @@ static void random_against_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(empty_memtable),       cmocka_unit_test(append_read_term),
-        cmocka_unit_test(entries_max_bytes),    cmocka_unit_test(overwrite_truncates_suffix),
-        cmocka_unit_test(compact_semantics),    cmocka_unit_test(apply_snapshot_resets),
+        cmocka_unit_test(empty_memtable),
+        cmocka_unit_test(append_read_term),
+        cmocka_unit_test(entries_max_bytes),
+        cmocka_unit_test(overwrite_truncates_suffix),
+        cmocka_unit_test(compact_semantics),
+        cmocka_unit_test(apply_snapshot_resets),
+        cmocka_unit_test(forward_walk_with_truncation),
         cmocka_unit_test(random_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
