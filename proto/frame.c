@@ -149,6 +149,19 @@ int pb_frame_writer_append_raw(struct pb_frame_writer *w, const void *payload, s
     return 0;
 }
 
+int pb_frame_writer_append_bytes(struct pb_frame_writer *w, const void *p, size_t n)
+{
+    int rv = grow(&w->buf, &w->off, &w->len, &w->cap, n);
+    if (rv != 0) {
+        return rv;
+    }
+    if (n > 0) {
+        memcpy(w->buf + w->len, p, n);
+    }
+    w->len += n;
+    return 0;
+}
+
 size_t pb_frame_writer_pending(const struct pb_frame_writer *w, const unsigned char **p)
 {
     *p = w->buf + w->off;

@@ -74,6 +74,10 @@ int pb_frame_writer_append(struct pb_frame_writer *w, const ProtobufCMessage *ms
 /* Append @n raw payload bytes as one frame.  Errors: PB_ENOMEM (nothing appended). */
 int pb_frame_writer_append_raw(struct pb_frame_writer *w, const void *payload, size_t n);
 
+/* Append @n bytes as they are, without a length prefix (for the HTTP answers served on the
+ * client port).  Errors: PB_ENOMEM (nothing appended). */
+int pb_frame_writer_append_bytes(struct pb_frame_writer *w, const void *p, size_t n);
+
 /* Pending bytes (@p, returned size) and marking @n of them written. */
 size_t pb_frame_writer_pending(const struct pb_frame_writer *w, const unsigned char **p);
 void pb_frame_writer_consume(struct pb_frame_writer *w, size_t n);

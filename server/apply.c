@@ -203,7 +203,9 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
         group_reset(g);
         return LSM_EIO; /* as if the store failed: the member stops */
     }
+    uint64_t t0 = srv_now_us();
     int rv = lsm_apply(s->lsm, g->ents, g->n, &out);
+    srv_hist_observe(&s->metrics.apply, srv_now_us() - t0);
     if (rv != 0) {
         group_reset(g);
         return rv;

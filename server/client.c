@@ -239,6 +239,20 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
             break;
         }
         pb_frame_reader_commit(&c->rd, (size_t)n);
+        if (c->kind == SRV_CONN_CLIENT && !c->sniffed && c->rd.len - c->rd.off >= 4) {
+            /* "GET " as a frame length would be 542 MB, over any limit: it is HTTP. */
+            c->sniffed = true;
+            c->http = memcmp(c->rd.buf + c->rd.off, "GET ", 4) == 0;
+        }
+        if (c->http) {
+            size_t have = c->rd.len - c->rd.off;
+            const char *req = (const char *)c->rd.buf + c->rd.off;
+            if (memmem(req, have, "\r\n\r\n", 4) != NULL || have > 8192) {
+                srv_http_handle(c, req, have);
+                return;
+            }
+            continue;
+        }
         const unsigned char *frame;
         size_t flen;
         int rv;

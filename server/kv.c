@@ -214,6 +214,13 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
         reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
         return;
     }
+    if (s->alarm_nospace &&
+        (f->method == KVDB__METHOD__METHOD_PUT || f->method == KVDB__METHOD__METHOD_TXN)) {
+        /* Deletes and compaction still go through: they are how space comes back. */
+        reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED,
+                    "database space exceeded (NOSPACE alarm): compact and delete to free space");
+        return;
+    }
     struct srv_pending *p = pending_add(s);
     uint8_t stackbuf[4096];
     size_t need = f->body.len + 3 * WAL_VARINT_MAX + 3;
@@ -362,6 +369,7 @@ static void handle_member_list(struct srv_conn *c, const Kvdb__Frame *f)
 
 void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
 {
+    atomic_fetch_add_explicit(&c->s->metrics.client_requests, 1, memory_order_relaxed);
     switch (f->method) {
     case KVDB__METHOD__METHOD_RANGE:
         handle_range(c, f);
@@ -456,8 +464,28 @@ void srv_kv_reissue_reads(struct srv *s, bool all)
     }
 }
 
+/* Refresh the store size and the NOSPACE alarm (etcd's quota): raised when the store outgrows
+ * --quota-backend-bytes, cleared when compaction brings it back under. */
+static void check_quota(struct srv *s)
+{
+    struct lsm_status st;
+    pthread_rwlock_rdlock(&s->lsm_lock);
+    lsm_status_get(s->lsm, &st);
+    pthread_rwlock_unlock(&s->lsm_lock);
+    s->db_size = st.db_size_bytes;
+    bool over = s->cfg.quota_backend_bytes > 0 && st.db_size_bytes > s->cfg.quota_backend_bytes;
+    if (over != s->alarm_nospace) {
+        srv_log(over ? SRV_LOG_WARN : SRV_LOG_INFO, "alarm",
+                "NOSPACE alarm %s: store %llu bytes, quota %llu", over ? "raised" : "cleared",
+                (unsigned long long)st.db_size_bytes,
+                (unsigned long long)s->cfg.quota_backend_bytes);
+        s->alarm_nospace = over;
+    }
+}
+
 void srv_kv_sweep(struct srv *s)
 {
+    check_quota(s);
     srv_kv_reissue_reads(s, false);
     uint64_t now = srv_now_ms();
     for (size_t i = 0; i < s->ptable_cap; i++) {
@@ -473,6 +501,7 @@ void srv_kv_sweep(struct srv *s)
             struct srv_conn *c = srv_conn_get(s, p->slot, p->gen);
             if (c != NULL) {
                 /* etcd's ErrTimeout: the outcome is unknown, the write may still apply. */
+                atomic_fetch_add(&s->metrics.proposals_failed, 1);
                 srv_conn_reply(c, p->frame_id, p->method, KVDB__ERROR_CODE__DEADLINE_EXCEEDED,
                                "request timed out", NULL, 0);
             }

@@ -89,6 +89,13 @@ int srv_log_allow(struct srv_log_limit *l,
     return 1;
 }
 
+uint64_t srv_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 uint64_t srv_now_ms(void)
 {
     struct timespec ts;

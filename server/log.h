@@ -30,6 +30,9 @@ int srv_log_allow(struct srv_log_limit *l,
                   uint64_t interval_ms,
                   uint64_t *suppressed);
 
+/* Monotonic microseconds (CLOCK_MONOTONIC). */
+uint64_t srv_now_us(void);
+
 /* Monotonic milliseconds (CLOCK_MONOTONIC). */
 uint64_t srv_now_ms(void);
 

@@ -309,6 +309,9 @@ static void note_soft_state(struct srv *s, const struct raft_ready *rd)
     bool changed = rd->leader != s->leader;
     s->leader = rd->leader;
     s->role = rd->role;
+    if (changed) {
+        atomic_fetch_add(&s->metrics.leader_changes, 1);
+    }
     if (changed && rd->leader != 0) {
         s->reissue_reads = true; /* asked of the old leader: ask the new one */
     }
@@ -416,6 +419,7 @@ static void start_ready(struct srv *s)
         return;
     }
     s->ticket = ticket;
+    s->persist_start_us = srv_now_us();
     if (!rd->must_sync && rd->snap == NULL) {
         /* Only the commit index changed (or nothing to persist): no need to wait. */
         finish_ready(s);
@@ -434,6 +438,9 @@ void srv_node_drive(struct srv *s)
             }
             if (d.ticket < s->ticket) {
                 return; /* the WAL's eventfd wakes us */
+            }
+            if (s->rd.must_sync) {
+                srv_hist_observe(&s->metrics.wal_fsync, srv_now_us() - s->persist_start_us);
             }
             finish_ready(s);
             if (s->fatal != 0) {
@@ -472,6 +479,7 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
         if (p != NULL) {
             p->snap_sending = false;
         }
+        atomic_fetch_add(d->ok ? &s->metrics.snap_sent_ok : &s->metrics.snap_sent_failed, 1);
         struct srv_input *in = calloc(1, sizeof *in);
         if (in != NULL) {
             in->type = SRV_IN_SNAP_STATUS;
@@ -503,6 +511,7 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
                              d->complete);
         break;
     case SRV_DONE_SNAP_INSTALLED: {
+        atomic_fetch_add(&s->metrics.snap_installed, 1);
         struct srv_input *in = calloc(1, sizeof *in);
         if (in != NULL) {
             in->type = SRV_IN_MSG;

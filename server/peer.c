@@ -160,10 +160,12 @@ static void peer_queue(struct srv *s, struct srv_peer *p, const struct raft_msg 
     enum srv_fp_action fp = SRV_FAILPOINT(s->cfg.member_id, "peer_send");
     if (fp == SRV_FP_DROP || fp == SRV_FP_ERROR || srv_peer_blocked(s, p->id)) {
         p->dropped += n; /* lost on the wire: raft retransmits */
+        atomic_fetch_add(&s->metrics.peer_batches_dropped, n);
         return;
     }
     if (!p->connected || p->wr.len - p->wr.off > PEER_MAX_BACKLOG) {
         p->dropped += n;
+        atomic_fetch_add(&s->metrics.peer_batches_dropped, n);
         if (p->connected) {
             report_unreachable(s, p->id);
         }

@@ -175,6 +175,7 @@ static void snap_create_now(struct srv *s)
     size_t removed = 0;
     snap_retain(s->snap_root, SNAP_KEEP, &removed, err);
     s->last_snap_index = meta.index;
+    srv_hist_observe(&s->metrics.snap_create, (now_ns() - t0) / 1000);
     srv_log(SRV_LOG_INFO, "snap", "created snapshot %llu-%llu (revision %lld) in %.1f ms",
             (unsigned long long)meta.index, (unsigned long long)meta.term, (long long)st.revision,
             (double)(now_ns() - t0) / 1e6);

@@ -16,6 +16,7 @@
 #include "server/config.h"
 #include "server/failpoint.h"
 #include "server/log.h"
+#include "server/metrics.h"
 #include "server/srv.h"
 #include "wal/wal.h"
 
@@ -39,6 +40,8 @@ struct srv_conn
     bool writing; /* wio started: the socket's buffer is full */
     bool dirty;   /* on s->dirty: has frames to write this iteration */
     bool closing; /* a protocol error was answered: close once the reply is written */
+    bool sniffed; /* the first bytes were checked for an HTTP request */
+    bool http;    /* an HTTP request (/metrics, /health) */
     struct srv_conn *next_dirty;
     struct pb_frame_reader rd;
     struct pb_frame_writer wr;
@@ -279,6 +282,12 @@ struct srv
                                             */
     pthread_rwlock_t lsm_lock;             /* readers vs. a snapshot install swapping s->lsm */
 
+    /* metrics and alarms (metrics.c, kv.c) */
+    struct srv_metrics metrics;
+    uint64_t db_size;   /* refreshed by the sweep timer */
+    bool alarm_nospace; /* db_size over --quota-backend-bytes: writes refused */
+    uint64_t persist_start_us;
+
     /* watch (watch.c) */
     struct srv_watcher *watchers;
     atomic_long n_watchers; /* read by the apply thread: post events only when someone watches */
@@ -325,6 +334,7 @@ void srv_conn_reply(struct srv_conn *c,
                     size_t len);
 void srv_conn_flush_all(struct srv *s);
 void srv_conn_close_after_reply(struct srv_conn *c);
+void srv_http_handle(struct srv_conn *c, const char *req, size_t len);
 void srv_conns_close_all(struct srv *s);
 
 /* kv.c: the client methods */
