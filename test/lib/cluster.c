@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test/lib/cluster_int.h"
 #include "test/lib/seed.h"
 
 #define NEVER UINT64_MAX
@@ -30,38 +31,6 @@ static void *xrealloc(void *p, size_t n)
         abort();
     }
     return p;
-}
-
-static void fail(struct test_cluster *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void fail(struct test_cluster *c, const char *fmt, ...)
-{
-    if (c->failure[0] != '\0') {
-        return; /* Keep the first: later ones are usually consequences. */
-    }
-    int k = snprintf(c->failure, sizeof c->failure, "[%" PRIu64 "ms] ", c->now);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->failure + k, sizeof c->failure - (size_t)k, fmt, ap);
-    va_end(ap);
-}
-
-static uint64_t mix(uint64_t a, uint64_t b)
-{
-    uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2));
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t hash_bytes(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    }
-    return h;
 }
 
 static uint64_t rnd(struct test_cluster *c, uint64_t n)
@@ -265,114 +234,64 @@ static void net_send_snapshot(struct test_cluster *c, const struct raft_msg *m)
     q_push(c, &rep);
 }
 
-/* ---- invariants ---- */
-
-static void record_leader(struct test_cluster *c, raft_id id, raft_term term)
-{
-    if (term >= c->cap_terms) {
-        size_t cap = c->cap_terms == 0 ? 64 : c->cap_terms;
-        while (cap <= term) {
-            cap *= 2;
-        }
-        c->leader_of_term = xrealloc(c->leader_of_term, cap * sizeof *c->leader_of_term);
-        memset(c->leader_of_term + c->cap_terms, 0,
-               (cap - c->cap_terms) * sizeof *c->leader_of_term);
-        c->cap_terms = cap;
-    }
-    if (c->leader_of_term[term] != 0 && c->leader_of_term[term] != id) {
-        fail(c, "election safety: %" PRIu64 " and %" PRIu64 " both lead term %" PRIu64,
-             c->leader_of_term[term], id, term);
-    }
-    c->leader_of_term[term] = id;
-}
-
-/* Leader completeness: a new leader holds every entry anyone applied (it is committed). */
-static void check_leader_complete(struct test_cluster *c, struct test_node *n)
-{
-    for (raft_index i = n->store.snap.index + 1; i <= c->nrec; i++) {
-        const struct raft_entry *e = raft_memstore_get(&n->store, i);
-        if (e == NULL || e->term != c->rec[i].term ||
-            hash_bytes(e->data.base, e->data.len) != c->rec[i].data_hash) {
-            fail(c, "leader completeness: leader %" PRIu64 " lacks committed index %" PRIu64, n->id,
-                 i);
-            return;
-        }
-    }
-}
-
-/* Thesis 3.6.2: a leader advances its commit index only to an entry of its own term (entries
- * of earlier terms commit indirectly).  A leader learns commit from nobody else, so any advance
- * seen in its Ready was decided by counting. */
-static void check_leader_commit(struct test_cluster *c,
-                                struct test_node *n,
-                                const struct raft_ready *rd)
-{
-    if (n->last_role != RAFT_LEADER || rd->hs.commit <= n->last_commit) {
-        return;
-    }
-    const struct raft_entry *e = raft_memstore_get(&n->store, rd->hs.commit);
-    if (e != NULL && e->term != rd->hs.term) {
-        fail(c,
-             "commit rule: leader %" PRIu64 " of term %" PRIu64 " committed index %" PRIu64
-             " of term %" PRIu64 " by counting",
-             n->id, rd->hs.term, rd->hs.commit, e->term);
-    }
-}
-
-static void apply_entry(struct test_cluster *c, struct test_node *n, const struct raft_entry *e)
-{
-    if (e->index != n->applied + 1) {
-        fail(c, "apply order: %" PRIu64 " applied %" PRIu64 " after %" PRIu64, n->id, e->index,
-             n->applied);
-        return;
-    }
-    uint64_t dh = hash_bytes(e->data.base, e->data.len);
-    if (e->index <= c->nrec) {
-        const struct test_rec *r = &c->rec[e->index];
-        if (r->term != e->term || r->data_hash != dh) {
-            fail(c,
-                 "state machine safety: %" PRIu64 " applied a different entry at %" PRIu64
-                 " (term %" PRIu64 " vs %" PRIu64 ")",
-                 n->id, e->index, e->term, r->term);
-            return;
-        }
-    } else {
-        assert(e->index == c->nrec + 1);
-        if (c->nrec + 2 > c->caprec) {
-            c->caprec = c->caprec == 0 ? 1024 : c->caprec * 2;
-            c->rec = xrealloc(c->rec, c->caprec * sizeof *c->rec);
-        }
-        uint64_t prev = c->nrec == 0 ? 0 : c->rec[c->nrec].cum;
-        c->nrec++;
-        c->rec[c->nrec].term = e->term;
-        c->rec[c->nrec].data_hash = dh;
-        c->rec[c->nrec].cum = mix(prev, mix(e->term, dh));
-    }
-    n->applied = e->index;
-    n->hash = c->rec[e->index].cum;
-    n->n_applied_total++;
-    if (e->type == RAFT_ENTRY_CONF) {
-        int rv = raft_conf_decode(e->data.base, e->data.len, &n->applied_conf);
-        if (rv != 0) {
-            fail(c, "bad configuration entry at %" PRIu64, e->index);
-        }
-    }
-}
-
 /* ---- ready processing ---- */
-
-static void install_snapshot(struct test_cluster *c,
-                             struct test_node *n,
-                             const struct raft_snap_meta *s)
+/* Thesis 10.2.1 mode: the leader sent this Ready's messages, then crashed before its fsync
+ * finished, so nothing of the Ready is durable on it.  Returns true if it crashed.  Draws
+ * randomness only when enabled, so other scenarios keep their streams (goldens). */
+static bool maybe_crash_before_sync(struct test_cluster *c,
+                                    struct test_node *n,
+                                    const struct raft_ready *rd)
 {
-    if (s->index > c->nrec) {
-        fail(c, "snapshot at %" PRIu64 " beyond anything applied (%zu)", s->index, c->nrec);
-        return;
+    if (!rd->can_send_before_sync || rd->n_entries == 0 || c->leader_crash_before_persist_pm == 0 ||
+        rnd(c, 1000) >= c->leader_crash_before_persist_pm) {
+        return false;
     }
-    c->snaps_installed++;
-    n->applied = s->index;
-    n->hash = s->index == 0 ? 0 : c->rec[s->index].cum;
-    n->applied_conf = s->conf;
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        net_send(c, &rd->msgs[i]);
+    }
+    c->early_crashes++;
+    test_cluster_crash(c, n->id);
+    return true;
+}
+
+/* Persist, check, send and apply one Ready, in the order raft.h prescribes. */
+static bool handle_ready(struct test_cluster *c, struct test_node *n, const struct raft_ready *rd)
+{
+    int rv = raft_memstore_persist(&n->store, rd);
+    if (rv != 0) {
+        test_cluster_fail(c, "persist on %" PRIu64 ": %s", n->id, raft_strerror(rv));
+        return false;
+    }
+    /* A Ready that changes only the commit index needs no fsync, and a crash may lose it. */
+    if (rd->must_sync) {
+        n->synced_hs = n->store.hs;
+    }
+    if (rd->snap != NULL) {
+        test_cluster_install_snapshot(c, n, rd->snap);
+    }
+    if (rd->role == RAFT_LEADER) {
+        test_cluster_record_leader(c, n->id, rd->hs.term);
+        if (n->last_role != RAFT_LEADER) {
+            test_cluster_check_leader_complete(c, n);
+        }
+        test_cluster_check_leader_commit(c, n, rd);
+    }
+    n->last_commit = rd->hs.commit;
+    n->last_role = (int)rd->role;
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        net_send(c, &rd->msgs[i]);
+    }
+    for (size_t i = 0; i < rd->n_snap_reqs; i++) {
+        net_send_snapshot(c, &rd->snap_reqs[i].msg);
+    }
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        test_cluster_apply_entry(c, n, &rd->committed[i]);
+    }
+    for (size_t i = 0; i < rd->n_reads; i++) {
+        n->reads[n->n_reads % 64] = rd->reads[i];
+        n->n_reads++;
+    }
+    return true;
 }
 
 static void drain(struct test_cluster *c, struct test_node *n)
@@ -382,58 +301,15 @@ static void drain(struct test_cluster *c, struct test_node *n)
         struct raft_ready rd;
         int rv = raft_ready(n->raft, &rd);
         if (rv != 0) {
-            fail(c, "raft_ready on %" PRIu64 ": %s", n->id, raft_strerror(rv));
+            test_cluster_fail(c, "raft_ready on %" PRIu64 ": %s", n->id, raft_strerror(rv));
             return;
         }
-        /* Draw only when enabled, so other scenarios keep their random streams (goldens). */
-        if (rd.can_send_before_sync && rd.n_entries > 0 && c->leader_crash_before_persist_pm > 0 &&
-            rnd(c, 1000) < c->leader_crash_before_persist_pm) {
-            /* Send first, then crash before the fsync finished: nothing of this Ready is
-             * durable on the leader, but followers may store and acknowledge its entries. */
-            for (size_t i = 0; i < rd.n_msgs; i++) {
-                net_send(c, &rd.msgs[i]);
-            }
-            c->early_crashes++;
-            test_cluster_crash(c, n->id);
+        if (maybe_crash_before_sync(c, n, &rd) || !handle_ready(c, n, &rd)) {
             return;
-        }
-        rv = raft_memstore_persist(&n->store, &rd);
-        if (rv != 0) {
-            fail(c, "persist on %" PRIu64 ": %s", n->id, raft_strerror(rv));
-            return;
-        }
-        /* A Ready that changes only the commit index needs no fsync, and a crash may lose it. */
-        if (rd.must_sync) {
-            n->synced_hs = n->store.hs;
-        }
-        if (rd.snap != NULL) {
-            install_snapshot(c, n, rd.snap);
-        }
-        if (rd.role == RAFT_LEADER) {
-            record_leader(c, n->id, rd.hs.term);
-            if (n->last_role != RAFT_LEADER) {
-                check_leader_complete(c, n);
-            }
-            check_leader_commit(c, n, &rd);
-        }
-        n->last_commit = rd.hs.commit;
-        n->last_role = (int)rd.role;
-        for (size_t i = 0; i < rd.n_msgs; i++) {
-            net_send(c, &rd.msgs[i]);
-        }
-        for (size_t i = 0; i < rd.n_snap_reqs; i++) {
-            net_send_snapshot(c, &rd.snap_reqs[i].msg);
-        }
-        for (size_t i = 0; i < rd.n_committed; i++) {
-            apply_entry(c, n, &rd.committed[i]);
-        }
-        for (size_t i = 0; i < rd.n_reads; i++) {
-            n->reads[n->n_reads % 64] = rd.reads[i];
-            n->n_reads++;
         }
         rv = raft_advance(n->raft, &rd);
         if (rv != 0) {
-            fail(c, "raft_advance on %" PRIu64 ": %s", n->id, raft_strerror(rv));
+            test_cluster_fail(c, "raft_advance on %" PRIu64 ": %s", n->id, raft_strerror(rv));
             return;
         }
         /* Compaction is allowed right after raft_advance() (raft.h). */
@@ -450,7 +326,7 @@ static void start_node(struct test_cluster *c, struct test_node *n)
     struct raft_config cfg = {.id = n->id};
     cfg.election_tick = c->election_tick;
     cfg.heartbeat_tick = c->heartbeat_tick;
-    cfg.seed = mix(c->rng, n->id);
+    cfg.seed = test_cluster_mix(c->rng, n->id);
     cfg.storage = &n->store.storage;
     cfg.tracer = &c->tracer;
     cfg.applied = n->store.snap.index;
@@ -461,7 +337,7 @@ static void start_node(struct test_cluster *c, struct test_node *n)
     char err[256];
     int rv = raft_create(&cfg, &n->raft, err);
     if (rv != 0) {
-        fail(c, "raft_create %" PRIu64 ": %s", n->id, err);
+        test_cluster_fail(c, "raft_create %" PRIu64 ": %s", n->id, err);
         n->raft = NULL;
         return;
     }
@@ -648,7 +524,7 @@ static void deliver(struct test_cluster *c, struct test_flight *f)
     int rv = raft_step(n->raft, &ev);
     free_msg(&f->msg);
     if (rv != 0) {
-        fail(c, "raft_step on %" PRIu64 ": %s", n->id, raft_strerror(rv));
+        test_cluster_fail(c, "raft_step on %" PRIu64 ": %s", n->id, raft_strerror(rv));
     }
     drain_soon(c, n);
 }
@@ -691,7 +567,7 @@ static bool run_one(struct test_cluster *c, uint64_t until)
     struct raft_event ev = {.type = RAFT_EV_TICK};
     int rv = raft_step(t->raft, &ev);
     if (rv != 0) {
-        fail(c, "tick on %" PRIu64 ": %s", t->id, raft_strerror(rv));
+        test_cluster_fail(c, "tick on %" PRIu64 ": %s", t->id, raft_strerror(rv));
     }
     drain_soon(c, t);
     return true;
@@ -805,49 +681,10 @@ bool test_cluster_commit(struct test_cluster *c,
         return false;
     }
     return index <= c->nrec && c->rec[index].term == term &&
-           c->rec[index].data_hash == hash_bytes(data, len);
+           c->rec[index].data_hash == test_cluster_hash(data, len);
 }
 
 raft_index test_cluster_max_applied(const struct test_cluster *c)
 {
     return c->nrec;
-}
-
-/* Log Matching (thesis 3.5): if two logs hold an entry with the same index and term, they are
- * identical up to it. */
-static void check_pair(struct test_cluster *c,
-                       const struct raft_memstore *a,
-                       const struct raft_memstore *b,
-                       raft_id ia,
-                       raft_id ib)
-{
-    raft_index lo = a->snap.index > b->snap.index ? a->snap.index : b->snap.index;
-    raft_index la = raft_memstore_last(a), lb = raft_memstore_last(b);
-    raft_index hi = la < lb ? la : lb;
-    bool matched = false;
-    for (raft_index i = hi; i > lo; i--) {
-        const struct raft_entry *x = raft_memstore_get(a, i), *y = raft_memstore_get(b, i);
-        if (!matched && x->term == y->term) {
-            matched = true;
-        }
-        if (matched && (x->term != y->term || x->type != y->type || x->data.len != y->data.len ||
-                        (x->data.len > 0 && memcmp(x->data.base, y->data.base, x->data.len)))) {
-            fail(c,
-                 "log matching: %" PRIu64 " and %" PRIu64 " differ at %" PRIu64
-                 " below a matching entry",
-                 ia, ib, i);
-            return;
-        }
-    }
-}
-
-void test_cluster_check_logs(struct test_cluster *c)
-{
-    for (unsigned i = 0; i < c->n; i++) {
-        for (unsigned k = i + 1; k < c->n; k++) {
-            if (c->nodes[i].exists && c->nodes[k].exists) {
-                check_pair(c, &c->nodes[i].store, &c->nodes[k].store, i + 1, k + 1);
-            }
-        }
-    }
 }
