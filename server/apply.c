@@ -407,9 +407,66 @@ static bool wait_applied(struct srv *s, uint64_t index)
     return ok;
 }
 
+/* HashKV: a hash of the keyspace at a revision (etcd's), to compare members. */
+static struct srv_done *run_hash(struct srv *s, const struct srv_read *r)
+{
+    Kvdb__HashKVRequest *req = kvdb__hash_kvrequest__unpack(NULL, r->len, r->body);
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        if (req != NULL) {
+            kvdb__hash_kvrequest__free_unpacked(req, NULL);
+        }
+        return NULL;
+    }
+    const char *msg;
+    if (req == NULL) {
+        d->code = srv_conv_error(LSM_EINVAL, &msg);
+        d->errmsg = strdup("malformed HashKVRequest");
+        return d;
+    }
+    uint32_t hash = 0;
+    int64_t hrev = 0, crev = 0;
+    char err[256] = "";
+    pthread_rwlock_rdlock(&s->lsm_lock);
+    int rv = lsm_hash_kv(s->lsm, req->revision, &hash, &hrev, &crev, err);
+    pthread_rwlock_unlock(&s->lsm_lock);
+    kvdb__hash_kvrequest__free_unpacked(req, NULL);
+    d->code = srv_conv_error(rv, &msg);
+    if (rv != 0) {
+        d->errmsg = strdup(msg);
+        return d;
+    }
+    Kvdb__ResponseHeader h;
+    header_init(s, &h, atomic_load(&s->term_pub));
+    h.revision = hrev;
+    Kvdb__HashKVResponse resp;
+    kvdb__hash_kvresponse__init(&resp);
+    resp.header = &h;
+    resp.hash = hash;
+    resp.compact_revision = crev;
+    resp.hash_revision = hrev;
+    d->len = kvdb__hash_kvresponse__get_packed_size(&resp);
+    d->body = malloc(d->len);
+    if (d->body != NULL) {
+        kvdb__hash_kvresponse__pack(&resp, d->body);
+    }
+    return d;
+}
+
 static void run_read(struct srv *s, struct srv_read *r)
 {
     struct srv_done *d = NULL;
+    if (r->method == KVDB__METHOD__METHOD_HASH_KV) {
+        d = run_hash(s, r);
+        if (d != NULL) {
+            d->slot = r->slot;
+            d->gen = r->gen;
+            d->frame_id = r->frame_id;
+            d->method = r->method;
+            srv_post_done(s, d);
+        }
+        return;
+    }
     Kvdb__RangeRequest *req = kvdb__range_request__unpack(NULL, r->len, r->body);
     Kvdb__ResponseHeader h;
     header_init(s, &h, atomic_load(&s->term_pub));

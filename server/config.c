@@ -106,6 +106,9 @@ void srv_config_defaults(struct srv_config *c)
     c->max_request_bytes = 1536 * 1024;
     c->max_txn_ops = 128;
     c->max_key_bytes = 64 * 1024;
+    c->compaction_mode = SRV_COMPACT_PERIODIC;
+    c->compaction_retention = 0; /* off, as in etcd */
+    c->compaction_interval_ms = 5 * 60 * 1000;
     c->quota_backend_bytes = 2ull << 30;
 }
 
@@ -157,6 +160,38 @@ static int parse_cluster(struct srv_config *c, const char *v)
     return c->n_members > 0 ? 0 : SRV_EINVAL;
 }
 
+/* "0" (off), a plain number, or a duration with a unit: "1h", "30m", "10s", "500ms".  A plain
+ * number means hours in periodic mode (etcd) and revisions in revision mode; units are only for
+ * periodic mode.  Kept as given and resolved in srv_config_finish (the mode may come later). */
+static int parse_retention(struct srv_config *c, const char *v)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno != 0 || end == v || x < 0) {
+        return SRV_EINVAL;
+    }
+    double ms;
+    if (*end == '\0') {
+        c->retention_plain = true;
+        c->compaction_retention = (uint64_t)x;
+        return 0;
+    } else if (strcmp(end, "h") == 0) {
+        ms = x * 3600e3;
+    } else if (strcmp(end, "m") == 0) {
+        ms = x * 60e3;
+    } else if (strcmp(end, "s") == 0) {
+        ms = x * 1e3;
+    } else if (strcmp(end, "ms") == 0) {
+        ms = x;
+    } else {
+        return SRV_EINVAL;
+    }
+    c->retention_plain = false;
+    c->compaction_retention = (uint64_t)ms;
+    return 0;
+}
+
 static int set_flag(struct srv_config *c, const char *k, const char *v)
 {
     uint64_t x = 0;
@@ -176,6 +211,17 @@ static int set_flag(struct srv_config *c, const char *k, const char *v)
         return parse_cluster(c, v);
     } else if (strcmp(k, "initial-cluster-token") == 0) {
         return copy_str(c->cluster_token, sizeof c->cluster_token, v);
+    } else if (strcmp(k, "auto-compaction-mode") == 0) {
+        if (strcmp(v, "periodic") == 0) {
+            c->compaction_mode = SRV_COMPACT_PERIODIC;
+        } else if (strcmp(v, "revision") == 0) {
+            c->compaction_mode = SRV_COMPACT_REVISION;
+        } else {
+            return SRV_EINVAL;
+        }
+        return 0;
+    } else if (strcmp(k, "auto-compaction-retention") == 0) {
+        return parse_retention(c, v);
     } else if (strcmp(k, "initial-cluster-state") == 0) {
         if (strcmp(v, "new") == 0) {
             c->cluster_state = SRV_CLUSTER_NEW;
@@ -203,6 +249,8 @@ static int set_flag(struct srv_config *c, const char *k, const char *v)
         c->max_txn_ops = (size_t)x;
     } else if (strcmp(k, "max-key-bytes") == 0 && x > 0 && x <= (1u << 20)) {
         c->max_key_bytes = (size_t)x;
+    } else if (strcmp(k, "auto-compaction-interval") == 0 && x > 0) {
+        c->compaction_interval_ms = x;
     } else if (strcmp(k, "quota-backend-bytes") == 0) {
         c->quota_backend_bytes = x;
     } else {
@@ -305,6 +353,14 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *errmsg, 
 
 int srv_config_finish(struct srv_config *c, char *errmsg, size_t errlen)
 {
+    if (c->retention_plain && c->compaction_mode == SRV_COMPACT_PERIODIC) {
+        c->compaction_retention *= 3600000; /* hours, as etcd reads a plain number */
+        c->retention_plain = false;
+    } else if (!c->retention_plain && c->compaction_mode == SRV_COMPACT_REVISION &&
+               c->compaction_retention != 0) {
+        snprintf(errmsg, errlen, "--auto-compaction-retention in revision mode is a count");
+        return SRV_EINVAL;
+    }
     if (c->advertise_peer.port == 0) {
         c->advertise_peer = c->listen_peer;
     }
@@ -375,5 +431,9 @@ void srv_config_usage(void *out)
             "  --max-txn-ops N                    (128)\n"
             "  --max-key-bytes N                  (65536)\n"
             "  --quota-backend-bytes N            (2147483648)\n"
+            "  --auto-compaction-mode periodic|revision (periodic)\n"
+            "  --auto-compaction-retention R      0 = off; periodic: 1h, 30m, 10s (a plain\n"
+            "                                     number is hours); revision: a count\n"
+            "  --auto-compaction-interval MS      how often revision mode checks (300000)\n"
             "  --config-file PATH                 'flag: value' lines, read in place\n");
 }

@@ -46,6 +46,8 @@ struct srv_member
 
 enum srv_cluster_state { SRV_CLUSTER_NEW = 1, SRV_CLUSTER_EXISTING };
 
+enum srv_compaction_mode { SRV_COMPACT_PERIODIC = 1, SRV_COMPACT_REVISION };
+
 struct srv_config
 {
     char name[SRV_NAME_MAX];                    /* --name */
@@ -56,18 +58,22 @@ struct srv_config
     struct srv_url advertise_client;            /* --advertise-client-urls */
     struct srv_member members[SRV_MAX_MEMBERS]; /* --initial-cluster */
     size_t n_members;
-    char cluster_token[SRV_NAME_MAX];     /* --initial-cluster-token */
-    enum srv_cluster_state cluster_state; /* --initial-cluster-state */
-    uint64_t snapshot_count;              /* --snapshot-count */
-    uint64_t snapshot_catchup;            /* --snapshot-catchup-entries */
-    unsigned heartbeat_ms;                /* --heartbeat-interval */
-    unsigned election_ms;                 /* --election-timeout */
-    size_t max_request_bytes;             /* --max-request-bytes */
-    size_t max_txn_ops;                   /* --max-txn-ops */
-    size_t max_key_bytes;                 /* --max-key-bytes */
-    uint64_t quota_backend_bytes;         /* --quota-backend-bytes */
-    uint64_t member_id;                   /* derived: this member's ID */
-    uint64_t cluster_id;                  /* derived: from the member IDs */
+    char cluster_token[SRV_NAME_MAX];         /* --initial-cluster-token */
+    enum srv_cluster_state cluster_state;     /* --initial-cluster-state */
+    uint64_t snapshot_count;                  /* --snapshot-count */
+    uint64_t snapshot_catchup;                /* --snapshot-catchup-entries */
+    unsigned heartbeat_ms;                    /* --heartbeat-interval */
+    unsigned election_ms;                     /* --election-timeout */
+    size_t max_request_bytes;                 /* --max-request-bytes */
+    size_t max_txn_ops;                       /* --max-txn-ops */
+    size_t max_key_bytes;                     /* --max-key-bytes */
+    enum srv_compaction_mode compaction_mode; /* --auto-compaction-mode */
+    uint64_t compaction_retention;   /* --auto-compaction-retention: ms (periodic) or revs */
+    uint64_t compaction_interval_ms; /* --auto-compaction-interval (revision mode checks) */
+    bool retention_plain;            /* parsing: retention given without a unit */
+    uint64_t quota_backend_bytes;    /* --quota-backend-bytes */
+    uint64_t member_id;              /* derived: this member's ID */
+    uint64_t cluster_id;             /* derived: from the member IDs */
 };
 
 /* Fill @c with the defaults of a single local member: name "default", data dir

@@ -257,13 +257,16 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
 static void handle_range(struct srv_conn *c, const Kvdb__Frame *f)
 {
     struct srv *s = c->s;
-    Kvdb__RangeRequest *r = kvdb__range_request__unpack(NULL, f->body.len, f->body.data);
-    if (r == NULL) {
-        reply_error(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "malformed RangeRequest");
-        return;
+    bool serializable = true; /* HashKV is local, as in etcd */
+    if (f->method == KVDB__METHOD__METHOD_RANGE) {
+        Kvdb__RangeRequest *r = kvdb__range_request__unpack(NULL, f->body.len, f->body.data);
+        if (r == NULL) {
+            reply_error(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "malformed RangeRequest");
+            return;
+        }
+        serializable = r->serializable;
+        kvdb__range_request__free_unpacked(r, NULL);
     }
-    bool serializable = r->serializable;
-    kvdb__range_request__free_unpacked(r, NULL);
     struct srv_read *rd = calloc(1, sizeof *rd);
     void *body = malloc(f->body.len > 0 ? f->body.len : 1);
     if (rd == NULL || body == NULL) {
@@ -314,6 +317,42 @@ static void handle_status(struct srv_conn *c, const Kvdb__Frame *f)
     r.is_learner = raft_conf_is_learner(raft_conf_of(s->raft), s->cfg.member_id);
     uint8_t buf[512];
     size_t n = kvdb__status_response__pack(&r, buf);
+    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
+}
+
+static void handle_alarm(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    Kvdb__AlarmRequest *r = kvdb__alarm_request__unpack(NULL, f->body.len, f->body.data);
+    if (r == NULL) {
+        reply_error(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "malformed AlarmRequest");
+        return;
+    }
+    /* The NOSPACE alarm follows the store size (checked every sweep): DEACTIVATE clears it
+     * until the next check finds the store still over the quota. */
+    if (r->action == KVDB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE &&
+        (r->alarm == KVDB__ALARM_TYPE__NOSPACE || r->alarm == KVDB__ALARM_TYPE__NONE)) {
+        s->alarm_nospace = false;
+    }
+    kvdb__alarm_request__free_unpacked(r, NULL);
+    Kvdb__ResponseHeader h;
+    kvdb__response_header__init(&h);
+    h.cluster_id = s->cfg.cluster_id;
+    h.member_id = s->cfg.member_id;
+    h.revision = atomic_load(&s->revision);
+    h.raft_term = raft_term_of(s->raft);
+    Kvdb__AlarmMember am;
+    kvdb__alarm_member__init(&am);
+    am.memberid = s->cfg.member_id;
+    am.alarm = KVDB__ALARM_TYPE__NOSPACE;
+    Kvdb__AlarmMember *amp = &am;
+    Kvdb__AlarmResponse resp;
+    kvdb__alarm_response__init(&resp);
+    resp.header = &h;
+    resp.alarms = &amp;
+    resp.n_alarms = s->alarm_nospace ? 1 : 0;
+    uint8_t buf[256];
+    size_t n = kvdb__alarm_response__pack(&resp, buf);
     srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
 }
 
@@ -372,7 +411,11 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
     atomic_fetch_add_explicit(&c->s->metrics.client_requests, 1, memory_order_relaxed);
     switch (f->method) {
     case KVDB__METHOD__METHOD_RANGE:
+    case KVDB__METHOD__METHOD_HASH_KV:
         handle_range(c, f);
+        break;
+    case KVDB__METHOD__METHOD_ALARM:
+        handle_alarm(c, f);
         break;
     case KVDB__METHOD__METHOD_PUT:
     case KVDB__METHOD__METHOD_DELETE_RANGE:

@@ -322,6 +322,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     srv_kv_sweep(t->data);
     srv_watch_sweep(t->data);
+    srv_autocompact_tick(t->data);
 }
 
 int srv_open(const struct srv_config *cfg, struct srv **out, char *errmsg)

@@ -288,6 +288,14 @@ struct srv
     bool alarm_nospace; /* db_size over --quota-backend-bytes: writes refused */
     uint64_t persist_start_us;
 
+    /* auto-compaction (autocompact.c), leader only */
+    uint64_t ac_time[11];
+    int64_t ac_rev[11];
+    size_t ac_head;
+    size_t ac_n;
+    uint64_t ac_last_ms;
+    int64_t ac_last_rev;
+
     /* watch (watch.c) */
     struct srv_watcher *watchers;
     atomic_long n_watchers; /* read by the apply thread: post events only when someone watches */
@@ -341,6 +349,7 @@ void srv_conns_close_all(struct srv *s);
 void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f);
 void srv_kv_on_done(struct srv *s, struct srv_done *d);
 void srv_kv_sweep(struct srv *s);
+void srv_autocompact_tick(struct srv *s);
 void srv_kv_reissue_reads(struct srv *s, bool all);
 void srv_kv_fini(struct srv *s);
 

@@ -48,7 +48,8 @@ static void usage(void)
             "      [--max-events N]\n"
             "  txn            (reads compares, success ops, failure ops from stdin, as etcdctl)\n"
             "  compact REV\n"
-            "  endpoint status|health   (each endpoint)\n"
+            "  endpoint status|health|hashkv [--rev N]   (each endpoint)\n"
+            "  alarm list|disarm\n"
             "  member list\n");
 }
 
@@ -325,19 +326,70 @@ static int status_one(const char *ep, const struct opts *o, bool health)
     return 0;
 }
 
-/* endpoint status|health: each endpoint on its own, like etcdctl. */
-static int cmd_endpoint(const struct opts *o, bool health)
+static int hashkv_one(const char *ep, const struct opts *o)
+{
+    struct kvc_options ko = {.request_timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : 5000};
+    struct kvc *c;
+    char err[256];
+    int rv = kvc_open(ep, &ko, &c, err);
+    if (rv != 0) {
+        fprintf(stderr, "%s: %s: %s\n", ep, kvc_strerror(rv), err);
+        return 1;
+    }
+    Kvdb__HashKVRequest req;
+    kvdb__hash_kvrequest__init(&req);
+    req.revision = o->rev;
+    Kvdb__HashKVResponse *h;
+    rv = kvc_call(c, KVDB__METHOD__METHOD_HASH_KV, &req.base, &kvdb__hash_kvresponse__descriptor,
+                  (ProtobufCMessage **)&h);
+    if (rv != 0) {
+        int r = fail(c, rv);
+        kvc_close(c);
+        return r;
+    }
+    if (!json(o, h)) {
+        printf("%s, %u, %" PRId64 "\n", ep, h->hash, h->hash_revision);
+    }
+    kvdb__hash_kvresponse__free_unpacked(h, NULL);
+    kvc_close(c);
+    return 0;
+}
+
+static int cmd_alarm(struct kvc *c, bool disarm, const struct opts *o)
+{
+    Kvdb__AlarmRequest req;
+    kvdb__alarm_request__init(&req);
+    req.action = disarm ? KVDB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE
+                        : KVDB__ALARM_REQUEST__ALARM_ACTION__GET;
+    req.alarm = KVDB__ALARM_TYPE__NOSPACE;
+    Kvdb__AlarmResponse *a;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_ALARM, &req.base, &kvdb__alarm_response__descriptor,
+                      (ProtobufCMessage **)&a);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    if (!json(o, a)) {
+        for (size_t i = 0; i < a->n_alarms; i++) {
+            printf("memberID:%" PRIu64 " alarm:NOSPACE\n", a->alarms[i]->memberid);
+        }
+    }
+    kvdb__alarm_response__free_unpacked(a, NULL);
+    return 0;
+}
+
+/* endpoint status|health|hashkv: each endpoint on its own, like etcdctl. */
+static int cmd_endpoint(const struct opts *o, bool health, bool hashkv)
 {
     char list[1024];
     snprintf(list, sizeof list, "%s", o->endpoints);
-    if (!health && o->out == OUT_TABLE) {
+    if (!health && !hashkv && o->out == OUT_TABLE) {
         printf("| %-22s | %16s | %7s | %9s | %9s | %10s | %10s | %10s | %9s |\n", "ENDPOINT", "ID",
                "VERSION", "DB SIZE", "IS LEADER", "RAFT TERM", "RAFT INDEX", "APPLIED", "REVISION");
     }
     int bad = 0;
     char *save = NULL;
     for (char *ep = strtok_r(list, ",", &save); ep != NULL; ep = strtok_r(NULL, ",", &save)) {
-        bad |= status_one(ep, o, health);
+        bad |= hashkv ? hashkv_one(ep, o) : status_one(ep, o, health);
     }
     return bad;
 }
@@ -459,8 +511,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(args[0], "endpoint") == 0 && n == 2 &&
-        (strcmp(args[1], "status") == 0 || strcmp(args[1], "health") == 0)) {
-        return cmd_endpoint(&o, strcmp(args[1], "health") == 0);
+        (strcmp(args[1], "status") == 0 || strcmp(args[1], "health") == 0 ||
+         strcmp(args[1], "hashkv") == 0)) {
+        return cmd_endpoint(&o, strcmp(args[1], "health") == 0, strcmp(args[1], "hashkv") == 0);
     }
     struct kvc_options ko = {.request_timeout_ms = o.timeout_ms};
     struct kvc *c;
@@ -483,6 +536,9 @@ int main(int argc, char **argv)
         rv = kvctl_txn(c, stdin, false);
     } else if (strcmp(cmd, "compact") == 0) {
         rv = cmd_compact(c, n - 1, args + 1, &o);
+    } else if (strcmp(cmd, "alarm") == 0 && n == 2 &&
+               (strcmp(args[1], "list") == 0 || strcmp(args[1], "disarm") == 0)) {
+        rv = cmd_alarm(c, strcmp(args[1], "disarm") == 0, &o);
     } else if (strcmp(cmd, "member") == 0 && n == 2 && strcmp(args[1], "list") == 0) {
         rv = cmd_members(c, &o);
     } else {
