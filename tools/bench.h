@@ -47,7 +47,7 @@ void bench_hist_print(const struct hist *h);
 
 /* ---- Configuration. ---- */
 
-enum op_kind { OP_PUT = 1, OP_RANGE, OP_TXN_PUT, OP_MIXED, OP_DISK };
+enum op_kind { OP_PUT = 1, OP_RANGE, OP_TXN_PUT, OP_MIXED, OP_WATCH, OP_DISK };
 
 struct config
 {
@@ -118,11 +118,24 @@ struct worker
     int open_rv;
 };
 
+/* The merged results of a run. */
+struct totals
+{
+    struct hist all, writes, reads;
+    uint64_t errors, lost, empty_reads, by_code[16];
+    char first_error[512]; /* empty if none */
+};
+
 /* CLOCK_MONOTONIC in ns. */
 uint64_t bench_now_ns(void);
 
 /* Next value of the xorshift64 generator in *@s (never 0). */
 uint64_t bench_xorshift(uint64_t *s);
+
+/* Key number @n as @size bytes into @out: zero-padded decimal when it fits (readable with
+ * kvctl), else big-endian binary right-aligned.  Either way the order of numbers is the byte
+ * order of keys. */
+void bench_make_key(uint8_t *out, unsigned size, uint64_t n);
 
 /* Prepare worker @index driving @n_clients clients of @run and connect it (to the endpoints
  * rotated to start at the @index-th, so connections spread over members).  @run must outlive
@@ -136,6 +149,14 @@ void bench_worker_fini(struct worker *w);
 /* Thread body: waits at run->ready, then runs the load until the run's total or duration is
  * reached and every request in flight is answered or expired.  @arg is the struct worker. */
 void *bench_worker_main(void *arg);
+
+/* The `watch` command (etcd `benchmark watch-latency`): cfg->clients watchers over cfg->conns
+ * connections watch the bench key range while one client puts cfg->total values (at cfg->rate,
+ * or back to back), each carrying its sequence number; the latency of each event is from
+ * sending its put to a watcher receiving it.  Fills @t (all = event latencies; errors = events
+ * never received, failed puts and watch errors) and *@secs.  Returns 0, or 1 after printing
+ * why the run could not start. */
+int bench_watch(struct run *run, struct totals *t, double *secs);
 
 /* The `disk` command: time @count pwrite(4 KiB) + fdatasync overwrites of a preallocated,
  * written file in @dir and print p50/p90/p99/max/mean (and a JSON line with @json).  Returns 0,

@@ -32,9 +32,7 @@ uint64_t bench_xorshift(uint64_t *s)
     return x;
 }
 
-/* Key number @n as @size bytes: zero-padded decimal when it fits (readable with kvctl), else
- * big-endian binary right-aligned. */
-static void make_key(uint8_t *out, unsigned size, uint64_t n)
+void bench_make_key(uint8_t *out, unsigned size, uint64_t n)
 {
     char dec[24];
     int len = snprintf(dec, sizeof dec, "%" PRIu64, n);
@@ -63,7 +61,7 @@ static uint64_t pick_key(struct worker *w, uint64_t op_no)
 static int send_put(struct worker *w, uint64_t op_no, uint64_t *id)
 {
     const struct config *cfg = w->run->cfg;
-    make_key(w->key, cfg->key_size, pick_key(w, op_no));
+    bench_make_key(w->key, cfg->key_size, pick_key(w, op_no));
     Kvdb__PutRequest req;
     kvdb__put_request__init(&req);
     req.key.data = w->key;
@@ -86,7 +84,7 @@ static int send_range(struct worker *w, uint64_t op_no, uint64_t *id)
             req.range_end.len = strlen(cfg->range_end);
         }
     } else {
-        make_key(w->key, cfg->key_size, pick_key(w, op_no));
+        bench_make_key(w->key, cfg->key_size, pick_key(w, op_no));
         req.key.data = w->key;
         req.key.len = cfg->key_size;
     }
@@ -105,7 +103,7 @@ static int send_txn_put(struct worker *w, uint64_t op_no, uint64_t *id)
     /* Consecutive key numbers from one pick: a transaction may not put one key twice. */
     uint64_t first = pick_key(w, op_no * cfg->txn_ops);
     for (unsigned i = 0; i < cfg->txn_ops; i++) {
-        make_key(w->keys[i], cfg->key_size, (first + i) % cfg->key_space);
+        bench_make_key(w->keys[i], cfg->key_size, (first + i) % cfg->key_space);
         kvdb__put_request__init(&puts[i]);
         puts[i].key.data = w->keys[i];
         puts[i].key.len = cfg->key_size;
