@@ -93,8 +93,13 @@ static void header_init(const struct srv *s, Kvdb__ResponseHeader *h, uint64_t t
 
 /* ---- apply ---- */
 
+#define GROUP_CONFS 8
+
 struct group
 {
+    uint64_t conf_index[GROUP_CONFS]; /* configuration entries of the group, in order */
+    struct raft_conf confs[GROUP_CONFS];
+    size_t n_confs;
     struct lsm_entry *ents;
     struct lsm_op *ops;
     Kvdb__InternalRequest **irs;
@@ -144,6 +149,10 @@ static void group_add(struct srv *s,
         struct raft_conf c;
         if (raft_conf_decode(j->buf + e->off, e->len, &c) == 0) {
             s->apply_conf = c;
+            if (g->n_confs < GROUP_CONFS) {
+                g->conf_index[g->n_confs] = e->index;
+                g->confs[g->n_confs++] = c;
+            }
         }
         return;
     }
@@ -152,6 +161,10 @@ static void group_add(struct srv *s,
     }
     Kvdb__InternalRequest *ir =
         kvdb__internal_request__unpack(NULL, e->len, (const uint8_t *)j->buf + e->off);
+    if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR) {
+        g->irs[i] = ir; /* not a store operation: handled after the group is applied */
+        return;
+    }
     if (ir == NULL || srv_conv_internal(ir, &g->arena, &g->ops[i]) != 0) {
         /* Every member decodes the same bytes and skips them the same way. */
         srv_log(SRV_LOG_WARN, "apply", "entry %llu: undecodable request, applied as a no-op",
@@ -169,6 +182,7 @@ static void group_reset(struct group *g)
         }
     }
     g->n = 0;
+    g->n_confs = 0;
     srv_arena_free(&g->arena);
 }
 
@@ -212,6 +226,12 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
     }
     for (size_t i = 0; i < g->n; i++) {
         const Kvdb__InternalRequest *ir = g->irs[i];
+        if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR) {
+            if (!out.results[i].skipped) {
+                srv_members_apply(s, ir->member_attr, ir->member == s->cfg.member_id ? ir->id : 0);
+            }
+            continue;
+        }
         if (ir == NULL || ir->member != s->cfg.member_id || ir->id == 0 || out.results[i].skipped) {
             continue;
         }
@@ -236,6 +256,16 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
             srv_post_done(s, d);
         }
     }
+    for (size_t i = 0; i < g->n_confs; i++) {
+        struct srv_done *d = calloc(1, sizeof *d);
+        if (d != NULL) {
+            d->kind = SRV_DONE_CONF;
+            d->snap.index = g->conf_index[i];
+            d->snap.conf = g->confs[i];
+            srv_post_done(s, d);
+        }
+    }
+    g->n_confs = 0;
     uint64_t applied = out.applied_index;
     lsm_apply_out_fini(&out);
     group_reset(g);

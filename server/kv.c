@@ -48,7 +48,7 @@ static int pending_grow(struct srv *s)
     return 0;
 }
 
-static struct srv_pending *pending_add(struct srv *s)
+struct srv_pending *srv_pending_add(struct srv *s)
 {
     if (s->n_pending + 1 > s->ptable_cap && pending_grow(s) != 0) {
         return NULL;
@@ -67,7 +67,7 @@ static struct srv_pending *pending_add(struct srv *s)
     return p;
 }
 
-static struct srv_pending *pending_take(struct srv *s, uint64_t id)
+struct srv_pending *srv_pending_take(struct srv *s, uint64_t id)
 {
     if (s->ptable_cap == 0) {
         return NULL;
@@ -84,7 +84,7 @@ static struct srv_pending *pending_take(struct srv *s, uint64_t id)
     return NULL;
 }
 
-static void pending_release(struct srv *s, struct srv_pending *p)
+void srv_pending_release(struct srv *s, struct srv_pending *p)
 {
     p->next = s->pfree;
     s->pfree = p;
@@ -221,13 +221,13 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
                     "database space exceeded (NOSPACE alarm): compact and delete to free space");
         return;
     }
-    struct srv_pending *p = pending_add(s);
+    struct srv_pending *p = srv_pending_add(s);
     uint8_t stackbuf[4096];
     size_t need = f->body.len + 3 * WAL_VARINT_MAX + 3;
     uint8_t *buf = need <= sizeof stackbuf ? stackbuf : malloc(need);
     if (p == NULL || buf == NULL) {
         if (p != NULL) {
-            pending_release(s, pending_take(s, p->req_id));
+            srv_pending_release(s, srv_pending_take(s, p->req_id));
         }
         reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
         return;
@@ -244,7 +244,7 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
         free(buf);
     }
     if (rv != 0) {
-        pending_release(s, pending_take(s, p->req_id));
+        srv_pending_release(s, srv_pending_take(s, p->req_id));
         reply_error(
             c, f,
             rv == RAFT_ENOTLEADER ? KVDB__ERROR_CODE__UNAVAILABLE : KVDB__ERROR_CODE__INTERNAL,
@@ -356,56 +356,6 @@ static void handle_alarm(struct srv_conn *c, const Kvdb__Frame *f)
     srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
 }
 
-static void handle_member_list(struct srv_conn *c, const Kvdb__Frame *f)
-{
-    struct srv *s = c->s;
-    const struct raft_conf *conf = raft_conf_of(s->raft);
-    Kvdb__Member ms[SRV_MAX_MEMBERS];
-    Kvdb__Member *mp[SRV_MAX_MEMBERS];
-    char *purls[SRV_MAX_MEMBERS];
-    char *curls[SRV_MAX_MEMBERS];
-    size_t n = 0;
-    for (size_t i = 0; i < s->cfg.n_members; i++) {
-        const struct srv_member *m = &s->cfg.members[i];
-        if (!raft_conf_is_voter(conf, m->id) && !raft_conf_is_learner(conf, m->id)) {
-            continue;
-        }
-        kvdb__member__init(&ms[n]);
-        ms[n].id = m->id;
-        ms[n].name = (char *)m->name;
-        purls[n] = (char *)m->peer.text;
-        ms[n].peer_urls = &purls[n];
-        ms[n].n_peer_urls = 1;
-        if (m->id == s->cfg.member_id) {
-            curls[n] = s->cfg.advertise_client.text;
-            ms[n].client_urls = &curls[n];
-            ms[n].n_client_urls = 1;
-        }
-        ms[n].is_learner = raft_conf_is_learner(conf, m->id);
-        mp[n] = &ms[n];
-        n++;
-    }
-    Kvdb__ResponseHeader h;
-    kvdb__response_header__init(&h);
-    h.cluster_id = s->cfg.cluster_id;
-    h.member_id = s->cfg.member_id;
-    h.raft_term = raft_term_of(s->raft);
-    Kvdb__MemberListResponse r;
-    kvdb__member_list_response__init(&r);
-    r.header = &h;
-    r.members = mp;
-    r.n_members = n;
-    size_t len = kvdb__member_list_response__get_packed_size(&r);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    kvdb__member_list_response__pack(&r, buf);
-    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, len);
-    free(buf);
-}
-
 void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
 {
     atomic_fetch_add_explicit(&c->s->metrics.client_requests, 1, memory_order_relaxed);
@@ -427,7 +377,14 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
         handle_status(c, f);
         break;
     case KVDB__METHOD__METHOD_MEMBER_LIST:
-        handle_member_list(c, f);
+        srv_members_list(c, f);
+        break;
+    case KVDB__METHOD__METHOD_MEMBER_ADD:
+    case KVDB__METHOD__METHOD_MEMBER_REMOVE:
+    case KVDB__METHOD__METHOD_MEMBER_UPDATE:
+    case KVDB__METHOD__METHOD_MEMBER_PROMOTE:
+    case KVDB__METHOD__METHOD_MOVE_LEADER:
+        srv_members_request(c, f);
         break;
     case KVDB__METHOD__METHOD_WATCH:
         srv_watch_request(c, f);
@@ -447,7 +404,7 @@ void srv_kv_on_done(struct srv *s, struct srv_done *d)
     uint64_t frame_id = d->frame_id;
     uint32_t method = d->method;
     if (d->req_id != 0) {
-        struct srv_pending *p = pending_take(s, d->req_id);
+        struct srv_pending *p = srv_pending_take(s, d->req_id);
         if (p == NULL) {
             return; /* timed out already, or proposed by an earlier incarnation */
         }
@@ -455,7 +412,7 @@ void srv_kv_on_done(struct srv *s, struct srv_done *d)
         gen = p->gen;
         frame_id = p->frame_id;
         method = p->method;
-        pending_release(s, p);
+        srv_pending_release(s, p);
     }
     struct srv_conn *c = srv_conn_get(s, slot, gen);
     if (c != NULL) {
@@ -548,11 +505,26 @@ void srv_kv_sweep(struct srv *s)
                 srv_conn_reply(c, p->frame_id, p->method, KVDB__ERROR_CODE__DEADLINE_EXCEEDED,
                                "request timed out", NULL, 0);
             }
-            pending_release(s, p);
+            srv_pending_release(s, p);
         }
     }
     expire_reads(s, &s->reads_waiting, now);
     expire_reads(s, &s->reads_new, now);
+    for (struct srv_pending **pp = &s->conf_waits; *pp != NULL;) {
+        struct srv_pending *p = *pp;
+        if (p->deadline_ms > now) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        struct srv_conn *c = srv_conn_get(s, p->slot, p->gen);
+        if (c != NULL) {
+            srv_conn_reply(c, p->frame_id, p->method, KVDB__ERROR_CODE__DEADLINE_EXCEEDED,
+                           "membership change timed out (it may still apply)", NULL, 0);
+        }
+        srv_pending_release(s, p);
+    }
+    srv_members_on_leader(s); /* a move-leader past its deadline */
 }
 
 static void free_reads(struct srv_read *r)
@@ -577,6 +549,11 @@ void srv_kv_fini(struct srv *s)
     free(s->ptable);
     s->ptable = NULL;
     s->ptable_cap = 0;
+    while (s->conf_waits != NULL) {
+        struct srv_pending *p = s->conf_waits;
+        s->conf_waits = p->next;
+        free(p);
+    }
     while (s->pfree != NULL) {
         struct srv_pending *p = s->pfree;
         s->pfree = p->next;

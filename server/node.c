@@ -315,6 +315,9 @@ static void note_soft_state(struct srv *s, const struct raft_ready *rd)
     if (changed && rd->leader != 0) {
         s->reissue_reads = true; /* asked of the old leader: ask the new one */
     }
+    if (changed) {
+        srv_members_on_leader(s);
+    }
     atomic_store(&s->leader_pub, rd->leader);
 }
 
@@ -502,6 +505,12 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
         srv_log(SRV_LOG_WARN, "snap",
                 "snapshot %llu not installed; waiting for the leader to resend",
                 (unsigned long long)d->msg.snap.index);
+        break;
+    case SRV_DONE_MEMBER_ATTR:
+        srv_members_on_attr(s, d);
+        break;
+    case SRV_DONE_CONF:
+        srv_members_on_conf(s, d->snap.index, &d->snap.conf);
         break;
     case SRV_DONE_EVENTS:
         srv_watch_on_events(s, d->events, d->n_events);

@@ -136,22 +136,79 @@ static void peer_connect(struct srv_peer *p)
 
 void srv_peer_start(struct srv *s)
 {
+    s->peers_started = true;
     for (size_t i = 0; i < s->n_peers; i++) {
-        struct srv_peer *p = &s->peers[i];
-        ev_timer_init(&p->retry, on_retry, 0., 0.);
-        p->retry.data = p;
-        peer_connect(p);
+        peer_connect(s->peers[i]);
     }
 }
 
 struct srv_peer *srv_peer_find(struct srv *s, raft_id id)
 {
     for (size_t i = 0; i < s->n_peers; i++) {
-        if (s->peers[i].id == id) {
-            return &s->peers[i];
+        if (s->peers[i]->id == id) {
+            return s->peers[i];
         }
     }
     return NULL;
+}
+
+int srv_peer_add(struct srv *s, raft_id id, const struct srv_url *url)
+{
+    if (id == s->cfg.member_id) {
+        return 0;
+    }
+    struct srv_peer *p = srv_peer_find(s, id);
+    if (p != NULL) {
+        if (strcmp(p->url.text, url->text) != 0) {
+            /* The member moved (member update): reconnect to the new address. */
+            p->url = *url;
+            if (p->fd >= 0) {
+                peer_disconnect(p, "peer URL changed");
+            }
+        }
+        return 0;
+    }
+    if (s->n_peers == SRV_MAX_MEMBERS || (p = calloc(1, sizeof *p)) == NULL) {
+        return SRV_ENOMEM;
+    }
+    p->s = s;
+    p->id = id;
+    p->url = *url;
+    p->fd = -1;
+    pb_frame_writer_init(&p->wr);
+    ev_timer_init(&p->retry, on_retry, 0., 0.);
+    p->retry.data = p;
+    s->peers[s->n_peers++] = p;
+    if (s->peers_started) {
+        peer_connect(p);
+    }
+    return 0;
+}
+
+static void peer_free(struct srv *s, struct srv_peer *p)
+{
+    if (s->loop != NULL) {
+        ev_timer_stop(s->loop, &p->retry);
+        if (p->fd >= 0) {
+            ev_io_stop(s->loop, &p->wio);
+        }
+    }
+    if (p->fd >= 0) {
+        close(p->fd);
+    }
+    pb_frame_writer_fini(&p->wr);
+    free(p);
+}
+
+void srv_peer_remove(struct srv *s, raft_id id)
+{
+    for (size_t i = 0; i < s->n_peers; i++) {
+        if (s->peers[i]->id == id) {
+            peer_free(s, s->peers[i]);
+            s->peers[i] = s->peers[--s->n_peers];
+            return;
+        }
+    }
 }
 
 /* Queue @n messages for @p as one frame and try to write it now. */
@@ -222,6 +279,9 @@ void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
     }
     char err[160];
     int rv = pb_batch_decode(p, len, &in->batch, err, sizeof err);
+    if (rv == 0 && s->cluster_id_unknown && srv_peer_find(s, in->batch.from) != NULL) {
+        srv_adopt_cluster_id(s, in->batch.cluster_id);
+    }
     if (rv == 0 && in->batch.cluster_id != s->cfg.cluster_id) {
         snprintf(err, sizeof err, "member %llx belongs to cluster %llx, not ours (%llx)",
                  (unsigned long long)in->batch.from, (unsigned long long)in->batch.cluster_id,
@@ -264,45 +324,20 @@ void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
 
 int srv_peer_listen(struct srv *s)
 {
-    size_t n = 0;
-    s->peers = calloc(s->cfg.n_members > 0 ? s->cfg.n_members : 1, sizeof *s->peers);
-    if (s->peers == NULL) {
-        return SRV_ENOMEM;
-    }
-    for (size_t i = 0; i < s->cfg.n_members; i++) {
-        const struct srv_member *m = &s->cfg.members[i];
-        if (m->id == s->cfg.member_id) {
-            continue;
+    for (size_t i = 0; i < s->n_members; i++) {
+        int rv = srv_peer_add(s, s->members[i].id, &s->members[i].peer);
+        if (rv != 0) {
+            return rv;
         }
-        struct srv_peer *p = &s->peers[n++];
-        p->s = s;
-        p->id = m->id;
-        p->url = m->peer;
-        p->fd = -1;
-        pb_frame_writer_init(&p->wr);
     }
-    s->n_peers = n;
     return 0;
 }
 
 void srv_peer_close_all(struct srv *s)
 {
-    for (size_t i = 0; i < s->n_peers; i++) {
-        struct srv_peer *p = &s->peers[i];
-        if (s->loop != NULL) {
-            ev_timer_stop(s->loop, &p->retry);
-            if (p->fd >= 0) {
-                ev_io_stop(s->loop, &p->wio);
-            }
-        }
-        if (p->fd >= 0) {
-            close(p->fd);
-        }
-        pb_frame_writer_fini(&p->wr);
+    while (s->n_peers > 0) {
+        peer_free(s, s->peers[--s->n_peers]);
     }
-    free(s->peers);
-    s->peers = NULL;
-    s->n_peers = 0;
 }
 
 bool srv_peer_blocked(struct srv *s, raft_id id)

@@ -157,6 +157,12 @@ static void snap_create_now(struct srv *s)
     meta.learners = s->apply_conf.learners;
     meta.n_learners = s->apply_conf.n_learners;
     char err[SNAP_ERRMSG_SIZE] = "";
+    /* Where every member lives travels with the snapshot (membership.c). */
+    char members[PATH_MAX];
+    snprintf(members, sizeof members, "%s/MEMBERS", tmp);
+    if (srv_members_save(members, s->apply_members, s->n_apply_members) != 0) {
+        srv_log(SRV_LOG_WARN, "snap", "cannot write %s", members);
+    }
     rv = list_files(tmp, &names, &n);
     if (rv == 0) {
         rv = snap_create(s->snap_root, &meta, tmp, (const char *const *)names, n, &m, err);
@@ -638,6 +644,30 @@ static int rename_dirs(const char *cur, const char *old, const char *next)
     return 0;
 }
 
+/* The snapshot's member registry becomes ours; the loop learns each entry. */
+static void install_members(struct srv *s, const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/MEMBERS", dir);
+    struct srv_member v[SRV_MAX_MEMBERS];
+    size_t n = 0;
+    if (srv_members_load(path, v, &n) != 0 || n == 0) {
+        return;
+    }
+    memcpy(s->apply_members, v, n * sizeof *v);
+    s->n_apply_members = n;
+    snprintf(path, sizeof path, "%s/member/members", s->cfg.data_dir);
+    srv_members_save(path, v, n);
+    for (size_t i = 0; i < n; i++) {
+        struct srv_done *d = calloc(1, sizeof *d);
+        if (d != NULL) {
+            d->kind = SRV_DONE_MEMBER_ATTR;
+            d->member = v[i];
+            srv_post_done(s, d);
+        }
+    }
+}
+
 /* Replace the store by the snapshot in @dir, unless the store already holds @index.  Returns 0
  * when the store is at or past @index afterwards. */
 int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal)
@@ -684,6 +714,7 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
         return SRV_EIO;
     }
     lsm_status_get(s->lsm, &st);
+    install_members(s, dir);
     struct snap_manifest m;
     if (snap_verify(dir, &m, err) == 0) {
         meta_to_conf(&m.meta, &s->apply_conf);

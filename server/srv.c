@@ -97,6 +97,10 @@ static int member_file_read(struct srv *s, const char *dir, char *errmsg)
         s->boot_conf.voters[s->boot_conf.n_voters++] = id;
     }
     fclose(f);
+    if (rv == 0 && mid == s->cfg.member_id && s->cfg.cluster_state == SRV_CLUSTER_EXISTING) {
+        /* A member that joined a running cluster took that cluster's ID when it joined. */
+        s->cfg.cluster_id = cid;
+    }
     if (rv == 0 && (cid != s->cfg.cluster_id || mid != s->cfg.member_id)) {
         snprintf(errmsg, SRV_ERRMSG,
                  "%s belongs to member %" PRIx64 " of cluster %" PRIx64
@@ -136,13 +140,13 @@ static int open_storage(struct srv *s, char *errmsg)
         return rv;
     }
     rv = member_file_read(s, dir, errmsg);
-    if (rv == ENOENT) {
-        if (s->cfg.cluster_state == SRV_CLUSTER_EXISTING) {
-            snprintf(errmsg, SRV_ERRMSG,
-                     "--initial-cluster-state existing with an empty data dir needs runtime "
-                     "member add, which this version does not support yet");
-            return SRV_EINVAL;
-        }
+    if (rv == ENOENT && s->cfg.cluster_state == SRV_CLUSTER_EXISTING) {
+        /* Joining a running cluster (after `member add`): no configuration of our own; the
+         * leader's entries or snapshot bring it, and the first peer brings the cluster ID
+         * (peer.c), which is when the member file is written. */
+        s->cluster_id_unknown = true;
+        rv = 0;
+    } else if (rv == ENOENT) {
         if (s->cfg.n_members > RAFT_MAX_MEMBERS) {
             snprintf(errmsg, SRV_ERRMSG, "at most %d initial members", RAFT_MAX_MEMBERS);
             return SRV_EINVAL;
@@ -156,6 +160,17 @@ static int open_storage(struct srv *s, char *errmsg)
     if (rv != 0) {
         return rv;
     }
+    /* The registry: --initial-cluster, then what the log taught us (member add/update). */
+    for (size_t i = 0; i < s->cfg.n_members; i++) {
+        s->members[s->n_members++] = s->cfg.members[i];
+    }
+    snprintf(sub, sizeof sub, "%s/members", dir);
+    if (srv_members_load(sub, s->members, &s->n_members) != 0) {
+        snprintf(errmsg, SRV_ERRMSG, "read %s: %s", sub, strerror(errno));
+        return SRV_EIO;
+    }
+    memcpy(s->apply_members, s->members, sizeof s->members);
+    s->n_apply_members = s->n_members;
     if ((rv = srv_snap_init(s, errmsg)) != 0) {
         return rv;
     }

@@ -62,6 +62,7 @@ struct srv_peer
     uint64_t dropped;
     struct srv_log_limit log; /* rate-limits connect failures */
     bool snap_sending;        /* a snapshot sender thread works for this peer */
+    bool pending_add;         /* being added: keep it though the configuration lacks it yet */
 };
 
 /* ---- pending client requests awaiting apply (kv.c) ---- */
@@ -74,7 +75,10 @@ struct srv_pending
     uint64_t frame_id;
     uint32_t method;
     uint64_t deadline_ms;
-    struct srv_pending *next; /* hash chain or free list */
+    uint64_t arg_id;          /* member add: the new member */
+    bool arg_learner;         /* member add: as a learner */
+    uint64_t conf_index;      /* membership: answered once this configuration entry applies */
+    struct srv_pending *next; /* hash chain, free list or conf_waits */
 };
 
 /* ---- inputs held while a Ready is in flight (node.c) ---- */
@@ -157,6 +161,8 @@ enum srv_done_kind {
     SRV_DONE_SNAP_INSTALLED, /* msg, ok: the store now holds the snapshot */
     SRV_DONE_SNAP_FAILED,    /* msg: installing a received snapshot failed (old store kept) */
     SRV_DONE_EVENTS,         /* events: changes of an applied group, for watchers */
+    SRV_DONE_MEMBER_ATTR,    /* member, req_id: a member's attributes were applied */
+    SRV_DONE_CONF,           /* snap.index, snap.conf: a configuration entry was applied */
     SRV_DONE_HISTORY,        /* watch_id, events, next_rev, err, complete: a catch-up read */
 };
 
@@ -172,6 +178,7 @@ struct srv_done
     char *dir;
     struct lsm_event *events; /* owned */
     size_t n_events;
+    struct srv_member member;
     int64_t watch_id;
     int64_t next_rev;
     int err;
@@ -245,8 +252,9 @@ struct srv
     uint32_t *gens;
     uint32_t n_conns;
     struct srv_conn *dirty;
-    struct srv_peer *peers;
+    struct srv_peer *peers[SRV_MAX_MEMBERS]; /* each allocated on its own: watchers point in */
     size_t n_peers;
+    bool peers_started;
     struct srv_log_limit cluster_log;
     _Atomic uint64_t blocked[SRV_MAX_MEMBERS]; /* partitioned peers (embedding, tests); 0 = free */
 
@@ -281,6 +289,17 @@ struct srv
     /* current leader, for srv_leader() */ /* current raft term, for reply headers off the loop
                                             */
     pthread_rwlock_t lsm_lock;             /* readers vs. a snapshot install swapping s->lsm */
+
+    /* membership (membership.c) */
+    struct srv_member members[SRV_MAX_MEMBERS]; /* registry: ID -> name, peer URL (loop) */
+    size_t n_members;
+    struct srv_member apply_members[SRV_MAX_MEMBERS]; /* the same, apply thread's copy */
+    size_t n_apply_members;
+    struct srv_pending *conf_waits; /* requests answered when a configuration entry applies */
+    bool was_in_conf;               /* seen ourselves in a configuration: removal stops us */
+    bool cluster_id_unknown;        /* joining: take the cluster ID from the first peer */
+    uint32_t move_slot, move_gen;   /* a pending move-leader */
+    uint64_t move_frame, move_target, move_deadline;
 
     /* metrics and alarms (metrics.c, kv.c) */
     struct srv_metrics metrics;
@@ -357,6 +376,21 @@ void srv_kv_fini(struct srv *s);
 struct wal_fs *srv_fpfs_new(uint64_t member);
 void srv_fpfs_free(struct wal_fs *fs);
 
+/* membership.c */
+int srv_members_load(const char *path, struct srv_member *v, size_t *n);
+int srv_members_save(const char *path, const struct srv_member *v, size_t n);
+void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id);
+void srv_members_on_attr(struct srv *s, const struct srv_done *d);
+void srv_members_on_conf(struct srv *s, uint64_t index, const struct raft_conf *conf);
+void srv_members_on_leader(struct srv *s);
+void srv_adopt_cluster_id(struct srv *s, uint64_t cluster_id);
+void srv_members_request(struct srv_conn *c, const Kvdb__Frame *f);
+void srv_members_list(struct srv_conn *c, const Kvdb__Frame *f);
+void srv_conf_wait(struct srv *s, struct srv_pending *p, uint64_t index);
+struct srv_pending *srv_pending_add(struct srv *s);
+struct srv_pending *srv_pending_take(struct srv *s, uint64_t id);
+void srv_pending_release(struct srv *s, struct srv_pending *p);
+
 /* watch.c: watchers */
 void srv_watch_request(struct srv_conn *c, const Kvdb__Frame *f);
 void srv_watch_on_events(struct srv *s, struct lsm_event *evs, size_t n);
@@ -388,6 +422,8 @@ bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b);
 int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal);
 int srv_snap_recover_db(const char *data_dir);
 struct srv_peer *srv_peer_find(struct srv *s, raft_id id);
+int srv_peer_add(struct srv *s, raft_id id, const struct srv_url *url);
+void srv_peer_remove(struct srv *s, raft_id id);
 bool srv_peer_blocked(struct srv *s, raft_id id);
 int srv_conn_detach(struct srv_conn *c, struct pb_frame_reader *rd);
 

@@ -18,7 +18,9 @@ struct opts
     unsigned timeout_ms;
     enum { OUT_SIMPLE, OUT_JSON, OUT_TABLE } out;
     bool progress_notify;
-    long max_events; /* watch: stop after this many events (0: run until interrupted) */
+    const char *peer_url; /* member add/update --peer-urls */
+    bool learner;         /* member add --learner */
+    long max_events;      /* watch: stop after this many events (0: run until interrupted) */
 };
 
 void kvctl_print_json(const ProtobufCMessage *m);
@@ -50,7 +52,9 @@ static void usage(void)
             "  compact REV\n"
             "  endpoint status|health|hashkv [--rev N]   (each endpoint)\n"
             "  alarm list|disarm\n"
-            "  member list\n");
+            "  member list | add NAME --peer-urls URL [--learner] | remove ID | promote ID\n"
+            "      | update ID --peer-urls URL\n"
+            "  move-leader ID\n");
 }
 
 static void print_kv(const Kvdb__KeyValue *kv, const struct opts *o)
@@ -425,6 +429,119 @@ static int cmd_members(struct kvc *c, const struct opts *o)
 
 int kvctl_txn(struct kvc *c, FILE *in, bool interactive);
 
+static void print_members(Kvdb__Member **ms, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const Kvdb__Member *x = ms[i];
+        printf("%" PRIx64 ", started, %s, %s, %s, %s\n", x->id, x->name != NULL ? x->name : "",
+               x->n_peer_urls > 0 ? x->peer_urls[0] : "",
+               x->n_client_urls > 0 ? x->client_urls[0] : "", x->is_learner ? "true" : "false");
+    }
+}
+
+/* member add NAME --peer-urls URL [--learner] | remove ID | promote ID | update ID --peer-urls URL,
+ * and move-leader ID. */
+static int cmd_member(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    const char *sub = argv[0];
+    int rv;
+    if (strcmp(sub, "add") == 0 && argc == 2 && o->peer_url != NULL) {
+        Kvdb__MemberAddRequest r;
+        kvdb__member_add_request__init(&r);
+        char *urls[1] = {(char *)o->peer_url};
+        r.peer_urls = urls;
+        r.n_peer_urls = 1;
+        r.name = argv[1];
+        r.is_learner = o->learner;
+        Kvdb__MemberAddResponse *resp;
+        rv = kvc_call(c, KVDB__METHOD__METHOD_MEMBER_ADD, &r.base,
+                      &kvdb__member_add_response__descriptor, (ProtobufCMessage **)&resp);
+        if (rv != 0) {
+            return fail(c, rv);
+        }
+        if (!json(o, resp)) {
+            uint64_t id = resp->member != NULL ? resp->member->id : 0;
+            printf("Member %" PRIx64 " added to cluster %" PRIx64 "\n", id,
+                   resp->header != NULL ? resp->header->cluster_id : 0);
+            printf(
+                "start it with --name %s --initial-cluster-state existing and an\n"
+                "--initial-cluster listing it with the members below:\n",
+                argv[1]);
+            print_members(resp->members, resp->n_members);
+        }
+        kvdb__member_add_response__free_unpacked(resp, NULL);
+        return 0;
+    }
+    if ((strcmp(sub, "remove") == 0 || strcmp(sub, "promote") == 0 ||
+         (strcmp(sub, "update") == 0 && o->peer_url != NULL)) &&
+        argc == 2) {
+        uint64_t id = strtoull(argv[1], NULL, 16);
+        Kvdb__MemberRemoveRequest rr;
+        Kvdb__MemberPromoteRequest pr;
+        Kvdb__MemberUpdateRequest ur;
+        char *urls[1] = {(char *)o->peer_url};
+        ProtobufCMessage *req;
+        Kvdb__Method m;
+        if (sub[0] == 'r') {
+            kvdb__member_remove_request__init(&rr);
+            rr.id = id;
+            req = &rr.base;
+            m = KVDB__METHOD__METHOD_MEMBER_REMOVE;
+        } else if (sub[0] == 'p') {
+            kvdb__member_promote_request__init(&pr);
+            pr.id = id;
+            req = &pr.base;
+            m = KVDB__METHOD__METHOD_MEMBER_PROMOTE;
+        } else {
+            kvdb__member_update_request__init(&ur);
+            ur.id = id;
+            ur.peer_urls = urls;
+            ur.n_peer_urls = 1;
+            req = &ur.base;
+            m = KVDB__METHOD__METHOD_MEMBER_UPDATE;
+        }
+        Kvdb__MemberListResponse *resp; /* the same wire shape for the three */
+        rv = kvc_call(c, m, req, &kvdb__member_list_response__descriptor,
+                      (ProtobufCMessage **)&resp);
+        if (rv != 0) {
+            return fail(c, rv);
+        }
+        if (!json(o, resp)) {
+            printf("Member %" PRIx64 " %s in cluster %" PRIx64 "\n", id,
+                   sub[0] == 'r'   ? "removed"
+                   : sub[0] == 'p' ? "promoted"
+                                   : "updated",
+                   resp->header != NULL ? resp->header->cluster_id : 0);
+        }
+        kvdb__member_list_response__free_unpacked(resp, NULL);
+        return 0;
+    }
+    usage();
+    return 2;
+}
+
+static int cmd_move_leader(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    if (argc != 1) {
+        usage();
+        return 2;
+    }
+    Kvdb__MoveLeaderRequest r;
+    kvdb__move_leader_request__init(&r);
+    r.targetid = strtoull(argv[0], NULL, 16);
+    Kvdb__MoveLeaderResponse *resp;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_MOVE_LEADER, &r.base,
+                      &kvdb__move_leader_response__descriptor, (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    if (!json(o, resp)) {
+        printf("Leadership transferred to %" PRIx64 "\n", r.targetid);
+    }
+    kvdb__move_leader_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
 static int parse_sort(const char *v, bool order)
 {
     const char *targets[] = {"KEY", "VERSION", "CREATE", "MODIFY", "VALUE"};
@@ -466,6 +583,13 @@ int main(int argc, char **argv)
             o.out = strcmp(a + 12, "json") == 0    ? OUT_JSON
                     : strcmp(a + 12, "table") == 0 ? OUT_TABLE
                                                    : OUT_SIMPLE;
+        } else if (strcmp(a, "--peer-urls") == 0 && v != NULL) {
+            o.peer_url = v;
+            i++;
+        } else if (strncmp(a, "--peer-urls=", 12) == 0) {
+            o.peer_url = a + 12;
+        } else if (strcmp(a, "--learner") == 0) {
+            o.learner = true;
         } else if (strcmp(a, "--progress-notify") == 0) {
             o.progress_notify = true;
         } else if (strcmp(a, "--max-events") == 0 && v != NULL) {
@@ -541,6 +665,10 @@ int main(int argc, char **argv)
         rv = cmd_alarm(c, strcmp(args[1], "disarm") == 0, &o);
     } else if (strcmp(cmd, "member") == 0 && n == 2 && strcmp(args[1], "list") == 0) {
         rv = cmd_members(c, &o);
+    } else if (strcmp(cmd, "member") == 0 && n >= 2) {
+        rv = cmd_member(c, n - 1, args + 1, &o);
+    } else if (strcmp(cmd, "move-leader") == 0) {
+        rv = cmd_move_leader(c, n - 1, args + 1, &o);
     } else {
         usage();
         rv = 2;

@@ -75,7 +75,9 @@ static int list_tables(const char *dir, char ***out, size_t *n)
     *n = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.' || strcmp(de->d_name, SNAP_MANIFEST_NAME) == 0) {
+        /* MEMBERS: the old cluster's addresses; a restore describes a new membership. */
+        if (de->d_name[0] == '.' || strcmp(de->d_name, SNAP_MANIFEST_NAME) == 0 ||
+            strcmp(de->d_name, "MEMBERS") == 0) {
             continue;
         }
         char **nv = realloc(v, (*n + 1) * sizeof *v);

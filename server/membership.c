@@ -1,0 +1,592 @@
+/* Runtime membership: the member registry (ID -> name, peer URL), member add / remove / update /
+ * promote and move-leader, and keeping the peer connections in line with the configuration.
+ *
+ * The raft configuration holds only member IDs; where each member lives is replicated as a
+ * MemberAttr entry through the log.  Adding a member is therefore two entries: its attributes
+ * (so that every member, the leader first, can connect to it), then raft's configuration change
+ * (a learner or a voter).  The client is answered once the configuration entry is applied.  The
+ * registry is persisted in <data-dir>/member/members by the apply thread and travels inside
+ * every snapshot (file MEMBERS), so a member that catches up by snapshot knows everyone. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/srv_int.h"
+
+/* ---- the registry file: "id name peer_url" lines ---- */
+
+static void registry_put(struct srv_member *v, size_t *n, const struct srv_member *m)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (v[i].id == m->id) {
+            if (m->name[0] != '\0') {
+                memcpy(v[i].name, m->name, sizeof v[i].name);
+            }
+            v[i].peer = m->peer;
+            return;
+        }
+    }
+    if (*n < SRV_MAX_MEMBERS) {
+        v[(*n)++] = *m;
+    }
+}
+
+int srv_members_load(const char *path, struct srv_member *v, size_t *n)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return errno == ENOENT ? 0 : SRV_EIO;
+    }
+    char name[SRV_NAME_MAX], url[SRV_URL_MAX];
+    uint64_t id;
+    while (fscanf(f, "%" SCNx64 " %63s %127s", &id, name, url) == 3) {
+        struct srv_member m;
+        memset(&m, 0, sizeof m);
+        m.id = id;
+        snprintf(m.name, sizeof m.name, "%s", strcmp(name, "-") == 0 ? "" : name);
+        if (srv_url_parse(url, &m.peer) == 0) {
+            registry_put(v, n, &m);
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+int srv_members_save(const char *path, const struct srv_member *v, size_t n)
+{
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        return SRV_EIO;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "%016" PRIx64 " %s %s\n", v[i].id, v[i].name[0] != '\0' ? v[i].name : "-",
+                v[i].peer.text);
+    }
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    return ok && rename(tmp, path) == 0 ? 0 : SRV_EIO;
+}
+
+/* Apply thread: a MemberAttr entry was applied. */
+void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id)
+{
+    struct srv_member m;
+    memset(&m, 0, sizeof m);
+    m.id = a->id;
+    snprintf(m.name, sizeof m.name, "%s", a->name != NULL ? a->name : "");
+    if (a->peer_url == NULL || srv_url_parse(a->peer_url, &m.peer) != 0) {
+        return; /* validated by the proposer; every member skips it alike */
+    }
+    registry_put(s->apply_members, &s->n_apply_members, &m);
+    char path[700];
+    snprintf(path, sizeof path, "%s/member/members", s->cfg.data_dir);
+    if (srv_members_save(path, s->apply_members, s->n_apply_members) != 0) {
+        srv_log(SRV_LOG_WARN, "member", "cannot write %s: %s", path, strerror(errno));
+    }
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        d->kind = SRV_DONE_MEMBER_ATTR;
+        d->member = m;
+        d->req_id = req_id;
+        srv_post_done(s, d);
+    }
+}
+
+/* ---- the loop side ---- */
+
+static const struct srv_member *lookup(const struct srv *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_members; i++) {
+        if (s->members[i].id == id) {
+            return &s->members[i];
+        }
+    }
+    return NULL;
+}
+
+/* Connect to every member of @conf whose address is known; drop peers no longer in it. */
+static void reconcile_peers(struct srv *s, const struct raft_conf *conf)
+{
+    for (unsigned i = 0; i < conf->n_voters + conf->n_learners; i++) {
+        uint64_t id = i < conf->n_voters ? conf->voters[i] : conf->learners[i - conf->n_voters];
+        const struct srv_member *m = lookup(s, id);
+        if (m != NULL) {
+            srv_peer_add(s, id, &m->peer);
+        }
+    }
+    for (size_t i = 0; i < s->n_peers;) {
+        uint64_t id = s->peers[i]->id;
+        if (!raft_conf_is_voter(conf, id) && !raft_conf_is_learner(conf, id) &&
+            !s->peers[i]->pending_add) {
+            srv_peer_remove(s, id); /* swaps the last peer in: do not advance */
+            continue;
+        }
+        i++;
+    }
+}
+
+static void members_reply(struct srv *s,
+                          struct srv_conn *c,
+                          uint64_t frame_id,
+                          uint32_t method,
+                          uint64_t added);
+
+void srv_members_on_attr(struct srv *s, const struct srv_done *d)
+{
+    registry_put(s->members, &s->n_members, &d->member);
+    /* Connect at once, before raft needs to reach it: the configuration change follows. */
+    if (srv_peer_add(s, d->member.id, &d->member.peer) == 0) {
+        struct srv_peer *p = srv_peer_find(s, d->member.id);
+        if (p != NULL && !raft_conf_is_voter(raft_conf_of(s->raft), d->member.id) &&
+            !raft_conf_is_learner(raft_conf_of(s->raft), d->member.id)) {
+            p->pending_add = true;
+        }
+    }
+    struct srv_pending *p = d->req_id != 0 ? srv_pending_take(s, d->req_id) : NULL;
+    if (p == NULL) {
+        return;
+    }
+    struct srv_conn *c = srv_conn_get(s, p->slot, p->gen);
+    if (p->method == KVDB__METHOD__METHOD_MEMBER_UPDATE) {
+        if (c != NULL) {
+            members_reply(s, c, p->frame_id, p->method, 0);
+        }
+        srv_pending_release(s, p);
+        return;
+    }
+    /* Member add: now the configuration change. */
+    raft_index index = 0;
+    struct raft_event ev = {.type = RAFT_EV_CONF_CHANGE};
+    ev.u.cc.type = p->arg_learner ? RAFT_CC_ADD_LEARNER : RAFT_CC_ADD_VOTER;
+    ev.u.cc.id = p->arg_id;
+    ev.u.cc.index = &index;
+    int rv = s->inflight ? RAFT_EBUSY : raft_step(s->raft, &ev);
+    if (rv != 0) {
+        if (c != NULL) {
+            srv_conn_reply(c, p->frame_id, p->method, KVDB__ERROR_CODE__FAILED_PRECONDITION,
+                           rv == RAFT_EBUSY ? "another membership change is in progress: retry"
+                                            : raft_strerror(rv),
+                           NULL, 0);
+        }
+        srv_pending_release(s, p);
+        return;
+    }
+    srv_conf_wait(s, p, index);
+}
+
+void srv_conf_wait(struct srv *s, struct srv_pending *p, uint64_t index)
+{
+    p->conf_index = index;
+    p->next = s->conf_waits;
+    s->conf_waits = p;
+}
+
+/* A configuration entry was applied (apply thread -> loop). */
+void srv_members_on_conf(struct srv *s, uint64_t index, const struct raft_conf *conf)
+{
+    bool in =
+        raft_conf_is_voter(conf, s->cfg.member_id) || raft_conf_is_learner(conf, s->cfg.member_id);
+    if (in) {
+        s->was_in_conf = true;
+    }
+    reconcile_peers(s, conf);
+    struct srv_pending **pp = &s->conf_waits;
+    while (*pp != NULL) {
+        struct srv_pending *p = *pp;
+        if (p->conf_index > index) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        struct srv_conn *c = srv_conn_get(s, p->slot, p->gen);
+        if (c != NULL) {
+            members_reply(s, c, p->frame_id, p->method, p->arg_id);
+        }
+        srv_pending_release(s, p);
+    }
+    if (!in && s->was_in_conf) {
+        /* etcd's behaviour: a removed member stops.  Its data stays for inspection. */
+        srv_fail(s, SRV_ECLUSTER, "this member (%llx) was removed from the cluster",
+                 (unsigned long long)s->cfg.member_id);
+    }
+}
+
+/* A joining member learns the cluster's ID from the first member of --initial-cluster that
+ * talks to it, and records it (with no bootstrap voters) so restarts keep it. */
+void srv_adopt_cluster_id(struct srv *s, uint64_t cluster_id)
+{
+    char dir[600], err[SRV_ERRMSG];
+    snprintf(dir, sizeof dir, "%s/member", s->cfg.data_dir);
+    if (srv_member_file_write(dir, cluster_id, s->cfg.member_id, NULL, 0, err) != 0) {
+        srv_log(SRV_LOG_WARN, "member", "%s", err);
+        return;
+    }
+    s->cfg.cluster_id = cluster_id;
+    s->cluster_id_unknown = false;
+    srv_log(SRV_LOG_INFO, "member", "joined cluster %016llx", (unsigned long long)cluster_id);
+}
+
+/* ---- replies ---- */
+
+static void fill_member(const struct srv *s,
+                        uint64_t id,
+                        bool learner,
+                        Kvdb__Member *m,
+                        char **purl,
+                        char **curl)
+{
+    kvdb__member__init(m);
+    m->id = id;
+    m->is_learner = learner;
+    const struct srv_member *r = lookup(s, id);
+    if (r != NULL) {
+        m->name = (char *)r->name;
+        *purl = (char *)r->peer.text;
+        m->peer_urls = purl;
+        m->n_peer_urls = 1;
+    }
+    if (id == s->cfg.member_id) {
+        *curl = (char *)s->cfg.advertise_client.text;
+        m->client_urls = curl;
+        m->n_client_urls = 1;
+    }
+}
+
+/* The members of the configuration in effect, as MemberListResponse-like arrays. */
+struct mlist
+{
+    Kvdb__Member ms[RAFT_MAX_MEMBERS * 2];
+    Kvdb__Member *mp[RAFT_MAX_MEMBERS * 2];
+    char *purl[RAFT_MAX_MEMBERS * 2];
+    char *curl[RAFT_MAX_MEMBERS * 2];
+    size_t n;
+};
+
+static void list_members(const struct srv *s, struct mlist *l)
+{
+    const struct raft_conf *conf = raft_conf_of(s->raft);
+    l->n = 0;
+    for (unsigned i = 0; i < conf->n_voters + conf->n_learners; i++) {
+        bool learner = i >= conf->n_voters;
+        uint64_t id = learner ? conf->learners[i - conf->n_voters] : conf->voters[i];
+        fill_member(s, id, learner, &l->ms[l->n], &l->purl[l->n], &l->curl[l->n]);
+        l->mp[l->n] = &l->ms[l->n];
+        l->n++;
+    }
+}
+
+static void members_reply(struct srv *s,
+                          struct srv_conn *c,
+                          uint64_t frame_id,
+                          uint32_t method,
+                          uint64_t added)
+{
+    struct mlist l;
+    list_members(s, &l);
+    Kvdb__ResponseHeader h;
+    kvdb__response_header__init(&h);
+    h.cluster_id = s->cfg.cluster_id;
+    h.member_id = s->cfg.member_id;
+    h.raft_term = raft_term_of(s->raft);
+    h.revision = atomic_load(&s->revision);
+    ProtobufCMessage *msg;
+    Kvdb__MemberAddResponse add;
+    Kvdb__MemberListResponse list; /* same fields for remove/update/promote/list */
+    Kvdb__Member added_m;
+    char *apurl = NULL, *acurl = NULL;
+    if (method == KVDB__METHOD__METHOD_MEMBER_ADD) {
+        kvdb__member_add_response__init(&add);
+        add.header = &h;
+        add.members = l.mp;
+        add.n_members = l.n;
+        fill_member(s, added, raft_conf_is_learner(raft_conf_of(s->raft), added), &added_m, &apurl,
+                    &acurl);
+        add.member = &added_m;
+        msg = &add.base;
+    } else {
+        kvdb__member_list_response__init(&list);
+        list.header = &h;
+        list.members = l.mp;
+        list.n_members = l.n;
+        msg = &list.base;
+    }
+    /* MemberRemove/Update/Promote responses have the same wire shape as MemberListResponse:
+     * header (1) and members (2). */
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        srv_conn_reply(c, frame_id, method, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory",
+                       NULL, 0);
+        return;
+    }
+    protobuf_c_message_pack(msg, buf);
+    srv_conn_reply(c, frame_id, method, KVDB__ERROR_CODE__OK, NULL, buf, len);
+    free(buf);
+}
+
+void srv_members_list(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    members_reply(c->s, c, f->id, f->method, 0);
+}
+
+/* ---- requests ---- */
+
+static struct srv_pending *new_pending(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv_pending *p = srv_pending_add(c->s);
+    if (p != NULL) {
+        p->slot = c->slot;
+        p->gen = c->gen;
+        p->frame_id = f->id;
+        p->method = f->method;
+        p->deadline_ms = srv_now_ms() + c->s->request_timeout_ms;
+        p->arg_id = 0;
+        p->arg_learner = false;
+        p->conf_index = 0;
+    }
+    return p;
+}
+
+/* Propose a MemberAttr entry answered through @p once applied. */
+static int propose_attr(struct srv *s,
+                        struct srv_pending *p,
+                        uint64_t id,
+                        const char *name,
+                        const char *url)
+{
+    Kvdb__MemberAttr a;
+    kvdb__member_attr__init(&a);
+    a.id = id;
+    a.name = (char *)name;
+    a.peer_url = (char *)url;
+    Kvdb__InternalRequest ir;
+    kvdb__internal_request__init(&ir);
+    ir.id = p->req_id;
+    ir.member = s->cfg.member_id;
+    ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR;
+    ir.member_attr = &a;
+    uint8_t buf[512];
+    if (kvdb__internal_request__get_packed_size(&ir) > sizeof buf) {
+        return RAFT_EINVAL;
+    }
+    size_t n = kvdb__internal_request__pack(&ir, buf);
+    return srv_node_propose(s, buf, n, p->req_id);
+}
+
+static void fail_req(struct srv_conn *c,
+                     const Kvdb__Frame *f,
+                     Kvdb__ErrorCode code,
+                     const char *msg)
+{
+    srv_conn_reply(c, f->id, f->method, code, msg, NULL, 0);
+}
+
+static void member_add(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    Kvdb__MemberAddRequest *r = kvdb__member_add_request__unpack(NULL, f->body.len, f->body.data);
+    struct srv_url url;
+    if (r == NULL || r->n_peer_urls != 1 || srv_url_parse(r->peer_urls[0], &url) != 0) {
+        fail_req(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT,
+                 "member add needs exactly one peer URL (http://host:port)");
+        if (r != NULL) {
+            kvdb__member_add_request__free_unpacked(r, NULL);
+        }
+        return;
+    }
+    uint64_t id = srv_member_id(url.text, s->cfg.cluster_token);
+    const struct raft_conf *conf = raft_conf_of(s->raft);
+    if (raft_conf_is_voter(conf, id) || raft_conf_is_learner(conf, id)) {
+        fail_req(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, "peer URL already exists");
+    } else {
+        struct srv_pending *p = new_pending(c, f);
+        if (p == NULL) {
+            fail_req(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+        } else {
+            p->arg_id = id;
+            p->arg_learner = r->is_learner;
+            if (propose_attr(s, p, id, r->name != NULL ? r->name : "", url.text) != 0) {
+                srv_pending_release(s, srv_pending_take(s, p->req_id));
+                fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+            }
+        }
+    }
+    kvdb__member_add_request__free_unpacked(r, NULL);
+}
+
+static void member_update(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    Kvdb__MemberUpdateRequest *r =
+        kvdb__member_update_request__unpack(NULL, f->body.len, f->body.data);
+    struct srv_url url;
+    if (r == NULL || r->n_peer_urls != 1 || srv_url_parse(r->peer_urls[0], &url) != 0) {
+        fail_req(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT,
+                 "member update needs an ID and one peer URL");
+    } else if (lookup(s, r->id) == NULL) {
+        fail_req(c, f, KVDB__ERROR_CODE__NOT_FOUND, "member not found");
+    } else {
+        struct srv_pending *p = new_pending(c, f);
+        if (p == NULL || propose_attr(s, p, r->id, lookup(s, r->id)->name, url.text) != 0) {
+            if (p != NULL) {
+                srv_pending_release(s, srv_pending_take(s, p->req_id));
+            }
+            fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+        }
+    }
+    if (r != NULL) {
+        kvdb__member_update_request__free_unpacked(r, NULL);
+    }
+}
+
+/* Remove and promote are raft configuration changes on the leader. */
+static void member_change(struct srv_conn *c, const Kvdb__Frame *f, enum raft_cc_type type)
+{
+    struct srv *s = c->s;
+    uint64_t id;
+    if (type == RAFT_CC_REMOVE) {
+        Kvdb__MemberRemoveRequest *r =
+            kvdb__member_remove_request__unpack(NULL, f->body.len, f->body.data);
+        id = r != NULL ? r->id : 0;
+        if (r != NULL) {
+            kvdb__member_remove_request__free_unpacked(r, NULL);
+        }
+    } else {
+        Kvdb__MemberPromoteRequest *r =
+            kvdb__member_promote_request__unpack(NULL, f->body.len, f->body.data);
+        id = r != NULL ? r->id : 0;
+        if (r != NULL) {
+            kvdb__member_promote_request__free_unpacked(r, NULL);
+        }
+    }
+    const struct raft_conf *conf = raft_conf_of(s->raft);
+    if (id == 0 || (!raft_conf_is_voter(conf, id) && !raft_conf_is_learner(conf, id))) {
+        fail_req(c, f, KVDB__ERROR_CODE__NOT_FOUND, "member not found");
+        return;
+    }
+    if (type == RAFT_CC_ADD_VOTER && !raft_conf_is_learner(conf, id)) {
+        fail_req(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, "can only promote a learner");
+        return;
+    }
+    if (s->role != RAFT_LEADER) {
+        fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+        return;
+    }
+    raft_index index = 0;
+    struct raft_event ev = {.type = RAFT_EV_CONF_CHANGE};
+    ev.u.cc.type = type;
+    ev.u.cc.id = id;
+    ev.u.cc.index = &index;
+    int rv = s->inflight ? RAFT_EBUSY : raft_step(s->raft, &ev);
+    if (rv != 0) {
+        fail_req(c, f,
+                 rv == RAFT_ENOTLEADER ? KVDB__ERROR_CODE__UNAVAILABLE
+                                       : KVDB__ERROR_CODE__FAILED_PRECONDITION,
+                 rv == RAFT_EBUSY ? "another membership change is in progress: retry"
+                                  : raft_strerror(rv));
+        return;
+    }
+    struct srv_pending *p = new_pending(c, f);
+    if (p != NULL) {
+        srv_pending_take(s, p->req_id); /* waits on the configuration index, not an entry id */
+        srv_conf_wait(s, p, index);
+    }
+}
+
+static void move_leader(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    Kvdb__MoveLeaderRequest *r = kvdb__move_leader_request__unpack(NULL, f->body.len, f->body.data);
+    uint64_t target = r != NULL ? r->targetid : 0;
+    if (r != NULL) {
+        kvdb__move_leader_request__free_unpacked(r, NULL);
+    }
+    if (!raft_conf_is_voter(raft_conf_of(s->raft), target)) {
+        fail_req(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "the target is not a voter");
+        return;
+    }
+    if (s->role != RAFT_LEADER) {
+        fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+        return;
+    }
+    struct raft_event ev = {.type = RAFT_EV_TRANSFER};
+    ev.u.peer = target;
+    if (s->inflight) {
+        fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "busy: retry");
+        return;
+    }
+    raft_step(s->raft, &ev);
+    s->move_slot = c->slot;
+    s->move_gen = c->gen;
+    s->move_frame = f->id;
+    s->move_target = target;
+    s->move_deadline = srv_now_ms() + 5ull * s->cfg.election_ms;
+}
+
+/* The leader changed (loop): answer a pending move-leader. */
+void srv_members_on_leader(struct srv *s)
+{
+    if (s->move_target == 0) {
+        return;
+    }
+    bool done = s->leader == s->move_target;
+    if (!done && srv_now_ms() < s->move_deadline) {
+        return;
+    }
+    struct srv_conn *c = srv_conn_get(s, s->move_slot, s->move_gen);
+    if (c != NULL) {
+        if (done) {
+            Kvdb__ResponseHeader h;
+            kvdb__response_header__init(&h);
+            h.cluster_id = s->cfg.cluster_id;
+            h.member_id = s->cfg.member_id;
+            h.raft_term = raft_term_of(s->raft);
+            Kvdb__MoveLeaderResponse resp;
+            kvdb__move_leader_response__init(&resp);
+            resp.header = &h;
+            uint8_t buf[128];
+            size_t n = kvdb__move_leader_response__pack(&resp, buf);
+            srv_conn_reply(c, s->move_frame, KVDB__METHOD__METHOD_MOVE_LEADER, KVDB__ERROR_CODE__OK,
+                           NULL, buf, n);
+        } else {
+            srv_conn_reply(c, s->move_frame, KVDB__METHOD__METHOD_MOVE_LEADER,
+                           KVDB__ERROR_CODE__DEADLINE_EXCEEDED, "leadership transfer timed out",
+                           NULL, 0);
+        }
+    }
+    s->move_target = 0;
+}
+
+void srv_members_request(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    if (c->s->role != RAFT_LEADER) {
+        /* Membership changes run on the leader (the configuration change is its step); the
+         * client library fails over to the next endpoint on UNAVAILABLE. */
+        fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+        return;
+    }
+    switch (f->method) {
+    case KVDB__METHOD__METHOD_MEMBER_ADD:
+        member_add(c, f);
+        break;
+    case KVDB__METHOD__METHOD_MEMBER_UPDATE:
+        member_update(c, f);
+        break;
+    case KVDB__METHOD__METHOD_MEMBER_REMOVE:
+        member_change(c, f, RAFT_CC_REMOVE);
+        break;
+    case KVDB__METHOD__METHOD_MEMBER_PROMOTE:
+        member_change(c, f, RAFT_CC_ADD_VOTER);
+        break;
+    case KVDB__METHOD__METHOD_MOVE_LEADER:
+        move_leader(c, f);
+        break;
+    default:
+        break;
+    }
+}
