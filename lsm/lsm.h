@@ -219,7 +219,9 @@ struct lsm_txn_result
 };
 
 /* The response to one request.  err != 0 means the request failed and changed nothing (like an
- * etcd apply error); the raft entry still counts as applied. */
+ * etcd apply error); the raft entry still counts as applied.  Revisions: Put and a DeleteRange
+ * that deleted something report their new revision, other requests the current one; a txn
+ * reports its new revision if it changed anything, and its sub-responses carry the txn's. */
 struct lsm_result
 {
     enum lsm_op_type type;
@@ -241,7 +243,9 @@ void lsm_result_fini(struct lsm_result *res);
 enum lsm_event_type { LSM_EVENT_PUT = 1, LSM_EVENT_DELETE };
 
 /* A change for the watch hub.  For a delete, kv holds the key and mod_revision (the deletion's
- * revision) only, as in etcd.  prev_kv is the key's previous version in the same generation. */
+ * revision) only, as in etcd.  prev_kv is the key's previous version in the same generation;
+ * from lsm_events_read it is absent when compaction removed it (only possible for events at the
+ * compact revision itself). */
 struct lsm_event
 {
     enum lsm_event_type type;
@@ -304,15 +308,17 @@ const char *lsm_errmsg(const struct lsm_store *s);
  * applied index are skipped (result.skipped).  Indexes must increase.  Per-request errors
  * (compacted, key not found, ...) go to the entry's result and do not fail the call.
  * @out receives results and events (caller releases with lsm_apply_out_fini, also on error).
- * Errors: LSM_EINVAL (indexes not increasing, malformed request type), LSM_EIO (the LevelDB
- * write failed: nothing of the group is applied; the store refuses further applies),
- * LSM_ENOMEM.  Apply thread only. */
+ * Errors: LSM_EINVAL (indexes not increasing), LSM_EIO (the LevelDB write failed: nothing of
+ * the group is applied; the store refuses further applies until reopened), LSM_ENOMEM (nothing
+ * applied; the same group may be retried).  Readers see the group once this returns (it
+ * publishes a new read view).  Apply thread only. */
 int lsm_apply(struct lsm_store *s,
               const struct lsm_entry *entries,
               size_t n,
               struct lsm_apply_out *out);
 
-/* Serve a Range request at the latest published state.  @out (zeroed by the callee) gets the
+/* Serve a Range request at the latest published state (the view the last lsm_apply published;
+ * physical compaction done since then becomes visible with the next apply).  @out (zeroed by the callee) gets the
  * result; release it with lsm_result_fini.  Errors: LSM_ECOMPACTED, LSM_EFUTUREREV,
  * LSM_EEMPTYKEY, LSM_EIO, LSM_ENOMEM; context in @errmsg (256 bytes, may be NULL).  Any thread. */
 int lsm_range(struct lsm_store *s,
@@ -346,7 +352,7 @@ struct lsm_status
     uint64_t db_size_bytes;    /* bytes of files in the LevelDB directory */
 };
 
-/* The published state.  Any thread. */
+/* The published state.  db_size_bytes costs a directory scan.  Any thread. */
 void lsm_status_get(struct lsm_store *s, struct lsm_status *st);
 
 /* Block until physical compaction reached @revision (etcd Compact physical=true) or the store

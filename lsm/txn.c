@@ -96,6 +96,60 @@ static int check_op(const struct lsm_op *op, size_t max_ops)
 static int check_intervals(const struct lsm_op *ops,
                            size_t n,
                            struct klist *puts,
+                           struct klist *dels);
+
+static int klist_append(struct klist *to, const struct klist *from)
+{
+    int rv = 0;
+    for (size_t j = 0; j < from->n && rv == 0; j++) {
+        rv = klist_add(to, &from->v[j]);
+    }
+    return rv;
+}
+
+/* A nested txn: its branches' puts must not hit this level's puts or deletes so far. */
+static int check_nested(const struct lsm_txn_req *t, struct klist *puts, struct klist *dels)
+{
+    struct klist pt = {0}, dt = {0}, pe = {0}, de = {0};
+    int rv = check_intervals(t->success, t->n_success, &pt, &dt);
+    if (rv == 0) {
+        rv = check_intervals(t->failure, t->n_failure, &pe, &de);
+    }
+    for (size_t j = 0; j < pt.n && rv == 0; j++) {
+        if (klist_hits(puts, pt.v[j].key, pt.v[j].key_len) ||
+            klist_hits(dels, pt.v[j].key, pt.v[j].key_len)) {
+            rv = LSM_EDUPKEY;
+        }
+    }
+    for (size_t j = 0; j < pe.n && rv == 0; j++) {
+        bool in_then = klist_hits(&pt, pe.v[j].key, pe.v[j].key_len);
+        if ((klist_hits(puts, pe.v[j].key, pe.v[j].key_len) && !in_then) ||
+            klist_hits(dels, pe.v[j].key, pe.v[j].key_len)) {
+            rv = LSM_EDUPKEY;
+        }
+    }
+    if (rv == 0) {
+        rv = klist_append(puts, &pt);
+    }
+    if (rv == 0) {
+        rv = klist_append(puts, &pe);
+    }
+    if (rv == 0) {
+        rv = klist_append(dels, &dt);
+    }
+    if (rv == 0) {
+        rv = klist_append(dels, &de);
+    }
+    free(pt.v);
+    free(dt.v);
+    free(pe.v);
+    free(de.v);
+    return rv;
+}
+
+static int check_intervals(const struct lsm_op *ops,
+                           size_t n,
+                           struct klist *puts,
                            struct klist *dels)
 {
     int rv = 0;
@@ -107,44 +161,9 @@ static int check_intervals(const struct lsm_op *ops,
         }
     }
     for (size_t i = 0; i < n && rv == 0; i++) {
-        if (ops[i].type != LSM_OP_TXN) {
-            continue;
+        if (ops[i].type == LSM_OP_TXN) {
+            rv = check_nested(&ops[i].u.txn, puts, dels);
         }
-        const struct lsm_txn_req *t = &ops[i].u.txn;
-        struct klist pt = {0}, dt = {0}, pe = {0}, de = {0};
-        rv = check_intervals(t->success, t->n_success, &pt, &dt);
-        if (rv == 0) {
-            rv = check_intervals(t->failure, t->n_failure, &pe, &de);
-        }
-        for (size_t j = 0; j < pt.n && rv == 0; j++) {
-            if (klist_hits(puts, pt.v[j].key, pt.v[j].key_len) ||
-                klist_hits(dels, pt.v[j].key, pt.v[j].key_len)) {
-                rv = LSM_EDUPKEY;
-            }
-        }
-        for (size_t j = 0; j < pe.n && rv == 0; j++) {
-            bool in_then = klist_hits(&pt, pe.v[j].key, pe.v[j].key_len);
-            if ((klist_hits(puts, pe.v[j].key, pe.v[j].key_len) && !in_then) ||
-                klist_hits(dels, pe.v[j].key, pe.v[j].key_len)) {
-                rv = LSM_EDUPKEY;
-            }
-        }
-        for (size_t j = 0; j < pt.n && rv == 0; j++) {
-            rv = klist_add(puts, &pt.v[j]);
-        }
-        for (size_t j = 0; j < pe.n && rv == 0; j++) {
-            rv = klist_add(puts, &pe.v[j]);
-        }
-        for (size_t j = 0; j < dt.n && rv == 0; j++) {
-            rv = klist_add(dels, &dt.v[j]);
-        }
-        for (size_t j = 0; j < de.n && rv == 0; j++) {
-            rv = klist_add(dels, &de.v[j]);
-        }
-        free(pt.v);
-        free(dt.v);
-        free(pe.v);
-        free(de.v);
     }
     for (size_t i = 0; i < n && rv == 0; i++) {
         if (ops[i].type != LSM_OP_PUT) {

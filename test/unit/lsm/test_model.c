@@ -2,7 +2,7 @@
  * and to an in-memory model (model.c), every result, event, read and catch-up compared; with
  * close/reopen, "crash" (the store goes back to an older copy of its directory and the entries
  * since are replayed, giving the same results) and checkpoint -> open_from_tables in between.
- * Argument: number of groups (default 1500).  Seed: printed, KV_TEST_SEED replays. */
+ * Argument: number of groups (default 1000).  Seed: printed, KV_TEST_SEED replays. */
 #include "test/lib/seed.h"
 #include "test/unit/lsm/helpers.h"
 #include "test/unit/lsm/model.h"
@@ -522,7 +522,7 @@ static void model_run(void **state)
 
 int main(int argc, char **argv)
 {
-    static size_t groups = 1500;
+    static size_t groups = 1000;
     if (argc > 1) {
         groups = (size_t)strtoull(argv[1], NULL, 10);
     }
