@@ -324,6 +324,54 @@ static void memtable_bench(const struct cfg *c)
     free(data);
 }
 
+/* The disk is shared and noisy: alternate the raw loops and the closed-loop batch-1 WAL run
+ * three times and compare each trio. */
+static void raw_vs_batch1(const struct cfg *cp)
+{
+    const struct cfg c = *cp;
+    double ratios[3];
+    for (int round = 0; round < 3; round++) {
+        struct lat raw = {0}, pre = {0}, one = {0};
+        double raw_rate = raw_fdatasync(&c, false, &raw);
+        double pre_rate = raw_fdatasync(&c, true, &pre);
+        double one_rate = wal_run(&c, 1, 1, &one);
+        double limit = raw_rate > pre_rate ? raw_rate : pre_rate;
+        ratios[round] = one_rate / limit;
+        printf(
+            "round %d: raw append %zu B+fdatasync %.0f ops/s (p50 %.3f ms, p99 %.3f ms); "
+            "raw into preallocated %.0f ops/s (p50 %.3f ms, p99 %.3f ms)\n"
+            "         wal batch 1 %.0f entries/s (p50 %.3f ms, p99 %.3f ms): %.2fx the "
+            "faster raw\n",
+            round + 1, c.entry + 32, raw_rate, lat_pct(&raw, 0.5) * 1e3, lat_pct(&raw, 0.99) * 1e3,
+            pre_rate, lat_pct(&pre, 0.5) * 1e3, lat_pct(&pre, 0.99) * 1e3, one_rate,
+            lat_pct(&one, 0.5) * 1e3, lat_pct(&one, 0.99) * 1e3, ratios[round]);
+        free(raw.v);
+        free(pre.v);
+        free(one.v);
+    }
+    qsort(ratios, 3, sizeof ratios[0], cmp_double);
+    printf("batch 1 vs raw fdatasync: median %.2fx\n", ratios[1]);
+}
+
+/* Throughput and latency for batch sizes 1, 16, 256, closed loop and pipelined. */
+static void group_commit_table(const struct cfg *cp)
+{
+    const struct cfg c = *cp;
+    printf("%-6s %-8s %14s %12s %10s %10s\n", "batch", "window", "entries/s", "batches/s", "p50 ms",
+           "p99 ms");
+    size_t batches[] = {1, 16, 256};
+    size_t windows[] = {1, 64};
+    for (size_t wi = 0; wi < 2; wi++) {
+        for (size_t bi = 0; bi < 3; bi++) {
+            struct lat l = {0};
+            double rate = wal_run(&c, batches[bi], windows[wi], &l);
+            printf("%-6zu %-8zu %14.0f %12.0f %10.3f %10.3f\n", batches[bi], windows[wi], rate,
+                   rate / (double)batches[bi], lat_pct(&l, 0.5) * 1e3, lat_pct(&l, 0.99) * 1e3);
+            free(l.v);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct cfg c = {"./walbench.d", 3.0, 256, 1024};
@@ -352,7 +400,7 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr,
                     "usage: kvdb-walbench [-d dir] [-t secs] [-s entry-bytes] "
-                    "[-r replay-MiB]\n");
+                    "[-r replay-MiB] [-K keep dir] [-R replay only]\n");
             return 1;
         }
     }
@@ -364,43 +412,8 @@ int main(int argc, char **argv)
     rm_dir(c.dir);
     mkdir(c.dir, 0755);
     memtable_bench(&c);
-    /* The disk is shared and noisy: alternate the raw loop and the closed-loop batch-1 WAL
-     * run three times and compare each pair. */
-    double ratios[3];
-    for (int round = 0; round < 3; round++) {
-        struct lat raw = {0}, pre = {0}, one = {0};
-        double raw_rate = raw_fdatasync(&c, false, &raw);
-        double pre_rate = raw_fdatasync(&c, true, &pre);
-        double one_rate = wal_run(&c, 1, 1, &one);
-        double limit = raw_rate > pre_rate ? raw_rate : pre_rate;
-        ratios[round] = one_rate / limit;
-        printf(
-            "round %d: raw append %zu B+fdatasync %.0f ops/s (p50 %.3f ms, p99 %.3f ms); "
-            "raw into preallocated %.0f ops/s (p50 %.3f ms, p99 %.3f ms)\n"
-            "         wal batch 1 %.0f entries/s (p50 %.3f ms, p99 %.3f ms): %.2fx the "
-            "faster raw\n",
-            round + 1, c.entry + 32, raw_rate, lat_pct(&raw, 0.5) * 1e3, lat_pct(&raw, 0.99) * 1e3,
-            pre_rate, lat_pct(&pre, 0.5) * 1e3, lat_pct(&pre, 0.99) * 1e3, one_rate,
-            lat_pct(&one, 0.5) * 1e3, lat_pct(&one, 0.99) * 1e3, ratios[round]);
-        free(raw.v);
-        free(pre.v);
-        free(one.v);
-    }
-    qsort(ratios, 3, sizeof ratios[0], cmp_double);
-    printf("batch 1 vs raw fdatasync: median %.2fx\n", ratios[1]);
-    printf("%-6s %-8s %14s %12s %10s %10s\n", "batch", "window", "entries/s", "batches/s", "p50 ms",
-           "p99 ms");
-    size_t batches[] = {1, 16, 256};
-    size_t windows[] = {1, 64};
-    for (size_t wi = 0; wi < 2; wi++) {
-        for (size_t bi = 0; bi < 3; bi++) {
-            struct lat l = {0};
-            double rate = wal_run(&c, batches[bi], windows[wi], &l);
-            printf("%-6zu %-8zu %14.0f %12.0f %10.3f %10.3f\n", batches[bi], windows[wi], rate,
-                   rate / (double)batches[bi], lat_pct(&l, 0.5) * 1e3, lat_pct(&l, 0.99) * 1e3);
-            free(l.v);
-        }
-    }
+    raw_vs_batch1(&c);
+    group_commit_table(&c);
     if (c.replay_mib > 0) {
         replay_bench(&c);
     }
