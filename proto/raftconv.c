@@ -10,8 +10,12 @@
 static void conf_to_pb(const struct raft_conf *c, Kvdb__Raftpb__ConfState *cs, uint64_t *ids)
 {
     kvdb__raftpb__conf_state__init(cs);
-    memcpy(ids, c->voters, c->n_voters * sizeof *ids);
-    memcpy(ids + c->n_voters, c->learners, c->n_learners * sizeof *ids);
+    if (c->n_voters > 0) {
+        memcpy(ids, c->voters, c->n_voters * sizeof *ids);
+    }
+    if (c->n_learners > 0) {
+        memcpy(ids + c->n_voters, c->learners, c->n_learners * sizeof *ids);
+    }
     cs->voters = ids;
     cs->n_voters = c->n_voters;
     cs->learners = ids + c->n_voters;
@@ -106,8 +110,13 @@ static int conf_from_pb(const Kvdb__Raftpb__ConfState *cs, struct raft_conf *c)
     }
     c->n_voters = (unsigned)cs->n_voters;
     c->n_learners = (unsigned)cs->n_learners;
-    memcpy(c->voters, cs->voters, cs->n_voters * sizeof *cs->voters);
-    memcpy(c->learners, cs->learners, cs->n_learners * sizeof *cs->learners);
+    /* protobuf-c leaves empty repeated fields NULL: memcpy must not see them. */
+    if (cs->n_voters > 0) {
+        memcpy(c->voters, cs->voters, cs->n_voters * sizeof *cs->voters);
+    }
+    if (cs->n_learners > 0) {
+        memcpy(c->learners, cs->learners, cs->n_learners * sizeof *cs->learners);
+    }
     return 0;
 }
 

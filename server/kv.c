@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/pb.h"
 #include "server/srv_int.h"
 
 #define KVDB_VERSION "0.1.0"
@@ -108,7 +109,9 @@ static size_t internal_request(uint8_t *out,
     n += wal_put_varint(out + n, member);
     out[n++] = (uint8_t)(field << 3 | 2);
     n += wal_put_varint(out + n, len);
-    memcpy(out + n, body, len);
+    if (len > 0) { /* an all-default body arrives as NULL */
+        memcpy(out + n, body, len);
+    }
     return n + len;
 }
 
@@ -157,6 +160,12 @@ static Kvdb__ErrorCode validate_write(const struct srv *s, const Kvdb__Frame *f,
         return code;
     }
     case KVDB__METHOD__METHOD_TXN: {
+        /* Bound the nesting before protobuf-c's recursive decoder sees it (kvconv.c applies
+         * the same limit). */
+        if (pb_txn_depth(f->body.data, f->body.len, SRV_MAX_TXN_DEPTH) < 0) {
+            *msg = "malformed TxnRequest or txn nested too deeply";
+            return KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        }
         Kvdb__TxnRequest *r = kvdb__txn_request__unpack(NULL, f->body.len, f->body.data);
         Kvdb__ErrorCode code = KVDB__ERROR_CODE__OK;
         if (r == NULL) {
@@ -265,7 +274,12 @@ static void handle_range(struct srv_conn *c, const Kvdb__Frame *f)
             return;
         }
         serializable = r->serializable;
+        bool empty = r->key.len == 0;
         kvdb__range_request__free_unpacked(r, NULL);
+        if (empty) {
+            reply_error(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "key is not provided");
+            return;
+        }
     }
     struct srv_read *rd = calloc(1, sizeof *rd);
     void *body = malloc(f->body.len > 0 ? f->body.len : 1);
@@ -275,7 +289,9 @@ static void handle_range(struct srv_conn *c, const Kvdb__Frame *f)
         reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    memcpy(body, f->body.data, f->body.len);
+    if (f->body.len > 0) {
+        memcpy(body, f->body.data, f->body.len);
+    }
     rd->slot = c->slot;
     rd->gen = c->gen;
     rd->frame_id = f->id;

@@ -134,7 +134,7 @@ static int conv_txn(const Kvdb__TxnRequest *t,
                     struct lsm_txn_req *out,
                     int depth)
 {
-    if (depth > 16) {
+    if (depth > 16) {      /* SRV_MAX_TXN_DEPTH, checked on the wire by the front door */
         return LSM_EINVAL; /* bounded recursion on untrusted input */
     }
     struct lsm_compare *c = srv_arena_alloc(a, (t->n_compare > 0 ? t->n_compare : 1) * sizeof *c);

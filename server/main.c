@@ -6,7 +6,7 @@
 #include "server/log.h"
 #include "server/srv.h"
 
-static struct srv *the_srv;
+static struct srv *volatile the_srv;
 
 static void on_signal(int sig)
 {
@@ -32,7 +32,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvdb: %s\n", err);
         return 2;
     }
-    int rv = srv_open(&cfg, &the_srv, err);
+    struct srv *opened = NULL;
+    int rv = srv_open(&cfg, &opened, err);
+    the_srv = opened;
     if (rv != 0) {
         fprintf(stderr, "kvdb: %s: %s\n", srv_strerror(rv), err);
         return 1;
@@ -54,6 +56,14 @@ int main(int argc, char **argv)
     if (rv != 0) {
         fprintf(stderr, "kvdb: stopped on error: %s\n", srv_errmsg(the_srv));
     }
-    srv_close(the_srv);
+    /* No signal may reach a member being freed: ignore further ones while closing. */
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGINT, &ign, NULL);
+    sigaction(SIGTERM, &ign, NULL);
+    struct srv *s = the_srv;
+    the_srv = NULL;
+    srv_close(s);
     return rv == 0 ? 0 : 1;
 }

@@ -21,6 +21,7 @@
 #include "wal/wal.h"
 
 #define SRV_ERRMSG 256
+#define SRV_MAX_TXN_DEPTH 16 /* nested txns (etcd bounds them too) */
 
 /* ---- connections (client.c, peer.c) ---- */
 

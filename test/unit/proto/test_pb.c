@@ -141,6 +141,45 @@ static void unknown_fields_are_detected(void **state)
     kvdb__raftpb__batch__free_unpacked(b, NULL);
 }
 
+/* Nesting depth of txns is measured on the wire, without protobuf-c's recursion. */
+static void txn_depth_is_bounded(void **state)
+{
+    (void)state;
+    enum { DEEP = 20000 };
+    uint8_t *buf = malloc((size_t)DEEP * 12 + 4);
+    assert_non_null(buf);
+    uint8_t *end = buf + (size_t)DEEP * 12 + 4, *p = end;
+    int depth = 1; /* the innermost, empty TxnRequest */
+    for (int i = 0; i < DEEP; i++) {
+        /* Wrap the current message as RequestOp.request_txn (field 4), then as
+         * TxnRequest.success (field 2): one level deeper. */
+        for (int k = 0; k < 2; k++) {
+            size_t len = (size_t)(end - p);
+            uint8_t v[10];
+            size_t n = 0;
+            do {
+                v[n++] = (uint8_t)((len & 0x7f) | (len > 0x7f ? 0x80 : 0));
+                len >>= 7;
+            } while (len > 0);
+            p -= n;
+            memcpy(p, v, n);
+            *--p = k == 0 ? 0x22 : 0x12;
+        }
+        depth++;
+        if (depth == 16) {
+            assert_int_equal(pb_txn_depth(p, (size_t)(end - p), 16), 16);
+            assert_int_equal(pb_txn_depth(p, (size_t)(end - p), 15), -1);
+        }
+    }
+    assert_int_equal(pb_txn_depth(p, (size_t)(end - p), 16), -1);
+    /* A flat txn with compares and a put; and a truncated one. */
+    const uint8_t flat[] = {0x0a, 0x02, 0x1a, 0x00, 0x12, 0x04, 0x12, 0x02, 0x0a, 0x00};
+    assert_int_equal(pb_txn_depth(flat, sizeof flat, 16), 1);
+    assert_int_equal(pb_txn_depth(flat, sizeof flat - 1, 16), -1);
+    assert_int_equal(pb_txn_depth(NULL, 0, 16), 1);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +187,7 @@ int main(void)
         cmocka_unit_test(client_frame_roundtrip),
         cmocka_unit_test(malformed_input_is_rejected),
         cmocka_unit_test(unknown_fields_are_detected),
+        cmocka_unit_test(txn_depth_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,7 +51,12 @@ static char *get(struct kvc *c, const char *k, bool serializable, int *rv)
     }
     char *v = NULL;
     if (r->n_kvs == 1) {
-        v = strndup((const char *)r->kvs[0]->value.data, r->kvs[0]->value.len);
+        size_t n = r->kvs[0]->value.len;
+        v = malloc(n + 1);
+        if (v != NULL) {
+            memcpy(v, r->kvs[0]->value.data, n);
+            v[n] = '\0';
+        }
     }
     kvdb__range_response__free_unpacked(r, NULL);
     return v;
