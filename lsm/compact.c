@@ -38,13 +38,17 @@ static int flush(struct cpass *p)
     return 0;
 }
 
+static bool stopping(struct lsm_store *s);
+
 static int del(struct cpass *p, const uint8_t *k, size_t klen)
 {
     leveldb_writebatch_delete(p->wb, (const char *)k, klen);
-    if (++p->pending >= p->s->opts.compact_batch) {
-        return flush(p);
+    if (++p->pending < p->s->opts.compact_batch) {
+        return 0;
     }
-    return 0;
+    int rv = flush(p);
+    /* Between batches: lsm_close must not wait for a whole pass. */
+    return rv == 0 && stopping(p->s) ? LSM_ECLOSED : rv;
 }
 
 /* End of a key's versions: a tombstone that was the newest at or below target goes too. */

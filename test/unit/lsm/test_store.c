@@ -246,6 +246,57 @@ static void reopen_keeps_applied_index(void **state)
     fx_free(f);
 }
 
+/* Compaction in small batches, interrupted by close, resumes at open and ends in the same
+ * logical state (same HashKV) as an uninterrupted one. */
+static void compaction_resumes_after_close(void **state)
+{
+    (void)state;
+    struct fx *a = fx_new(), *b = fx_new();
+    for (int round = 0; round < 3; round++) {
+        fill(a, 300, round == 1 ? "two" : "x");
+        fill(b, 300, round == 1 ? "two" : "x");
+    }
+    lsm_close(a->s);
+    struct lsm_options o;
+    memset(&o, 0, sizeof o);
+    o.compact_batch = 7;
+    char err[256];
+    assert_int_equal(lsm_open(a->db, &o, &a->s, err), 0);
+    struct lsm_op c = {.type = LSM_OP_COMPACT, .u.compact.revision = 600};
+    struct lsm_result r;
+    fx_apply(a, &c, &r);
+    lsm_result_fini(&r);
+    fx_apply(b, &c, &r);
+    lsm_result_fini(&r);
+    lsm_close(a->s); /* most likely mid-pass */
+    assert_int_equal(lsm_open(a->db, &o, &a->s, err), 0);
+    assert_int_equal(lsm_compact_wait(a->s, 600), 0);
+    assert_int_equal(lsm_compact_wait(b->s, 600), 0);
+    struct lsm_status st;
+    lsm_status_get(a->s, &st);
+    assert_int_equal(st.compact_revision, 600);
+    assert_int_equal(st.compacted_through, 600);
+    struct lsm_op noop = {.type = LSM_OP_NOOP};
+    fx_apply(a, &noop, &r);
+    lsm_result_fini(&r);
+    fx_apply(b, &noop, &r);
+    lsm_result_fini(&r);
+    struct lsm_range_req q = {.key = B("key000299"), .revision = 600};
+    assert_int_equal(lsm_range(a->s, &q, &r, err), 0);
+    assert_kv(&r.u.range.kvs[0], "key000299", "two-299-padding-padding", 300, 600, 2);
+    lsm_result_fini(&r);
+    q.revision = 599;
+    assert_int_equal(lsm_range(a->s, &q, &r, err), LSM_ECOMPACTED);
+    lsm_result_fini(&r);
+    uint32_t ha, hb;
+    int64_t hr, cr;
+    assert_int_equal(lsm_hash_kv(a->s, 0, &ha, &hr, &cr, err), 0);
+    assert_int_equal(lsm_hash_kv(b->s, 0, &hb, &hr, &cr, err), 0);
+    assert_int_equal(ha, hb);
+    fx_free(a);
+    fx_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +304,7 @@ int main(void)
         cmocka_unit_test(hash_ignores_compaction_progress),
         cmocka_unit_test(concurrent_reads_see_whole_groups),
         cmocka_unit_test(reopen_keeps_applied_index),
+        cmocka_unit_test(compaction_resumes_after_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
