@@ -322,6 +322,7 @@ int ih_member_start_with(struct ih_cluster *c, size_t i, const char *const *more
         exec_member(c, m, (char **)argv);
     }
     m->pid = p;
+    m->signalled = false;
     child_add(p);
     return 0;
 }
@@ -329,6 +330,29 @@ int ih_member_start_with(struct ih_cluster *c, size_t i, const char *const *more
 int ih_member_start(struct ih_cluster *c, size_t i)
 {
     return ih_member_start_with(c, i, NULL);
+}
+
+void ih_member_signal(struct ih_cluster *c, size_t i, int sig)
+{
+    if (c->m[i].pid != 0) {
+        c->m[i].signalled = true;
+        kill(c->m[i].pid, sig);
+    }
+}
+
+/* Whether exit status @st of a member this test never signalled can only come from a signal
+ * sent by someone else: death by SIGTERM/SIGINT/SIGKILL, or exit 0 (the SIGTERM handler's clean
+ * shutdown). */
+static bool stopped_from_outside(const struct ih_member *m, int st)
+{
+    if (m->signalled) {
+        return false;
+    }
+    if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
+        return sig == SIGTERM || sig == SIGINT || sig == SIGKILL;
+    }
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
 bool ih_member_is_alive(struct ih_cluster *c, size_t i)
@@ -341,9 +365,15 @@ bool ih_member_is_alive(struct ih_cluster *c, size_t i)
     if (waitpid(m->pid, &st, WNOHANG) == 0) {
         return true;
     }
-    fprintf(stderr, "[integ] member %s (pid %d) died unexpectedly: status 0x%x\n", m->name,
-            (int)m->pid, st);
-    print_log_tail(m);
+    if (stopped_from_outside(m, st)) {
+        fprintf(stderr,
+                "[integ] member %s (pid %d) was stopped by a signal this test did not send "
+                "(status 0x%x): another process on this machine signalled its pid\n",
+                m->name, (int)m->pid, st);
+    } else {
+        fprintf(stderr, "[integ] member %s (pid %d) died: status 0x%x\n", m->name, (int)m->pid, st);
+        print_log_tail(m);
+    }
     child_remove(m->pid);
     m->pid = 0;
     m->last_status = st;
@@ -355,7 +385,13 @@ int ih_member_wait_up(struct ih_cluster *c, size_t i, unsigned timeout_ms)
     uint64_t deadline = ih_now_ms() + timeout_ms;
     while (ih_now_ms() < deadline) {
         if (!ih_member_is_alive(c, i)) {
-            return -1;
+            if (!stopped_from_outside(&c->m[i], c->m[i].last_status) || c->m[i].restarts >= 2 ||
+                ih_member_start(c, i) != 0) {
+                return -1;
+            }
+            c->m[i].restarts++;
+            fprintf(stderr, "[integ] restarted member %s after the outside signal\n", c->m[i].name);
+            continue;
         }
         Kvdb__StatusResponse *st = NULL;
         if (ih_status(c->m[i].client_port, 500, &st) == 0) {
@@ -422,6 +458,7 @@ int ih_member_stop(struct ih_cluster *c, size_t i, int sig)
     if (m->pid == 0) {
         return 0;
     }
+    m->signalled = true;
     kill(m->pid, sig);
     return reap(m, sig);
 }
@@ -480,7 +517,21 @@ int ih_cluster_leader(struct ih_cluster *c, unsigned timeout_ms)
         }
         ih_sleep_ms(50);
     } while (ih_now_ms() < deadline);
-    fprintf(stderr, "[integ] no agreed leader within %u ms\n", timeout_ms);
+    fprintf(stderr, "[integ] no agreed leader within %u ms:\n", timeout_ms);
+    for (size_t i = 0; i < c->n; i++) {
+        Kvdb__StatusResponse *st = NULL;
+        if (!ih_member_is_alive(c, i)) {
+            fprintf(stderr, "[integ]   %s: not running\n", c->m[i].name);
+        } else if (ih_status(c->m[i].client_port, 500, &st) != 0) {
+            fprintf(stderr, "[integ]   %s: no Status reply\n", c->m[i].name);
+            print_log_tail(&c->m[i]);
+        } else {
+            fprintf(stderr, "[integ]   %s: id %016llx leader %016llx term %llu\n", c->m[i].name,
+                    (unsigned long long)st->header->member_id, (unsigned long long)st->leader,
+                    (unsigned long long)st->raft_term);
+            kvdb__status_response__free_unpacked(st, NULL);
+        }
+    }
     return -1;
 }
 
@@ -488,9 +539,7 @@ int ih_cluster_stop(struct ih_cluster *c)
 {
     int rv = 0;
     for (size_t i = 0; i < c->n; i++) {
-        if (c->m[i].pid != 0) {
-            kill(c->m[i].pid, SIGTERM); /* all at once, then reap each */
-        }
+        ih_member_signal(c, i, SIGTERM); /* all at once, then reap each */
     }
     /* One signal each: a second SIGTERM during shutdown is a separate case (known bug). */
     for (size_t i = 0; i < c->n; i++) {

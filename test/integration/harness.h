@@ -25,6 +25,8 @@ struct ih_member
     uint16_t peer_port;   /* --listen-peer-urls port */
     pid_t pid;            /* running process, or 0 */
     int last_status;      /* wait status of the last exit (see ih_member_stop) */
+    bool signalled;       /* this test signalled the running process */
+    unsigned restarts;    /* restarts after a signal this test did not send (see wait_up) */
 };
 
 /* A cluster of N members under one temporary root directory. */
@@ -62,13 +64,20 @@ int ih_member_start(struct ih_cluster *c, size_t i);
 /* Start member @i with @more flags (NULL-ended) after the usual ones; later flags win. */
 int ih_member_start_with(struct ih_cluster *c, size_t i, const char *const *more);
 
-/* Wait until member @i answers Status (any leader) within @timeout_ms. */
+/* Wait until member @i answers Status (any leader) within @timeout_ms.  A member stopped by a
+ * signal this test did not send (the server never signals itself: on a shared machine another
+ * suite's cleanup can hit a recycled pid) is reported as such and restarted, at most twice per
+ * member; any other death fails. */
 int ih_member_wait_up(struct ih_cluster *c, size_t i, unsigned timeout_ms);
 
 /* Send @sig to member @i and reap it (SIGKILL: at once; others: wait up to 20 s, then SIGKILL).
  * Returns 0 if it exited with status 0 (or died of SIGKILL when @sig is SIGKILL), -1 otherwise
  * (crash, sanitizer report, timeout): the member log is printed then. */
 int ih_member_stop(struct ih_cluster *c, size_t i, int sig);
+
+/* Send @sig to member @i without waiting (recorded, so its exit is not taken for an outside
+ * signal). */
+void ih_member_signal(struct ih_cluster *c, size_t i, int sig);
 
 /* Whether member @i's process still runs (reaps it and prints its log if it died). */
 bool ih_member_is_alive(struct ih_cluster *c, size_t i);

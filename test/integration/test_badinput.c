@@ -23,7 +23,9 @@
 static struct ih_cluster cluster;
 static struct kvc *k0; /* talks to member 0 only */
 
-static int group_setup(void **state)
+static int group_setup(void **state);
+
+static int group_setup_try(void **state)
 {
     (void)state;
     static const char *const extra[] = {"--max-request-bytes", "4096", "--max-txn-ops", "4", NULL};
@@ -41,6 +43,17 @@ static int group_teardown(void **state)
     int rv = ih_cluster_stop(&cluster); /* a crashed or leaking member fails here */
     ih_cluster_destroy(&cluster);
     return rv;
+}
+
+/* cmocka skips the teardown when the setup fails: clean up here (members, temp dir, memory). */
+static int group_setup(void **state)
+{
+    if (group_setup_try(state) != 0) {
+        group_teardown(state);
+        *state = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 /* Every member runs, one leads, and member 0 still takes a write and reads it back. */

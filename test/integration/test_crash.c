@@ -20,7 +20,9 @@ struct fix
     struct ih_writer w; /* stopped by teardown even when a test fails midway */
 };
 
-static int setup_n(void **state, size_t n)
+static int setup_n(void **state, size_t n);
+
+static int setup_n_try(void **state, size_t n)
 {
     struct fix *f = calloc(1, sizeof *f);
     *state = f;
@@ -54,11 +56,22 @@ static int teardown(void **state)
     return rv;
 }
 
+/* cmocka skips the teardown when the setup fails: clean up here (members, temp dir, memory). */
+static int setup_n(void **state, size_t n)
+{
+    if (setup_n_try(state, n) != 0) {
+        teardown(state);
+        *state = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 /* Kill every member with SIGKILL as close together as we can, then start them all again. */
 static void crash_all(struct fix *f)
 {
     for (size_t i = 0; i < f->c.n; i++) {
-        kill(f->c.m[i].pid, SIGKILL);
+        ih_member_signal(&f->c, i, SIGKILL);
     }
     for (size_t i = 0; i < f->c.n; i++) {
         assert_int_equal(0, ih_member_stop(&f->c, i, SIGKILL));
