@@ -1,0 +1,219 @@
+/* Watch through a real member (embedded): history catch-up, live events, filters, prev_kv,
+ * cancel, compaction, and watchers on a follower. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "client/kvc.h"
+#include "server/embed.h"
+
+struct fix
+{
+    struct srv_embed *c;
+    struct kvc *k;
+};
+
+static int setup(void **state)
+{
+    static struct fix f;
+    struct srv_embed_opts o = {.members = 3};
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &f.c, err), 0);
+    assert_true(srv_embed_wait_leader(f.c, 10000) >= 0);
+    struct kvc_options ko = {.request_timeout_ms = 15000};
+    assert_int_equal(kvc_open(srv_embed_endpoints(f.c), &ko, &f.k, err), 0);
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fix *f = *state;
+    kvc_close(f->k);
+    srv_embed_destroy(f->c);
+    return 0;
+}
+
+static int64_t put(struct kvc *k, const char *key, const char *val)
+{
+    Kvdb__PutResponse *r;
+    int rv = kvc_put(k, key, strlen(key), val, strlen(val), &r);
+    if (rv != 0) {
+        fail_msg("put %s: %s", key, kvc_errmsg(k));
+    }
+    int64_t rev = r->header->revision;
+    kvdb__put_response__free_unpacked(r, NULL);
+    return rev;
+}
+
+static void del(struct kvc *k, const char *key)
+{
+    Kvdb__DeleteRangeResponse *r;
+    assert_int_equal(kvc_delete(k, key, strlen(key), &r), 0);
+    kvdb__delete_range_response__free_unpacked(r, NULL);
+}
+
+/* Collect events from @w until @n arrived (or fail after 10 s).  Returns the events' "TYPE key
+ * value[/prev]" joined by '|'. */
+static void collect(struct kvc *w, size_t n, char *out, size_t cap)
+{
+    size_t got = 0;
+    out[0] = '\0';
+    while (got < n) {
+        uint64_t stream;
+        Kvdb__WatchResponse *r;
+        int rv = kvc_watch_next(w, 10000, &stream, &r);
+        if (rv != 0) {
+            fail_msg("watch: %s after %zu of %zu events: %s", kvc_strerror(rv), got, n, out);
+        }
+        assert_false(r->canceled);
+        for (size_t i = 0; i < r->n_events; i++, got++) {
+            const Kvdb__Event *e = r->events[i];
+            size_t len = strlen(out);
+            snprintf(out + len, cap - len, "%s%s %.*s %.*s", len > 0 ? "|" : "",
+                     e->type == KVDB__EVENT__EVENT_TYPE__PUT ? "PUT" : "DEL", (int)e->kv->key.len,
+                     e->kv->key.data, (int)e->kv->value.len, e->kv->value.data);
+            if (e->prev_kv != NULL) {
+                len = strlen(out);
+                snprintf(out + len, cap - len, "/%.*s", (int)e->prev_kv->value.len,
+                         e->prev_kv->value.data);
+            }
+        }
+        kvdb__watch_response__free_unpacked(r, NULL);
+    }
+}
+
+static struct kvc *watcher(struct fix *f, unsigned member)
+{
+    struct kvc *w;
+    char err[256];
+    struct kvc_options ko = {.request_timeout_ms = 10000};
+    assert_int_equal(kvc_open(srv_embed_endpoint(f->c, member), &ko, &w, err), 0);
+    return w;
+}
+
+static void open_watch(struct kvc *w, const char *key, const char *end, int64_t rev, bool prev,
+                       bool no_delete)
+{
+    Kvdb__WatchCreateRequest r;
+    kvdb__watch_create_request__init(&r);
+    r.key.data = (uint8_t *)key;
+    r.key.len = strlen(key);
+    if (end != NULL) {
+        r.range_end.data = (uint8_t *)end;
+        r.range_end.len = strlen(end);
+    }
+    r.start_revision = rev;
+    r.prev_kv = prev;
+    Kvdb__WatchCreateRequest__FilterType nodel = KVDB__WATCH_CREATE_REQUEST__FILTER_TYPE__NODELETE;
+    if (no_delete) {
+        r.filters = &nodel;
+        r.n_filters = 1;
+    }
+    uint64_t stream;
+    assert_int_equal(kvc_watch(w, &r, &stream), 0);
+    /* The "created" response comes first. */
+    Kvdb__WatchResponse *resp;
+    assert_int_equal(kvc_watch_next(w, 10000, &stream, &resp), 0);
+    assert_true(resp->created);
+    kvdb__watch_response__free_unpacked(resp, NULL);
+}
+
+/* History from a past revision, then live events, on a prefix, on every member. */
+static void history_then_live_on_each_member(void **state)
+{
+    struct fix *f = *state;
+    int64_t first = put(f->k, "h/a", "1");
+    put(f->k, "h/b", "1");
+    put(f->k, "other", "x");
+    put(f->k, "h/a", "2");
+    del(f->k, "h/b");
+    for (unsigned m = 0; m < 3; m++) {
+        struct kvc *w = watcher(f, m);
+        open_watch(w, "h/", "h0", first, true, false);
+        /* The history includes the live puts of the members watched before. */
+        char got[1024], want_hist[1024] = "PUT h/a 1|PUT h/b 1|PUT h/a 2/1|DEL h/b /1";
+        for (unsigned prev = 0; prev < m; prev++) {
+            size_t len = strlen(want_hist);
+            snprintf(want_hist + len, sizeof want_hist - len, "|PUT h/live%u v", prev);
+        }
+        collect(w, 4 + m, got, sizeof got);
+        assert_string_equal(got, want_hist);
+        char key[16];
+        snprintf(key, sizeof key, "h/live%u", m);
+        put(f->k, key, "v");
+        put(f->k, "zzz", "not watched");
+        collect(w, 1, got, sizeof got);
+        char want[64];
+        snprintf(want, sizeof want, "PUT %s v", key);
+        assert_string_equal(got, want);
+        kvc_close(w);
+    }
+}
+
+/* A NODELETE filter and a single-key watch from now. */
+static void filters_and_single_key(void **state)
+{
+    struct fix *f = *state;
+    struct kvc *w = watcher(f, 1);
+    open_watch(w, "f/k", NULL, 0, false, true);
+    put(f->k, "f/k", "1");
+    put(f->k, "f/k2", "no"); /* another key */
+    del(f->k, "f/k");        /* filtered */
+    put(f->k, "f/k", "2");
+    char got[256];
+    collect(w, 2, got, sizeof got);
+    assert_string_equal(got, "PUT f/k 1|PUT f/k 2");
+    kvc_close(w);
+}
+
+/* A watch from a compacted revision is cancelled with the compact revision. */
+static void compacted_revision_cancels(void **state)
+{
+    struct fix *f = *state;
+    int64_t r1 = put(f->k, "c/k", "1");
+    int64_t r2 = put(f->k, "c/k", "2");
+    Kvdb__CompactionRequest cr;
+    kvdb__compaction_request__init(&cr);
+    cr.revision = r2;
+    ProtobufCMessage *resp;
+    assert_int_equal(kvc_call(f->k, KVDB__METHOD__METHOD_COMPACT, &cr.base,
+                              &kvdb__compaction_response__descriptor, &resp),
+                     0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    struct kvc *w = watcher(f, 0);
+    Kvdb__WatchCreateRequest r;
+    kvdb__watch_create_request__init(&r);
+    r.key.data = (uint8_t *)"c/k";
+    r.key.len = 3;
+    r.start_revision = r1;
+    uint64_t stream;
+    assert_int_equal(kvc_watch(w, &r, &stream), 0);
+    bool canceled = false;
+    for (int i = 0; i < 3 && !canceled; i++) {
+        Kvdb__WatchResponse *wr;
+        assert_int_equal(kvc_watch_next(w, 10000, &stream, &wr), 0);
+        if (wr->canceled) {
+            canceled = true;
+            assert_true(wr->compact_revision >= r2);
+        }
+        kvdb__watch_response__free_unpacked(wr, NULL);
+    }
+    assert_true(canceled);
+    kvc_close(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(history_then_live_on_each_member),
+        cmocka_unit_test(filters_and_single_key),
+        cmocka_unit_test(compacted_revision_cancels),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
