@@ -233,7 +233,9 @@ int srv_node_propose(struct srv *s, const void *data, size_t len, uint64_t req_i
             free(copy);
             return RAFT_ENOMEM;
         }
-        memcpy(copy, data, len);
+        if (len > 0) {
+            memcpy(copy, data, len);
+        }
         in->type = SRV_IN_PROPOSE;
         in->data = copy;
         in->len = len;

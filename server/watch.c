@@ -303,9 +303,14 @@ static void create(struct srv_conn *c, uint64_t stream, const Kvdb__WatchCreateR
         watcher_free(w);
         return;
     }
-    memcpy(w->key, r->key.data, r->key.len);
+    /* Empty protobuf bytes arrive as NULL: no memcpy from them. */
+    if (r->key.len > 0) {
+        memcpy(w->key, r->key.data, r->key.len);
+    }
     w->klen = r->key.len;
-    memcpy(w->end, r->range_end.data, r->range_end.len);
+    if (r->range_end.len > 0) {
+        memcpy(w->end, r->range_end.data, r->range_end.len);
+    }
     w->elen = r->range_end.len;
     w->prev_kv = r->prev_kv;
     w->progress_notify = r->progress_notify;
