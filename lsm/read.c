@@ -202,7 +202,8 @@ int lsm_range(struct lsm_store *s,
         rv = LSM_ECOMPACTED;
     } else {
         const leveldb_readoptions_t *ro = v->ro;
-        int64_t rev = req->revision == v->rev ? 0 : req->revision;
+        /* etcd: a revision <= 0 means the current one. */
+        int64_t rev = req->revision <= 0 || req->revision == v->rev ? 0 : req->revision;
         if (rev == 0 && req->range_end.len == 0) {
             rv = get_current(s->db, ro, req, &out->u.range, errmsg);
         } else {
@@ -298,7 +299,7 @@ static int events_scan(leveldb_t *db,
     leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
     leveldb_iter_seek(it, (const char *)k0, sizeof k0);
     int rv = 0;
-    *next = last + 1;
+    *next = start > last + 1 ? start : last + 1; /* never behind the asked revision */
     for (; leveldb_iter_valid(it); leveldb_iter_next(it)) {
         size_t klen, vlen;
         const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &klen);

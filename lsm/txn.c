@@ -446,7 +446,8 @@ static int exec_range(struct lsm_actx *c, const struct lsm_range_req *req, struc
     lsm_span_make(&sp, req->key, req->range_end);
     struct lsm_collect col = {
         .req = req, .res = &res->u.range, .stop_after = lsm_collect_bound(req)};
-    int rv = lsm_actx_scan(c, &sp, req->revision, lsm_collect_visit, &col);
+    /* etcd: a revision <= 0 means the current one. */
+    int rv = lsm_actx_scan(c, &sp, req->revision > 0 ? req->revision : 0, lsm_collect_visit, &col);
     if (rv == 0) {
         lsm_collect_finish(&col);
     }

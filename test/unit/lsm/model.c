@@ -197,7 +197,7 @@ static void range_at(struct model *m,
                      bool pending,
                      struct lsm_range_result *out)
 {
-    int64_t rev = req->revision ? req->revision : (pending ? INT64_MAX : m->rev);
+    int64_t rev = req->revision > 0 ? req->revision : (pending ? INT64_MAX : m->rev);
     uint64_t mask = span_mask(req->key, req->range_end);
     struct lsm_kv *kvs = calloc(M_NKEYS, sizeof *kvs);
     size_t n = 0;

@@ -70,9 +70,12 @@ static struct lsm_bytes rend(void)
 
 static int64_t rrev(const struct model *m)
 {
-    uint64_t x = rnd(6);
+    uint64_t x = rnd(7);
     if (x < 3) {
         return 0;
+    }
+    if (x == 6) {
+        return -(int64_t)rnd(3); /* etcd: <= 0 is the current revision */
     }
     if (x == 3) {
         return m->rev + (int64_t)rnd(2); /* sometimes future */
