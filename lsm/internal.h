@@ -57,6 +57,8 @@ struct lsm_store
     bool compactor_dead;    /* a compaction pass failed; retried at the next open */
     int64_t compact_target; /* guarded by mu */
     int64_t compacted_done; /* guarded by mu */
+    uint64_t db_size;       /* guarded by mu: last directory scan */
+    int64_t db_size_at_ms;  /* guarded by mu: when (CLOCK_MONOTONIC ms), 0 = never */
 };
 
 /* Decoded metadata of a key version (the mvcc fields besides key and value). */

@@ -318,9 +318,10 @@ int lsm_apply(struct lsm_store *s,
               struct lsm_apply_out *out);
 
 /* Serve a Range request at the latest published state (the view the last lsm_apply published;
- * physical compaction done since then becomes visible with the next apply).  @out (zeroed by the callee) gets the
- * result; release it with lsm_result_fini.  Errors: LSM_ECOMPACTED, LSM_EFUTUREREV,
- * LSM_EEMPTYKEY, LSM_EIO, LSM_ENOMEM; context in @errmsg (256 bytes, may be NULL).  Any thread. */
+ * physical compaction done since then becomes visible with the next apply).  @out (zeroed by the
+ * callee) gets the result; release it with lsm_result_fini.  Errors: LSM_ECOMPACTED,
+ * LSM_EFUTUREREV, LSM_EEMPTYKEY, LSM_EIO, LSM_ENOMEM; context in @errmsg (256 bytes, may be NULL).
+ * Any thread. */
 int lsm_range(struct lsm_store *s,
               const struct lsm_range_req *req,
               struct lsm_result *out,
@@ -349,10 +350,11 @@ struct lsm_status
     int64_t revision;          /* current revision */
     int64_t compact_revision;  /* reads below it fail with LSM_ECOMPACTED */
     int64_t compacted_through; /* history physically removed up to here */
-    uint64_t db_size_bytes;    /* bytes of files in the LevelDB directory */
+    uint64_t db_size_bytes;    /* bytes of files in the LevelDB directory (<= 1 s old) */
 };
 
-/* The published state.  db_size_bytes costs a directory scan.  Any thread. */
+/* The published state.  db_size_bytes comes from a directory scan done at most once a second
+ * (cheap to call per request).  Any thread. */
 void lsm_status_get(struct lsm_store *s, struct lsm_status *st);
 
 /* Block until physical compaction reached @revision (etcd Compact physical=true) or the store

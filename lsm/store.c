@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "lsm/internal.h"
 
@@ -277,10 +278,22 @@ void lsm_status_get(struct lsm_store *s, struct lsm_status *st)
     st->revision = v->rev;
     st->compact_revision = v->compact_rev;
     lsm_view_release(s, v);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     pthread_mutex_lock(&s->mu);
     st->compacted_through = s->compacted_done;
+    /* The directory scan costs a stat per file: callers may ask per request (quota checks). */
+    bool stale = s->db_size_at_ms == 0 || now_ms - s->db_size_at_ms >= 1000;
     pthread_mutex_unlock(&s->mu);
-    st->db_size_bytes = dir_size(s->dir);
+    uint64_t size = stale ? dir_size(s->dir) : 0;
+    pthread_mutex_lock(&s->mu);
+    if (stale) {
+        s->db_size = size;
+        s->db_size_at_ms = now_ms;
+    }
+    st->db_size_bytes = s->db_size;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void lsm_result_fini(struct lsm_result *r)
