@@ -221,10 +221,16 @@ static int place_tables(const char *tables_dir, const char *db_dir, size_t *n, c
 /* Repair writes a manifest with every table in level 0; a full compaction then merges them by
  * sequence number (level-0 point lookups go by file number, which is not safe across levels
  * of the source) and leaves level 0 empty, so writes are not throttled. */
-static int rebuild(const char *db_dir, char *errmsg)
+static int rebuild(const char *db_dir, const struct lsm_options *opts, char *errmsg)
 {
     leveldb_options_t *o = leveldb_options_create();
     leveldb_options_set_create_if_missing(o, 0);
+    /* The compaction rewrites every table: give them the bloom filters the store will use. */
+    int bits = opts != NULL && opts->bloom_bits_per_key != 0 ? opts->bloom_bits_per_key : 10;
+    leveldb_filterpolicy_t *bloom = bits > 0 ? leveldb_filterpolicy_create_bloom(bits) : NULL;
+    if (bloom != NULL) {
+        leveldb_options_set_filter_policy(o, bloom);
+    }
     char *err = NULL;
     leveldb_repair_db(o, db_dir, &err);
     int rv = 0;
@@ -240,6 +246,9 @@ static int rebuild(const char *db_dir, char *errmsg)
         leveldb_close(db);
     }
     leveldb_options_destroy(o);
+    if (bloom != NULL) {
+        leveldb_filterpolicy_destroy(bloom);
+    }
     return rv;
 }
 
@@ -261,7 +270,7 @@ int lsm_open_from_tables(const char *tables_dir,
         rv = LSM_ECORRUPT;
     }
     if (rv == 0) {
-        rv = rebuild(db_dir, errmsg);
+        rv = rebuild(db_dir, opts, errmsg);
     }
     if (rv == 0) {
         rv = lsm_open(db_dir, opts, out, errmsg);
