@@ -105,7 +105,7 @@ static int conf_from_pb(const Kvdb__Raftpb__ConfState *cs, struct raft_conf *c)
     if (cs == NULL) {
         return 0;
     }
-    if (cs->n_voters > RAFT_MAX_MEMBERS || cs->n_learners > RAFT_MAX_MEMBERS) {
+    if (cs->n_voters + cs->n_learners > RAFT_MAX_MEMBERS) {
         return PB_EMALFORMED;
     }
     c->n_voters = (unsigned)cs->n_voters;

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/frame.h"
+#include "proto/kvdb.pb-c.h"
 #include "server/failpoint.h"
 #include "server/srv.h"
 
@@ -38,6 +40,7 @@ struct srv_embed
     char endpoints[SRV_EMBED_MAX * 24];
     bool cut[SRV_EMBED_MAX][SRV_EMBED_MAX]; /* cut[i][j]: i drops traffic with j */
     bool excluded[SRV_EMBED_MAX];           /* isolated: not asked by wait_leader */
+    char cluster[SRV_EMBED_MAX * 64];       /* --initial-cluster of the members so far */
 };
 
 /* A port the kernel considers free right now (bind to port 0, read it, close). */
@@ -102,6 +105,65 @@ static void member_halt(struct srv_embed *c, unsigned i)
     m->running = false;
 }
 
+/* Fill member @i's configuration: @cluster is the --initial-cluster list, @existing joins a
+ * running cluster. */
+static int configure_one(struct srv_embed *c,
+                         unsigned i,
+                         const char *cluster,
+                         uint16_t peer_port,
+                         uint16_t client_port,
+                         bool existing,
+                         char *errmsg)
+{
+    struct member *m = &c->m[i];
+    snprintf(m->endpoint, sizeof m->endpoint, "127.0.0.1:%u", (unsigned)client_port);
+    char name[16], data[PATH_MAX], peer[64], client[64];
+    snprintf(name, sizeof name, "m%u", i);
+    snprintf(data, sizeof data, "%s/%s", c->dir, name);
+    snprintf(peer, sizeof peer, "http://127.0.0.1:%u", (unsigned)peer_port);
+    snprintf(client, sizeof client, "http://%s", m->endpoint);
+    char hb[16], el[16], sc[24], scu[24];
+    snprintf(hb, sizeof hb, "%u", c->opts.heartbeat_ms != 0 ? c->opts.heartbeat_ms : 50);
+    snprintf(el, sizeof el, "%u", c->opts.election_ms != 0 ? c->opts.election_ms : 500);
+    snprintf(sc, sizeof sc, "%llu",
+             (unsigned long long)(c->opts.snapshot_count != 0 ? c->opts.snapshot_count : 10000));
+    snprintf(scu, sizeof scu, "%llu",
+             (unsigned long long)(c->opts.snapshot_catchup != 0 ? c->opts.snapshot_catchup : 5000));
+    char *argv[] = {"kvdb",
+                    "--name",
+                    name,
+                    "--data-dir",
+                    data,
+                    "--listen-peer-urls",
+                    peer,
+                    "--listen-client-urls",
+                    client,
+                    "--initial-cluster",
+                    (char *)cluster,
+                    "--initial-cluster-token",
+                    "kvdb-embed",
+                    "--heartbeat-interval",
+                    hb,
+                    "--election-timeout",
+                    el,
+                    "--snapshot-count",
+                    sc,
+                    "--snapshot-catchup-entries",
+                    scu,
+                    "--initial-cluster-state",
+                    existing ? "existing" : "new"};
+    srv_config_defaults(&m->cfg);
+    return srv_config_parse(&m->cfg, (int)(sizeof argv / sizeof argv[0]), argv, errmsg, 256);
+}
+
+static void rebuild_endpoints(struct srv_embed *c)
+{
+    char *p = c->endpoints;
+    for (unsigned i = 0; i < c->n; i++) {
+        p += sprintf(p, "%s%s", i > 0 ? "," : "", c->m[i].endpoint);
+    }
+}
+
 static int configure(struct srv_embed *c, char *errmsg)
 {
     char cluster[SRV_EMBED_MAX * 64] = "";
@@ -117,42 +179,14 @@ static int configure(struct srv_embed *c, char *errmsg)
         snprintf(cluster + len, sizeof cluster - len, "%sm%u=http://127.0.0.1:%u", i > 0 ? "," : "",
                  i, (unsigned)peer_ports[i]);
     }
-    char *p = c->endpoints;
+    snprintf(c->cluster, sizeof c->cluster, "%s", cluster);
     for (unsigned i = 0; i < c->n; i++) {
-        struct member *m = &c->m[i];
-        snprintf(m->endpoint, sizeof m->endpoint, "127.0.0.1:%u", (unsigned)client_ports[i]);
-        p += sprintf(p, "%s%s", i > 0 ? "," : "", m->endpoint);
-        char name[16], data[PATH_MAX], peer[64], client[64];
-        snprintf(name, sizeof name, "m%u", i);
-        snprintf(data, sizeof data, "%s/%s", c->dir, name);
-        snprintf(peer, sizeof peer, "http://127.0.0.1:%u", (unsigned)peer_ports[i]);
-        snprintf(client, sizeof client, "http://%s", m->endpoint);
-        char hb[16], el[16], sc[24], scu[24];
-        snprintf(hb, sizeof hb, "%u", c->opts.heartbeat_ms != 0 ? c->opts.heartbeat_ms : 50);
-        snprintf(el, sizeof el, "%u", c->opts.election_ms != 0 ? c->opts.election_ms : 500);
-        snprintf(
-            sc, sizeof sc, "%llu",
-            (unsigned long long)(c->opts.snapshot_count != 0 ? c->opts.snapshot_count : 10000));
-        snprintf(
-            scu, sizeof scu, "%llu",
-            (unsigned long long)(c->opts.snapshot_catchup != 0 ? c->opts.snapshot_catchup : 5000));
-        char *argv[] = {"kvdb",       "--name",
-                        name,         "--data-dir",
-                        data,         "--listen-peer-urls",
-                        peer,         "--listen-client-urls",
-                        client,       "--initial-cluster",
-                        cluster,      "--initial-cluster-token",
-                        "kvdb-embed", "--heartbeat-interval",
-                        hb,           "--election-timeout",
-                        el,           "--snapshot-count",
-                        sc,           "--snapshot-catchup-entries",
-                        scu};
-        srv_config_defaults(&m->cfg);
-        int rv = srv_config_parse(&m->cfg, (int)(sizeof argv / sizeof argv[0]), argv, errmsg, 256);
+        int rv = configure_one(c, i, cluster, peer_ports[i], client_ports[i], false, errmsg);
         if (rv != 0) {
             return rv;
         }
     }
+    rebuild_endpoints(c);
     return 0;
 }
 
@@ -190,6 +224,162 @@ int srv_embed_start(const struct srv_embed_opts *opts, struct srv_embed **out, c
     }
     *out = c;
     return 0;
+}
+
+/* One request/reply on a fresh connection to member @i's client port (the embedding has no
+ * client library: it speaks the frame protocol directly).  *@body is malloc'ed. */
+static int rpc(struct srv_embed *c,
+               unsigned i,
+               Kvdb__Method method,
+               const ProtobufCMessage *req,
+               uint8_t **body,
+               size_t *len,
+               char *errmsg)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(c->m[i].cfg.listen_client.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 15};
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        snprintf(errmsg, 256, "connect to member %u: %s", i, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return SRV_EIO;
+    }
+    uint8_t body_buf[1024];
+    Kvdb__Frame f;
+    kvdb__frame__init(&f);
+    f.id = 1;
+    f.method = method;
+    f.body.data = body_buf;
+    f.body.len = protobuf_c_message_pack(req, body_buf);
+    struct pb_frame_writer w;
+    pb_frame_writer_init(&w);
+    pb_frame_writer_append(&w, &f.base);
+    const unsigned char *out;
+    size_t n = pb_frame_writer_pending(&w, &out);
+    bool ok = send(fd, out, n, MSG_NOSIGNAL) == (ssize_t)n;
+    pb_frame_writer_fini(&w);
+    struct pb_frame_reader r;
+    pb_frame_reader_init(&r, 1 << 20);
+    int rv = SRV_EIO;
+    while (ok) {
+        const unsigned char *payload;
+        size_t plen;
+        if (pb_frame_reader_next(&r, &payload, &plen) == 0) {
+            Kvdb__Frame *reply = kvdb__frame__unpack(NULL, plen, payload);
+            if (reply == NULL) {
+                snprintf(errmsg, 256, "malformed reply");
+            } else if (reply->error != KVDB__ERROR_CODE__OK) {
+                snprintf(errmsg, 256, "member %u: %s", i, reply->error_message);
+            } else {
+                *body = malloc(reply->body.len + 1);
+                if (*body != NULL && reply->body.len > 0) {
+                    memcpy(*body, reply->body.data, reply->body.len);
+                }
+                *len = reply->body.len;
+                rv = *body != NULL ? 0 : SRV_ENOMEM;
+            }
+            if (reply != NULL) {
+                kvdb__frame__free_unpacked(reply, NULL);
+            }
+            break;
+        }
+        unsigned char *buf;
+        size_t room;
+        if (pb_frame_reader_space(&r, 4096, &buf, &room) != 0) {
+            break;
+        }
+        ssize_t got = recv(fd, buf, room, 0);
+        if (got <= 0) {
+            snprintf(errmsg, 256, "member %u: no reply", i);
+            break;
+        }
+        pb_frame_reader_commit(&r, (size_t)got);
+    }
+    pb_frame_reader_fini(&r);
+    close(fd);
+    return rv;
+}
+
+int srv_embed_add_member(struct srv_embed *c, bool learner, char *errmsg)
+{
+    if (c->n == SRV_EMBED_MAX) {
+        snprintf(errmsg, 256, "at most %d members", SRV_EMBED_MAX);
+        return -1;
+    }
+    int leader = srv_embed_wait_leader(c, 10000);
+    if (leader < 0) {
+        snprintf(errmsg, 256, "no leader to add a member through");
+        return -1;
+    }
+    uint16_t peer_port = free_port(), client_port = free_port();
+    unsigned i = c->n;
+    char url[64], name[16];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)peer_port);
+    snprintf(name, sizeof name, "m%u", i);
+    Kvdb__MemberAddRequest req;
+    kvdb__member_add_request__init(&req);
+    char *urls[1] = {url};
+    req.peer_urls = urls;
+    req.n_peer_urls = 1;
+    req.is_learner = learner;
+    req.name = name;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    if (rpc(c, (unsigned)leader, KVDB__METHOD__METHOD_MEMBER_ADD, &req.base, &body, &len, errmsg) !=
+        0) {
+        return -1;
+    }
+    free(body);
+    size_t cl = strlen(c->cluster);
+    snprintf(c->cluster + cl, sizeof c->cluster - cl, ",%s=%s", name, url);
+    if (configure_one(c, i, c->cluster, peer_port, client_port, true, errmsg) != 0) {
+        return -1;
+    }
+    c->n++;
+    rebuild_endpoints(c);
+    if (member_start(c, i, errmsg) != 0) {
+        return -1;
+    }
+    return (int)i;
+}
+
+int srv_embed_remove_member(struct srv_embed *c, unsigned i, char *errmsg)
+{
+    if (i >= c->n) {
+        snprintf(errmsg, 256, "no member %u", i);
+        return SRV_EINVAL;
+    }
+    int rv = SRV_EIO;
+    for (int attempt = 0; attempt < 20 && rv != 0; attempt++) {
+        int leader = srv_embed_wait_leader(c, 10000);
+        if (leader < 0) {
+            snprintf(errmsg, 256, "no leader to remove a member through");
+            return SRV_EIO;
+        }
+        Kvdb__MemberRemoveRequest req;
+        kvdb__member_remove_request__init(&req);
+        req.id = c->m[i].cfg.member_id;
+        uint8_t *body = NULL;
+        size_t len = 0;
+        rv = rpc(c, (unsigned)leader, KVDB__METHOD__METHOD_MEMBER_REMOVE, &req.base, &body, &len,
+                 errmsg);
+        free(body);
+        if (rv != 0) {
+            /* e.g. "another membership change is in progress" or a leader change: retry */
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (rv == 0) {
+        member_halt(c, i);
+        c->excluded[i] = true; /* gone: wait_leader no longer asks it */
+    }
+    return rv;
 }
 
 int srv_embed_wait_leader(struct srv_embed *c, unsigned timeout_ms)

@@ -83,6 +83,14 @@ void srv_embed_heal(struct srv_embed *c);
 /* Slow member @i's disk: every WAL fdatasync of that member takes @ms longer (0: normal). */
 void srv_embed_disk_delay(struct srv_embed *c, unsigned i, unsigned ms);
 
+/* Add a member at runtime: ask the leader (member add, as a learner or a voter), then start the
+ * new member with --initial-cluster-state existing.  Returns its index, or -1 with @errmsg. */
+int srv_embed_add_member(struct srv_embed *c, bool learner, char *errmsg);
+
+/* Remove member @i from the cluster through the leader (member remove) and stop it.
+ * Errors: SRV_EINVAL, SRV_EIO with @errmsg. */
+int srv_embed_remove_member(struct srv_embed *c, unsigned i, char *errmsg);
+
 /* Stop every member and free; removes the data dirs unless keep_dir.  NULL is a no-op. */
 void srv_embed_destroy(struct srv_embed *c);
 

@@ -210,7 +210,9 @@ void srv_members_on_conf(struct srv *s, uint64_t index, const struct raft_conf *
         srv_pending_release(s, p);
     }
     if (!in && s->was_in_conf) {
-        /* etcd's behaviour: a removed member stops.  Its data stays for inspection. */
+        /* etcd's behaviour: a removed member stops.  Its data stays for inspection.  Answers
+         * already queued (the remove itself, when the leader removed itself) go out first. */
+        srv_conn_flush_all(s);
         srv_fail(s, SRV_ECLUSTER, "this member (%llx) was removed from the cluster",
                  (unsigned long long)s->cfg.member_id);
     }

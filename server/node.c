@@ -402,7 +402,7 @@ static void start_ready(struct srv *s)
     }
     /* Thesis 10.2.1: the leader's appends go out in parallel with its own fsync; it counts its
      * own copy only at raft_advance(). */
-    if (rd->role == RAFT_LEADER && rd->n_msgs > 0) {
+    if (rd->can_send_before_sync && rd->n_msgs > 0) {
         srv_peer_send(s, rd->msgs, rd->n_msgs);
         s->sent_early = true;
     }

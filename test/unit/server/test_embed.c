@@ -221,6 +221,64 @@ static void failpoints_drop_messages_and_fail_fsync(void **state)
     srv_embed_destroy(c);
 }
 
+/* Runtime membership: a learner joins and catches up, a voter joins, a member is removed; the
+ * cluster keeps serving and the new members hold the data. */
+static void members_join_and_leave(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3, .snapshot_count = 50, .snapshot_catchup = 10};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+    struct kvc *k = client(srv_embed_endpoints(c), 20000);
+    char key[32];
+    for (int i = 0; i < 120; i++) { /* past a snapshot: the new members catch up by snapshot */
+        snprintf(key, sizeof key, "m-%03d", i);
+        put(k, key, "v");
+    }
+    int learner = srv_embed_add_member(c, true, err);
+    if (learner < 0) {
+        fail_msg("add learner: %s", err);
+    }
+    int voter = srv_embed_add_member(c, false, err);
+    if (voter < 0) {
+        fail_msg("add voter: %s", err);
+    }
+    put(k, "after-join", "1");
+    /* Both new members catch up (serializable reads of their own state). */
+    for (int m = learner; m <= voter; m++) {
+        struct kvc *mk = client(srv_embed_endpoint(c, (unsigned)m), 20000);
+        int rv = -1;
+        char *v = NULL;
+        for (int tries = 0; tries < 200 && v == NULL; tries++) {
+            v = get(mk, "after-join", true, &rv);
+            if (v == NULL) {
+                struct timespec ts = {0, 50 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        }
+        assert_non_null(v);
+        assert_string_equal(v, "1");
+        free(v);
+        v = get(mk, "m-007", true, &rv);
+        assert_non_null(v);
+        free(v);
+        kvc_close(mk);
+    }
+    /* Remove an original member; the cluster (now 4 voters + 1 learner) goes on. */
+    assert_int_equal(srv_embed_remove_member(c, 0, err), 0);
+    /* If it led, the others elect a leader first (a write forwarded to a leader that is going
+     * away is lost, with a timeout, as in etcd). */
+    assert_true(srv_embed_wait_leader(c, 10000) > 0);
+    kvc_close(k);
+    k = client(srv_embed_endpoints(c), 20000);
+    put(k, "after-remove", "1");
+    assert_value(k, "after-remove", "1");
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +286,7 @@ int main(void)
         cmocka_unit_test(partition_isolates_the_leader),
         cmocka_unit_test(slow_disk_slows_commits),
         cmocka_unit_test(failpoints_drop_messages_and_fail_fsync),
+        cmocka_unit_test(members_join_and_leave),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
