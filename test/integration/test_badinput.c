@@ -224,8 +224,8 @@ static void empty_key(void **state)
     assert_cluster_serves();
 }
 
-/* etcd checks the key of every op inside a txn (ErrGRPCEmptyKey). */
-static void empty_key_in_txn(void **state)
+/* etcd checks the key of every op inside a txn and of a Range (ErrGRPCEmptyKey). */
+static void empty_key_in_txn_and_range(void **state)
 {
     (void)state;
     Kvdb__RequestOp op, *opp = &op;
@@ -243,8 +243,9 @@ static void empty_key_in_txn(void **state)
                      kvc_call(k0, KVDB__METHOD__METHOD_TXN, &t.base,
                               &kvdb__txn_response__descriptor, (ProtobufCMessage **)&tr));
     assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
-    /* A Range with an empty key: see range_with_empty_body in test_known_bugs.c (its empty
-     * request body crashes the member under UBSan), so it is checked there, not here. */
+    Kvdb__RangeResponse *rr = NULL;
+    assert_int_equal(KVC_ESERVER, kvc_get(k0, "", 0, false, &rr));
+    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
     assert_cluster_serves();
 }
 
@@ -392,6 +393,94 @@ static void peer_wrong_cluster_id(void **state)
     assert_cluster_serves();
 }
 
+/* One raw request with an empty body on a new connection: 0 and *@code, or -1 (no reply). */
+static int empty_body_call(int method, int *code)
+{
+    int fd = ih_raw_dial(cluster.m[0].client_port);
+    assert_true(fd >= 0);
+    assert_int_equal(0, ih_raw_send(fd, 4, method, NULL, 0));
+    Kvdb__Frame *r = NULL;
+    int rv = ih_raw_recv(fd, 10000, &r);
+    close(fd);
+    if (rv != 0) {
+        return -1;
+    }
+    *code = r->error;
+    kvdb__frame__free_unpacked(r, NULL);
+    return 0;
+}
+
+/* Regression (found here, fixed in 58e11f8): a request whose protobuf body is empty (all
+ * fields default) arrives with body.data == NULL, and the member copied it with memcpy, which
+ * the UBSan build aborts on.  An empty RangeRequest is a Range of the empty key: it gets
+ * INVALID_ARGUMENT ("key is not provided", as etcd). */
+static void range_with_empty_body(void **state)
+{
+    (void)state;
+    int code = -1;
+    assert_int_equal(0, empty_body_call(KVDB__METHOD__METHOD_RANGE, &code));
+    assert_true(ih_member_is_alive(&cluster, 0));
+    assert_int_equal(code, KVDB__ERROR_CODE__INVALID_ARGUMENT);
+}
+
+/* Regression (found here, fixed in 58e11f8): the same NULL-body memcpy on the write path,
+ * for an empty Txn (valid: no compares, no ops; etcd answers succeeded=true) and a Compact at
+ * revision 0.  Each gets a reply and the member lives. */
+static void write_with_empty_body(void **state)
+{
+    (void)state;
+    int code = -1;
+    assert_int_equal(0, empty_body_call(KVDB__METHOD__METHOD_TXN, &code));
+    assert_true(ih_member_is_alive(&cluster, 0));
+    assert_int_equal(code, KVDB__ERROR_CODE__OK);
+    assert_int_equal(0, empty_body_call(KVDB__METHOD__METHOD_COMPACT, &code));
+    assert_true(ih_member_is_alive(&cluster, 0));
+}
+
+/* Regression (found here, fixed in 58e11f8): a peer message carrying a snapshot
+ * configuration without learners (every MsgSnap of a cluster without learners) was decoded
+ * with a NULL memcpy (UBSan abort), before the batch's cluster ID was checked, so anyone
+ * reaching the peer port could stop a member.  The foreign batch is refused (connection
+ * closed) and the member keeps running. */
+static void peer_snapshot_conf_without_learners(void **state)
+{
+    (void)state;
+    uint64_t voters[] = {1};
+    Kvdb__Raftpb__ConfState conf;
+    kvdb__raftpb__conf_state__init(&conf);
+    conf.voters = voters;
+    conf.n_voters = 1;
+    Kvdb__Raftpb__SnapshotMeta meta;
+    kvdb__raftpb__snapshot_meta__init(&meta);
+    meta.index = 10;
+    meta.term = 1;
+    meta.conf = &conf;
+    Kvdb__Raftpb__Message m;
+    kvdb__raftpb__message__init(&m);
+    m.type = KVDB__RAFTPB__MESSAGE_TYPE__MSG_SNAP;
+    m.from = 1;
+    m.to = 2;
+    m.term = 1;
+    m.snapshot = &meta;
+    Kvdb__Raftpb__Message *mp = &m;
+    Kvdb__Raftpb__Batch b;
+    kvdb__raftpb__batch__init(&b);
+    b.cluster_id = 42; /* not this cluster's */
+    b.from = 1;
+    b.msgs = &mp;
+    b.n_msgs = 1;
+    uint8_t buf[256];
+    size_t n = kvdb__raftpb__batch__pack(&b, buf);
+    int fd = ih_raw_dial(cluster.m[0].peer_port);
+    assert_true(fd >= 0);
+    assert_int_equal(0, ih_raw_write_frame(fd, buf, n));
+    assert_true(ih_raw_closed(fd, 10000));
+    close(fd);
+    ih_sleep_ms(200);
+    assert_true(ih_member_is_alive(&cluster, 0));
+    assert_true(ih_put(k0, "still", "alive") > 0);
+}
+
 /* Random bytes at @port: @rounds connections, each a random mix of raw bytes and frames with
  * random payloads (some announcing huge lengths), then a close. */
 static void spray(uint16_t port, uint64_t *seed, int rounds)
@@ -413,9 +502,7 @@ static void spray(uint16_t port, uint64_t *seed, int rounds)
             break;
         default: { /* a valid Frame envelope around a random body */
             int method = (int)(test_rand(seed) % 9);
-            /* Never an empty body: that case is a known bug (test_known_bugs.c,
-             * empty_request_bodies) and is checked there. */
-            (void)ih_raw_send(fd, test_rand(seed), method, buf, 1 + n % 512);
+            (void)ih_raw_send(fd, test_rand(seed), method, buf, n % 512);
             break;
         }
         }
@@ -450,12 +537,21 @@ int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(frame_not_protobuf),      cmocka_unit_test(unknown_method),
-        cmocka_unit_test(request_over_max_bytes),  cmocka_unit_test(frame_over_hard_limit),
-        cmocka_unit_test(truncated_frames),        cmocka_unit_test(empty_key),
-        cmocka_unit_test(empty_key_in_txn),        cmocka_unit_test(txn_too_many_ops),
-        cmocka_unit_test(nested_txn_too_many_ops), cmocka_unit_test(peer_wrong_cluster_id),
-        cmocka_unit_test(garbage_client_port),     cmocka_unit_test(garbage_peer_port),
+        cmocka_unit_test(frame_not_protobuf),
+        cmocka_unit_test(unknown_method),
+        cmocka_unit_test(request_over_max_bytes),
+        cmocka_unit_test(frame_over_hard_limit),
+        cmocka_unit_test(truncated_frames),
+        cmocka_unit_test(empty_key),
+        cmocka_unit_test(empty_key_in_txn_and_range),
+        cmocka_unit_test(txn_too_many_ops),
+        cmocka_unit_test(nested_txn_too_many_ops),
+        cmocka_unit_test(peer_wrong_cluster_id),
+        cmocka_unit_test(range_with_empty_body),
+        cmocka_unit_test(write_with_empty_body),
+        cmocka_unit_test(peer_snapshot_conf_without_learners),
+        cmocka_unit_test(garbage_client_port),
+        cmocka_unit_test(garbage_peer_port),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

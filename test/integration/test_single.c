@@ -409,6 +409,75 @@ static void data_dir_locked(void **state)
     assert_true(ih_member_is_alive(&f->c, 0));
 }
 
+/* Prepend tag @tag and the varint length of [p, end) before p; returns the new start. */
+static uint8_t *wrap(uint8_t *p, const uint8_t *end, uint8_t tag)
+{
+    size_t len = (size_t)(end - p);
+    uint8_t v[10];
+    size_t n = 0;
+    do {
+        v[n++] = (uint8_t)((len & 0x7f) | (len > 0x7f ? 0x80 : 0));
+        len >>= 7;
+    } while (len > 0);
+    p -= n;
+    memcpy(p, v, n);
+    *--p = tag;
+    return p;
+}
+
+/* Regression (found here, fixed in 58e11f8): a TxnRequest nested 50,000 levels deep
+ * (Txn.success[0] = RequestOp{request_txn = Txn{...}}, ~350 KB, under the default
+ * --max-request-bytes) was unpacked by protobuf-c's recursive decoder on the loop thread and
+ * overflowed its stack.  Now: a clear INVALID_ARGUMENT, the member alive. */
+static void deeply_nested_txn_is_refused(void **state)
+{
+    struct fix *f = *state;
+    enum { DEPTH = 50000 };
+    size_t cap = (size_t)DEPTH * 12 + 16;
+    uint8_t *buf = malloc(cap);
+    assert_non_null(buf);
+    uint8_t *end = buf + cap;
+    uint8_t *p = end; /* innermost: an empty TxnRequest */
+    for (int i = 0; i < DEPTH; i++) {
+        p = wrap(p, end, 0x22); /* RequestOp.request_txn (field 4) */
+        p = wrap(p, end, 0x12); /* TxnRequest.success (field 2) */
+    }
+    int fd = ih_raw_dial(f->c.m[0].client_port);
+    assert_true(fd >= 0);
+    assert_int_equal(0, ih_raw_send(fd, 9, KVDB__METHOD__METHOD_TXN, p, (size_t)(end - p)));
+    free(buf);
+    Kvdb__Frame *r = NULL;
+    int rv = ih_raw_recv(fd, 20000, &r);
+    close(fd);
+    bool alive = ih_member_is_alive(&f->c, 0);
+    assert_true(alive);
+    assert_int_equal(rv, 0);
+    assert_int_equal(r->error, KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    kvdb__frame__free_unpacked(r, NULL);
+}
+
+/* Regression (found here, fixed in 58e11f8): the signal handler used the member after
+ * srv_close() freed it, so a second SIGTERM during shutdown was a heap-use-after-free (ASan;
+ * the report could then deadlock against LeakSanitizer's exit check and hang the member).
+ * Any number of SIGTERMs must end in a clean exit 0. */
+static void repeated_sigterm_during_shutdown(void **state)
+{
+    struct fix *f = *state;
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        assert_true(ih_put(f->k, key, "v") > 0);
+    }
+    uint64_t deadline = ih_now_ms() + 20000;
+    while (ih_member_is_alive(&f->c, 0) && ih_now_ms() < deadline) {
+        ih_member_signal(&f->c, 0, SIGTERM); /* a zombie keeps its pid until is_alive reaps it */
+        ih_sleep_ms(2);
+    }
+    assert_int_equal(f->c.m[0].pid, 0); /* it exited */
+    assert_true(WIFEXITED(f->c.m[0].last_status));
+    assert_int_equal(WEXITSTATUS(f->c.m[0].last_status), 0);
+}
+
 int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
@@ -421,6 +490,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(restart_sigterm_keeps_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_kill9_keeps_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(data_dir_locked, setup, teardown),
+        cmocka_unit_test_setup_teardown(deeply_nested_txn_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(repeated_sigterm_during_shutdown, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
