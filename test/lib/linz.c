@@ -59,6 +59,7 @@ struct ctx
     uint64_t max_states;
     int64_t deadline; /* CLOCK_MONOTONIC ns, or TEST_HIST_NEVER */
     uint64_t states;  /* memoized by the last search */
+    bool *dropped;    /* ops left out of the window by prune_reads, or NULL */
     char *errmsg;
 };
 
@@ -594,7 +595,7 @@ static size_t compile(const struct ctx *c, int64_t s, int64_t t, struct lop *out
     for (size_t i = 0; i < c->n_ops; i++) {
         const struct test_op *o = c->ops[i];
         bool unknown;
-        if (!in_window(o, s, t, &unknown)) {
+        if (!in_window(o, s, t, &unknown) || (c->dropped != NULL && c->dropped[i])) {
             continue;
         }
         out[n++] = (struct lop){
@@ -697,6 +698,35 @@ static int shrink(struct ctx *c, struct lop *buf, int64_t *s, int64_t *t, bool *
     return rv;
 }
 
+/* At most this many reads are tried for removal: each try is a search. */
+#define PRUNE_TRIES 64
+
+/* Leave out of window [s, t] every known read (get, or cas that failed: neither changes the
+ * state) whose removal keeps the window violating.  Sound: removing a read from a
+ * linearizable history leaves it linearizable, so the smaller window still proves the
+ * violation. */
+static int prune_reads(struct ctx *c, struct lop *buf, int64_t s, int64_t t, int32_t init)
+{
+    c->dropped = calloc(c->n_ops + 1, sizeof *c->dropped);
+    if (c->dropped == NULL) {
+        return TEST_LINZ_ENOMEM;
+    }
+    int rv = 0;
+    for (size_t i = 0, tries = 0; i < c->n_ops && tries < PRUNE_TRIES && rv == 0; i++) {
+        const struct test_op *o = c->ops[i];
+        bool unknown, bad;
+        bool read = o->kind == TEST_OP_GET || (o->kind == TEST_OP_CAS && !o->succeeded);
+        if (!read || !in_window(o, s, t, &unknown) || unknown) {
+            continue;
+        }
+        tries++;
+        c->dropped[i] = true;
+        rv = window_violates(c, buf, s, t, init, &bad);
+        c->dropped[i] = bad;
+    }
+    return rv;
+}
+
 /* ---- Driver ---- */
 
 static int op_ptr_cmp(const void *a, const void *b)
@@ -730,7 +760,7 @@ static int fill_window(const struct ctx *c, int64_t s, int64_t t, struct test_li
     for (size_t i = 0; i < c->n_ops && ok; i++) {
         bool unknown;
         const struct test_op *o = c->ops[i];
-        if (!in_window(o, s, t, &unknown)) {
+        if (!in_window(o, s, t, &unknown) || (c->dropped != NULL && c->dropped[i])) {
             continue;
         }
         struct test_linz_wop *w = &out->window[out->n_window++];
@@ -761,8 +791,13 @@ static int check_key(struct ctx *c, struct test_linz_result *out, enum test_linz
         int64_t s, t;
         rv = shrink(c, buf, &s, &t, &out->window_from_any);
         if (rv == 0) {
+            rv = prune_reads(c, buf, s, t, out->window_from_any ? ST_ANY : ST_ABSENT);
+        }
+        if (rv == 0) {
             rv = fill_window(c, s, t, out);
         }
+        free(c->dropped);
+        c->dropped = NULL;
     }
     if (rv == TEST_LINZ_ENOMEM) {
         set_err(c, "check key %s (%zu ops): out of memory", c->ops[0]->key, c->n_ops);

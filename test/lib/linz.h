@@ -34,8 +34,10 @@
  * [S, T] are still not linearizable from an arbitrary starting value (ops that finished before
  * S are dropped; ops called before S but still running at S count as unknown).  Both cuts are
  * sound: a cut of a linearizable history is linearizable, so the window proves the violation
- * on its own.  It is the smallest window found by these two binary searches, not a global
- * minimum over all windows.
+ * on its own.  Last, each known read in the window (a get, or a cas that failed) is left out
+ * if the window still fails without it (removing a read keeps a linearizable history
+ * linearizable, so this is sound too; at most 64 reads are tried).  The result is the
+ * smallest window found by these steps, not a global minimum over all windows.
  */
 
 /* Verdicts; the first value is 1 so a zeroed result is invalid. */

@@ -285,6 +285,23 @@ static void window_is_small(void **state)
     test_linz_result_fini(&r);
 }
 
+/* Reads that the proof does not need are left out of the window. */
+static void window_drops_needless_reads(void **state)
+{
+    (void)state;
+    struct test_linz_result r;
+    assert_int_equal(check_text_opts("1 0 10 ok put x a\n"
+                                     "1 20 30 ok put x b\n"
+                                     "2 21 45 ok get x = b\n"
+                                     "3 40 50 ok get x = a\n",
+                                     NULL, &r),
+                     TEST_LINZ_VIOLATION);
+    assert_int_equal(r.n_window, 2);
+    assert_string_equal(r.window[0].op.value, "b");
+    assert_string_equal(r.window[1].op.result, "a");
+    test_linz_result_fini(&r);
+}
+
 /* A window that needs the initial "absent" keeps the whole prefix. */
 static void window_from_absent(void **state)
 {
@@ -376,6 +393,7 @@ int main(void)
         cmocka_unit_test(non_monotonic_read_pair),
         cmocka_unit_test(keys_are_independent),
         cmocka_unit_test(window_is_small),
+        cmocka_unit_test(window_drops_needless_reads),
         cmocka_unit_test(window_from_absent),
         cmocka_unit_test(budget_gives_up),
         cmocka_unit_test(malformed_op_rejected),

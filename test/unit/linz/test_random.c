@@ -15,6 +15,9 @@
 #include "test/lib/seed.h"
 #include "test/unit/linz/gen.h"
 
+/* Rounds are multiplied by this (--scale=N: the slow-labelled soak). */
+static int scale = 1;
+
 /* A random shape: a few clients and keys, sometimes heavy overlap, some unknown and failed. */
 static struct gen_opts random_opts(uint64_t *seed)
 {
@@ -61,7 +64,7 @@ static void generated_histories_are_linearizable(void **state)
 {
     (void)state;
     uint64_t seed = test_seed("generated_histories_are_linearizable");
-    for (int round = 0; round < 150; round++) {
+    for (int round = 0; round < 150 * scale; round++) {
         uint64_t round_seed = seed;
         struct gen_opts o = random_opts(&seed);
         struct test_hist h;
@@ -120,7 +123,9 @@ static int mutate(struct test_hist *h, size_t i, uint64_t *seed)
 }
 
 /* The window of a violation caused by one mutated op must hold that op as a known op: any
- * window without it is a window of the original, linearizable history. */
+ * window without it is a window of the original, linearizable history (minus reads, which
+ * keeps it linearizable).  The exception is a cas flipped to "failed": to the window it is a
+ * read, and the reads that saw its value may carry the proof alone. */
 static void assert_window_has(const struct test_linz_result *r, const struct test_op *m)
 {
     assert_string_equal(r->key, m->key);
@@ -131,7 +136,9 @@ static void assert_window_has(const struct test_linz_result *r, const struct tes
             return;
         }
     }
-    fail_msg("mutated op not in the failing window");
+    if (m->kind != TEST_OP_CAS || m->succeeded) {
+        fail_msg("mutated op not in the failing window");
+    }
 }
 
 static void one_mutation(struct test_hist *h, size_t i, uint64_t *seed, struct tally *t)
@@ -167,7 +174,7 @@ static void mutations_are_detected(void **state)
     (void)state;
     uint64_t seed = test_seed("mutations_are_detected");
     struct tally t = {0};
-    for (int round = 0; round < 40; round++) {
+    for (int round = 0; round < 40 * scale; round++) {
         struct gen_opts o = random_opts(&seed);
         o.ops = 20 + o.ops / 3;
         struct test_hist h;
@@ -183,7 +190,7 @@ static void mutations_are_detected(void **state)
             "provable ones)\n",
             t.tried, t.provable, t.detected, t.detected_unprovable);
     /* The campaign must not be vacuous. */
-    assert_true(t.tried >= 200);
+    assert_true(t.tried >= 200u * (unsigned)scale);
     assert_true(t.provable * 3 >= t.tried);
 }
 
@@ -214,8 +221,17 @@ static void performance(void **state)
          .failed_pct = 1,
          .max_gap = 1000,
          .max_dur = 5000},
+        /* The soak only: a long recording. */
+        {.clients = 16,
+         .keys = 10,
+         .ops = 100000,
+         .unknown_pct = 1,
+         .failed_pct = 1,
+         .max_gap = 1000,
+         .max_dur = 5000},
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    size_t n_shapes = sizeof shapes / sizeof shapes[0] - (scale > 1 ? 0 : 1);
+    for (size_t i = 0; i < n_shapes; i++) {
         struct test_hist h;
         test_hist_init(&h);
         assert_int_equal(gen_history(&h, &shapes[i], &seed), 0);
@@ -232,8 +248,11 @@ static void performance(void **state)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && strncmp(argv[1], "--scale=", 8) == 0) {
+        scale = atoi(argv[1] + 8) > 0 ? atoi(argv[1] + 8) : 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(generated_histories_are_linearizable),
         cmocka_unit_test(mutations_are_detected),
