@@ -37,6 +37,9 @@ struct kvc
     Kvdb__Frame *last; /* the reply last returned by kvc_recv() */
     Kvdb__ErrorCode server_code;
     char errmsg[256];
+    char token[64]; /* from kvc_authenticate() */
+    char user[64];  /* kept to authenticate again on another member */
+    char password[128];
 };
 
 const char *kvc_strerror(int code)
@@ -235,6 +238,9 @@ int kvc_send(struct kvc *c, Kvdb__Method m, const ProtobufCMessage *req, uint64_
     f.method = m;
     f.body.data = body;
     f.body.len = n;
+    if (c->token[0] != '\0') {
+        f.token = c->token;
+    }
     int rv = pb_frame_writer_append(&c->wr, &f.base);
     if (body != stackbuf) {
         free(body);
@@ -386,12 +392,15 @@ static int call_once(struct kvc *c,
     }
 }
 
+static int login(struct kvc *c);
+
 int kvc_call(struct kvc *c,
              Kvdb__Method m,
              const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc,
              ProtobufCMessage **resp)
 {
+    bool reauthed = false;
     uint64_t deadline = now_ms() + c->opts.request_timeout_ms;
     unsigned backoff = 50;
     for (;;) {
@@ -414,6 +423,16 @@ int kvc_call(struct kvc *c,
             return 0;
         }
         if (rv == 0) {
+            /* A member that does not know our token (we failed over, or it expired): log in
+             * there and send again; the request was refused, not executed. */
+            if (code == KVDB__ERROR_CODE__UNAUTHENTICATED && c->user[0] != '\0' &&
+                m != KVDB__METHOD__METHOD_AUTHENTICATE && !reauthed) {
+                reauthed = true;
+                if (login(c) == 0) {
+                    continue;
+                }
+                return KVC_ESERVER;
+            }
             /* UNAVAILABLE means the member did not take the request (no leader, stopping):
              * safe to retry elsewhere.  Anything else is the answer. */
             if (code != KVDB__ERROR_CODE__UNAVAILABLE) {
@@ -533,4 +552,34 @@ int kvc_watch_next(struct kvc *c, unsigned timeout_ms, uint64_t *stream, Kvdb__W
         *stream = id;
         return 0;
     }
+}
+
+static int login(struct kvc *c)
+{
+    Kvdb__AuthRequest r;
+    kvdb__auth_request__init(&r);
+    r.name = c->user;
+    r.password = c->password;
+    c->token[0] = '\0';
+    Kvdb__AuthResponse *resp;
+    int rv = kvc_call(c, KVDB__METHOD__METHOD_AUTHENTICATE, &r.base,
+                      &kvdb__auth_response__descriptor, (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return rv;
+    }
+    snprintf(c->token, sizeof c->token, "%s", resp->token);
+    kvdb__auth_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int kvc_authenticate(struct kvc *c, const char *user, const char *password)
+{
+    snprintf(c->user, sizeof c->user, "%s", user);
+    snprintf(c->password, sizeof c->password, "%s", password);
+    int rv = login(c);
+    if (rv != 0) {
+        c->user[0] = '\0';
+        c->password[0] = '\0';
+    }
+    return rv;
 }

@@ -100,6 +100,12 @@ int kvc_get(struct kvc *c,
             Kvdb__RangeResponse **resp);
 int kvc_delete(struct kvc *c, const void *key, size_t klen, Kvdb__DeleteRangeResponse **resp);
 
+/* Authenticate as @user with @password (auth enabled on the cluster): every later request
+ * carries the token.  The credentials are kept so that the client authenticates again when a
+ * member it fails over to does not know the token (tokens are per member) or it expired.
+ * Errors: KVC_ESERVER (wrong user or password, auth not enabled), and those of kvc_call. */
+int kvc_authenticate(struct kvc *c, const char *user, const char *password);
+
 /* Open a watch stream carrying one watcher created by @req; *@stream gets the stream's frame id.
  * Its responses (first "created", then events, progress and "canceled") come from
  * kvc_watch_next.  Watches live on the current connection: after a connection loss reopen them

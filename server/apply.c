@@ -161,7 +161,8 @@ static void group_add(struct srv *s,
     }
     Kvdb__InternalRequest *ir =
         kvdb__internal_request__unpack(NULL, e->len, (const uint8_t *)j->buf + e->off);
-    if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR) {
+    if (ir != NULL && (ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR ||
+                       ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_AUTH)) {
         g->irs[i] = ir; /* not a store operation: handled after the group is applied */
         return;
     }
@@ -226,6 +227,20 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
     }
     for (size_t i = 0; i < g->n; i++) {
         const Kvdb__InternalRequest *ir = g->irs[i];
+        if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_AUTH) {
+            if (!out.results[i].skipped) {
+                srv_auth_apply(s, ir->auth);
+                if (ir->member == s->cfg.member_id && ir->id != 0) {
+                    struct srv_done *d = calloc(1, sizeof *d);
+                    if (d != NULL) {
+                        d->req_id = ir->id;
+                        d->body = srv_auth_change_reply(s, g->ents[i].term, &d->len);
+                        srv_post_done(s, d);
+                    }
+                }
+            }
+            continue;
+        }
         if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR) {
             if (!out.results[i].skipped) {
                 srv_members_apply(s, ir->member_attr, ir->member == s->cfg.member_id ? ir->id : 0);

@@ -104,6 +104,14 @@ uint64_t srv_cluster_id(const uint64_t *ids, size_t n);
 /* SHA-1 of @n bytes at @data into @out (20 bytes).  Used for IDs only, not for security. */
 void srv_sha1(const void *data, size_t n, unsigned char out[20]);
 
+/* PBKDF2-HMAC-SHA1 (RFC 8018) of @password with @salt (at most 64 bytes used) over @rounds,
+ * one 20-byte block into @out.  For stored auth passwords.  Any thread. */
+void srv_pbkdf2_sha1(const char *password,
+                     const uint8_t *salt,
+                     size_t salt_len,
+                     unsigned rounds,
+                     uint8_t out[20]);
+
 /* Print the flag list with defaults to @out (for --help). */
 void srv_config_usage(void *out);
 

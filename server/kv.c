@@ -261,6 +261,43 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
     }
 }
 
+/* An auth change through the log, answered like a write once applied. */
+void srv_kv_propose_auth(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__AuthChange *ch)
+{
+    struct srv *s = c->s;
+    if (s->leader == 0) {
+        reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
+        return;
+    }
+    struct srv_pending *p = srv_pending_add(s);
+    if (p == NULL) {
+        reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    p->slot = c->slot;
+    p->gen = c->gen;
+    p->frame_id = f->id;
+    p->method = f->method;
+    p->deadline_ms = srv_now_ms() + s->request_timeout_ms;
+    Kvdb__InternalRequest ir;
+    kvdb__internal_request__init(&ir);
+    ir.id = p->req_id;
+    ir.member = s->cfg.member_id;
+    ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_AUTH;
+    ir.auth = (Kvdb__AuthChange *)ch;
+    uint8_t buf[4096];
+    int rv = RAFT_EINVAL;
+    if (kvdb__internal_request__get_packed_size(&ir) <= sizeof buf) {
+        size_t n = kvdb__internal_request__pack(&ir, buf);
+        rv = srv_node_propose(s, buf, n, p->req_id);
+    }
+    if (rv != 0) {
+        srv_pending_release(s, srv_pending_take(s, p->req_id));
+        reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE,
+                    rv == RAFT_EINVAL ? "auth change too large" : "no leader");
+    }
+}
+
 /* ---- reads ---- */
 
 static void handle_range(struct srv_conn *c, const Kvdb__Frame *f)
@@ -375,6 +412,14 @@ static void handle_alarm(struct srv_conn *c, const Kvdb__Frame *f)
 void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
 {
     atomic_fetch_add_explicit(&c->s->metrics.client_requests, 1, memory_order_relaxed);
+    if (!srv_auth_check(c, f)) {
+        return; /* answered: unauthenticated or permission denied */
+    }
+    if (f->method >= KVDB__METHOD__METHOD_AUTH_ENABLE &&
+        f->method <= KVDB__METHOD__METHOD_ROLE_LIST) {
+        srv_auth_request(c, f);
+        return;
+    }
     switch (f->method) {
     case KVDB__METHOD__METHOD_RANGE:
     case KVDB__METHOD__METHOD_HASH_KV:

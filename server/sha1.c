@@ -1,5 +1,6 @@
 /* SHA-1 (FIPS 180-4), used only to derive stable member and cluster IDs as etcd does. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "server/config.h"
@@ -79,5 +80,63 @@ void srv_sha1(const void *data, size_t n, unsigned char out[20])
         out[4 * i + 1] = (unsigned char)(h[i] >> 16);
         out[4 * i + 2] = (unsigned char)(h[i] >> 8);
         out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+/* HMAC-SHA1 (RFC 2104) of @n bytes at @msg under @key. */
+static void hmac_sha1(const uint8_t *key,
+                      size_t klen,
+                      const uint8_t *msg,
+                      size_t n,
+                      uint8_t out[20])
+{
+    uint8_t k[64] = {0}, pad[64 + 64 + 20];
+    if (klen > 64) {
+        srv_sha1(key, klen, k);
+    } else if (klen > 0) {
+        memcpy(k, key, klen);
+    }
+    /* inner: (k ^ ipad) || msg, hashed in one buffer (messages here are short) */
+    uint8_t *inner = malloc(64 + n);
+    if (inner == NULL) {
+        memset(out, 0, 20);
+        return;
+    }
+    for (int i = 0; i < 64; i++) {
+        inner[i] = k[i] ^ 0x36;
+        pad[i] = k[i] ^ 0x5c;
+    }
+    if (n > 0) {
+        memcpy(inner + 64, msg, n);
+    }
+    srv_sha1(inner, 64 + n, pad + 64);
+    free(inner);
+    srv_sha1(pad, 64 + 20, out);
+}
+
+void srv_pbkdf2_sha1(const char *password,
+                     const uint8_t *salt,
+                     size_t salt_len,
+                     unsigned rounds,
+                     uint8_t out[20])
+{
+    /* One output block (20 bytes): U1 = HMAC(P, S || INT(1)), Ui = HMAC(P, Ui-1), T = xor. */
+    uint8_t s1[64 + 4];
+    size_t sl = salt_len > 64 ? 64 : salt_len;
+    memcpy(s1, salt, sl);
+    s1[sl] = 0;
+    s1[sl + 1] = 0;
+    s1[sl + 2] = 0;
+    s1[sl + 3] = 1;
+    const uint8_t *pw = (const uint8_t *)password;
+    size_t pl = strlen(password);
+    uint8_t u[20];
+    hmac_sha1(pw, pl, s1, sl + 4, u);
+    memcpy(out, u, 20);
+    for (unsigned r = 1; r < rounds; r++) {
+        hmac_sha1(pw, pl, u, 20, u);
+        for (int i = 0; i < 20; i++) {
+            out[i] ^= u[i];
+        }
     }
 }

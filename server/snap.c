@@ -163,6 +163,9 @@ static void snap_create_now(struct srv *s)
     if (srv_members_save(members, s->apply_members, s->n_apply_members) != 0) {
         srv_log(SRV_LOG_WARN, "snap", "cannot write %s", members);
     }
+    char authf[PATH_MAX];
+    snprintf(authf, sizeof authf, "%s/AUTH", tmp);
+    srv_auth_save_to(s, authf);
     rv = list_files(tmp, &names, &n);
     if (rv == 0) {
         rv = snap_create(s->snap_root, &meta, tmp, (const char *const *)names, n, &m, err);
@@ -715,6 +718,9 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     }
     lsm_status_get(s->lsm, &st);
     install_members(s, dir);
+    char authf[PATH_MAX];
+    snprintf(authf, sizeof authf, "%s/AUTH", dir);
+    srv_auth_load_from(s, authf);
     struct snap_manifest m;
     if (snap_verify(dir, &m, err) == 0) {
         meta_to_conf(&m.meta, &s->apply_conf);

@@ -170,6 +170,10 @@ static int open_storage(struct srv *s, char *errmsg)
         return SRV_EIO;
     }
     memcpy(s->apply_members, s->members, sizeof s->members);
+    if (srv_auth_init(s) != 0) {
+        snprintf(errmsg, SRV_ERRMSG, "cannot load the auth state");
+        return SRV_ENOMEM;
+    }
     s->n_apply_members = s->n_members;
     if ((rv = srv_snap_init(s, errmsg)) != 0) {
         return rv;
@@ -458,6 +462,7 @@ void srv_close(struct srv *s)
     srv_conns_close_all(s);
     srv_kv_fini(s);
     srv_watch_fini(s);
+    srv_auth_fini(s);
     while (s->in_head != NULL) {
         struct srv_input *in = s->in_head;
         s->in_head = in->next;

@@ -164,6 +164,7 @@ enum srv_done_kind {
     SRV_DONE_EVENTS,         /* events: changes of an applied group, for watchers */
     SRV_DONE_MEMBER_ATTR,    /* member, req_id: a member's attributes were applied */
     SRV_DONE_CONF,           /* snap.index, snap.conf: a configuration entry was applied */
+    SRV_DONE_AUTH,           /* body: the new packed auth state */
     SRV_DONE_HISTORY,        /* watch_id, events, next_rev, err, complete: a catch-up read */
 };
 
@@ -193,6 +194,14 @@ struct srv_done
     char *errmsg;  /* owned, may be NULL */
     uint8_t *body; /* owned packed response */
     size_t len;
+};
+
+/* An auth token issued by this member (auth.c). */
+struct srv_token
+{
+    char token[33];
+    char user[64];
+    uint64_t expiry_ms;
 };
 
 /* A FIFO between threads, with a condition variable for the consumer. */
@@ -302,6 +311,13 @@ struct srv
     uint32_t move_slot, move_gen;   /* a pending move-leader */
     uint64_t move_frame, move_target, move_deadline;
 
+    /* auth (auth.c) */
+    Kvdb__AuthState *auth;       /* loop's copy, for checks */
+    Kvdb__AuthState *apply_auth; /* apply thread's copy */
+    struct srv_token *tokens;
+    size_t n_tokens;
+    size_t cap_tokens;
+
     /* metrics and alarms (metrics.c, kv.c) */
     struct srv_metrics metrics;
     uint64_t db_size;   /* refreshed by the sweep timer */
@@ -391,6 +407,18 @@ void srv_conf_wait(struct srv *s, struct srv_pending *p, uint64_t index);
 struct srv_pending *srv_pending_add(struct srv *s);
 struct srv_pending *srv_pending_take(struct srv *s, uint64_t id);
 void srv_pending_release(struct srv *s, struct srv_pending *p);
+
+/* auth.c */
+int srv_auth_init(struct srv *s);
+void srv_auth_fini(struct srv *s);
+bool srv_auth_check(struct srv_conn *c, const Kvdb__Frame *f);
+void srv_auth_request(struct srv_conn *c, const Kvdb__Frame *f);
+void srv_auth_apply(struct srv *s, const Kvdb__AuthChange *c);
+void srv_auth_on_state(struct srv *s, const uint8_t *buf, size_t len);
+void srv_auth_save_to(struct srv *s, const char *path);
+void srv_auth_load_from(struct srv *s, const char *path);
+uint8_t *srv_auth_change_reply(struct srv *s, uint64_t term, size_t *len);
+void srv_kv_propose_auth(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__AuthChange *ch);
 
 /* watch.c: watchers */
 void srv_watch_request(struct srv_conn *c, const Kvdb__Frame *f);

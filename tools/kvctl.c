@@ -19,6 +19,8 @@ struct opts
     enum { OUT_SIMPLE, OUT_JSON, OUT_TABLE } out;
     bool progress_notify;
     const char *peer_url; /* member add/update --peer-urls */
+    const char *user;     /* --user NAME:PASSWORD */
+    const char *password; /* user add/passwd --password */
     bool learner;         /* member add --learner */
     long max_events;      /* watch: stop after this many events (0: run until interrupted) */
 };
@@ -54,7 +56,13 @@ static void usage(void)
             "  alarm list|disarm\n"
             "  member list | add NAME --peer-urls URL [--learner] | remove ID | promote ID\n"
             "      | update ID --peer-urls URL\n"
-            "  move-leader ID\n");
+            "  move-leader ID\n"
+            "  auth enable|disable|status\n"
+            "  user add NAME --password P | delete NAME | passwd NAME --password P\n"
+            "      | grant-role USER ROLE | revoke-role USER ROLE | list\n"
+            "  role add NAME | delete NAME | list\n"
+            "      | grant-permission ROLE read|write|readwrite KEY [END] [--prefix|--from-key]\n"
+            "  global: --user NAME:PASSWORD when auth is enabled\n");
 }
 
 static void print_kv(const Kvdb__KeyValue *kv, const struct opts *o)
@@ -520,6 +528,86 @@ static int cmd_member(struct kvc *c, int argc, char **argv, const struct opts *o
     return 2;
 }
 
+/* auth enable|disable|status, user ..., role ...: one AuthRequest each. */
+static int cmd_auth(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    const char *group = argv[0], *sub = argc > 1 ? argv[1] : "";
+    Kvdb__AuthRequest r;
+    kvdb__auth_request__init(&r);
+    Kvdb__Permission perm;
+    uint8_t endbuf[4096];
+    Kvdb__Method m = KVDB__METHOD__METHOD_UNKNOWN;
+    bool listing = false;
+    if (strcmp(group, "auth") == 0 && argc == 2) {
+        m = strcmp(sub, "enable") == 0    ? KVDB__METHOD__METHOD_AUTH_ENABLE
+            : strcmp(sub, "disable") == 0 ? KVDB__METHOD__METHOD_AUTH_DISABLE
+            : strcmp(sub, "status") == 0  ? KVDB__METHOD__METHOD_AUTH_STATUS
+                                          : m;
+    } else if (strcmp(group, "user") == 0) {
+        if (strcmp(sub, "add") == 0 && argc == 3 && o->password != NULL) {
+            m = KVDB__METHOD__METHOD_USER_ADD;
+        } else if (strcmp(sub, "passwd") == 0 && argc == 3 && o->password != NULL) {
+            m = KVDB__METHOD__METHOD_USER_CHANGE_PASSWORD;
+        } else if (strcmp(sub, "delete") == 0 && argc == 3) {
+            m = KVDB__METHOD__METHOD_USER_DELETE;
+        } else if (strcmp(sub, "grant-role") == 0 && argc == 4) {
+            m = KVDB__METHOD__METHOD_USER_GRANT_ROLE;
+        } else if (strcmp(sub, "revoke-role") == 0 && argc == 4) {
+            m = KVDB__METHOD__METHOD_USER_REVOKE_ROLE;
+        } else if (strcmp(sub, "list") == 0) {
+            m = KVDB__METHOD__METHOD_USER_LIST;
+            listing = true;
+        }
+        r.name = argc > 2 ? argv[2] : "";
+        r.role = argc > 3 ? argv[3] : "";
+        r.password = (char *)(o->password != NULL ? o->password : "");
+    } else if (strcmp(group, "role") == 0) {
+        if (strcmp(sub, "add") == 0 && argc == 3) {
+            m = KVDB__METHOD__METHOD_ROLE_ADD;
+        } else if (strcmp(sub, "delete") == 0 && argc == 3) {
+            m = KVDB__METHOD__METHOD_ROLE_DELETE;
+        } else if (strcmp(sub, "list") == 0) {
+            m = KVDB__METHOD__METHOD_ROLE_LIST;
+            listing = true;
+        } else if (strcmp(sub, "grant-permission") == 0 && (argc == 5 || argc == 6)) {
+            kvdb__permission__init(&perm);
+            const char *t = argv[3];
+            perm.permtype = strcmp(t, "read") == 0    ? KVDB__PERMISSION__TYPE__READ
+                            : strcmp(t, "write") == 0 ? KVDB__PERMISSION__TYPE__WRITE
+                                                      : KVDB__PERMISSION__TYPE__READWRITE;
+            key_range(argc - 4, argv + 4, o, &perm.key, &perm.range_end, endbuf);
+            r.perm = &perm;
+            m = KVDB__METHOD__METHOD_ROLE_GRANT_PERMISSION;
+        }
+        r.name = argc > 2 ? argv[2] : "";
+    }
+    if (m == KVDB__METHOD__METHOD_UNKNOWN) {
+        usage();
+        return 2;
+    }
+    Kvdb__AuthResponse *resp;
+    int rv = kvc_call(c, m, &r.base, &kvdb__auth_response__descriptor, (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return fail(c, rv);
+    }
+    if (!json(o, resp)) {
+        if (m == KVDB__METHOD__METHOD_AUTH_STATUS) {
+            printf("Authentication Status: %s\n", resp->enabled ? "true" : "false");
+        } else if (listing) {
+            for (size_t i = 0; i < resp->n_users; i++) {
+                printf("%s\n", resp->users[i]);
+            }
+            for (size_t i = 0; i < resp->n_roles; i++) {
+                printf("%s\n", resp->roles[i]);
+            }
+        } else {
+            printf("%s %s%s%s done\n", group, sub, argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
+        }
+    }
+    kvdb__auth_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
 static int cmd_move_leader(struct kvc *c, int argc, char **argv, const struct opts *o)
 {
     if (argc != 1) {
@@ -588,6 +676,12 @@ int main(int argc, char **argv)
             i++;
         } else if (strncmp(a, "--peer-urls=", 12) == 0) {
             o.peer_url = a + 12;
+        } else if (strcmp(a, "--user") == 0 && v != NULL) {
+            o.user = v;
+            i++;
+        } else if (strcmp(a, "--password") == 0 && v != NULL) {
+            o.password = v;
+            i++;
         } else if (strcmp(a, "--learner") == 0) {
             o.learner = true;
         } else if (strcmp(a, "--progress-notify") == 0) {
@@ -647,6 +741,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "Error: %s: %s\n", kvc_strerror(rv), err);
         return 1;
     }
+    if (o.user != NULL) {
+        char user[256];
+        snprintf(user, sizeof user, "%s", o.user);
+        char *colon = strchr(user, ':');
+        if (colon == NULL) {
+            fprintf(stderr, "kvctl: --user takes NAME:PASSWORD\n");
+            kvc_close(c);
+            return 2;
+        }
+        *colon = '\0';
+        rv = kvc_authenticate(c, user, colon + 1);
+        if (rv != 0) {
+            int r = fail(c, rv);
+            kvc_close(c);
+            return r;
+        }
+    }
     const char *cmd = args[0];
     if (strcmp(cmd, "put") == 0) {
         rv = cmd_put(c, n - 1, args + 1, &o);
@@ -667,6 +778,8 @@ int main(int argc, char **argv)
         rv = cmd_members(c, &o);
     } else if (strcmp(cmd, "member") == 0 && n >= 2) {
         rv = cmd_member(c, n - 1, args + 1, &o);
+    } else if (strcmp(cmd, "auth") == 0 || strcmp(cmd, "user") == 0 || strcmp(cmd, "role") == 0) {
+        rv = n >= 2 ? cmd_auth(c, n, args, &o) : (usage(), 2);
     } else if (strcmp(cmd, "move-leader") == 0) {
         rv = cmd_move_leader(c, n - 1, args + 1, &o);
     } else {

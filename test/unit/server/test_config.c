@@ -43,6 +43,20 @@ static void sha1_vectors(void **state)
     free(a);
 }
 
+/* RFC 6070 PBKDF2-HMAC-SHA1 vectors. */
+static void pbkdf2_vectors(void **state)
+{
+    (void)state;
+    unsigned char h[20];
+    char s[41];
+    srv_pbkdf2_sha1("password", (const uint8_t *)"salt", 4, 1, h);
+    hex(h, s);
+    assert_string_equal(s, "0c60c80f961f0e71f3a9b524af6012062fe037a6");
+    srv_pbkdf2_sha1("password", (const uint8_t *)"salt", 4, 4096, h);
+    hex(h, s);
+    assert_string_equal(s, "4b007901b765489abead49d926f721d065a429c1");
+}
+
 static int parse(struct srv_config *c, char *errmsg, const char *const *args, int n)
 {
     char *argv[32];
@@ -167,6 +181,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sha1_vectors),
+        cmocka_unit_test(pbkdf2_vectors),
         cmocka_unit_test(defaults_make_a_single_member),
         cmocka_unit_test(three_members_share_ids),
         cmocka_unit_test(bad_flags_name_the_problem),
