@@ -70,8 +70,12 @@ static uint8_t *apply_change(const Kvdb__AuthState *a, const Kvdb__AuthChange *c
     if (users == NULL || roles == NULL) {
         goto done;
     }
-    memcpy(users, a->users, nu * sizeof *users);
-    memcpy(roles, a->roles, nr * sizeof *roles);
+    if (nu > 0) { /* empty repeated fields are NULL */
+        memcpy(users, a->users, nu * sizeof *users);
+    }
+    if (nr > 0) {
+        memcpy(roles, a->roles, nr * sizeof *roles);
+    }
     const Kvdb__AuthUser *u = find_user(a, c->name);
     const Kvdb__AuthRole *r = find_role(a, c->op == KVDB__AUTH_CHANGE__OP__ROLE_ADD ||
                                                    c->op == KVDB__AUTH_CHANGE__OP__ROLE_DELETE ||
@@ -169,7 +173,9 @@ static uint8_t *apply_change(const Kvdb__AuthState *a, const Kvdb__AuthChange *c
         if (perms == NULL) {
             goto done;
         }
-        memcpy(perms, r->perms, r->n_perms * sizeof *perms);
+        if (r->n_perms > 0) {
+            memcpy(perms, r->perms, r->n_perms * sizeof *perms);
+        }
         perms[r->n_perms] = c->perm;
         redit.perms = perms;
         redit.n_perms = r->n_perms + 1;
