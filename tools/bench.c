@@ -316,6 +316,11 @@ static int parse_args(struct config *cfg, int argc, char **argv)
     if (cfg->total == 0 && cfg->duration_s == 0) {
         cfg->total = cfg->op == OP_DISK ? 500 : 10000;
     }
+    if (cfg->key_size < 8 && cfg->key_space > (1ull << (8 * cfg->key_size))) {
+        fprintf(stderr, "kvdb-bench: --key-space-size is larger than %u-byte keys can hold\n",
+                cfg->key_size);
+        return 2;
+    }
     if (cfg->op == OP_TXN_PUT && cfg->key_space < cfg->txn_ops) {
         fprintf(stderr, "kvdb-bench: txn-put needs --key-space-size >= --txn-ops (%u)\n",
                 cfg->txn_ops);

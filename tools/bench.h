@@ -132,10 +132,24 @@ uint64_t bench_now_ns(void);
 /* Next value of the xorshift64 generator in *@s (never 0). */
 uint64_t bench_xorshift(uint64_t *s);
 
-/* Key number @n as @size bytes into @out: zero-padded decimal when it fits (readable with
- * kvctl), else big-endian binary right-aligned.  Either way the order of numbers is the byte
- * order of keys. */
-void bench_make_key(uint8_t *out, unsigned size, uint64_t n);
+/* Key number @n (< @space) as @size bytes into @out: zero-padded decimal when every number of
+ * the space fits (readable with kvctl), else big-endian binary right-aligned.  Within one space
+ * the order of numbers is the byte order of keys, provided @space <= 256^@size (checked by the
+ * command line). */
+void bench_make_key(uint8_t *out, unsigned size, uint64_t space, uint64_t n);
+
+/* The worker's in-flight table (open addressing on the frame id, backward-shift deletion):
+ * record that slot @slot waits for reply @id (w->slots[slot] must already hold @id and a
+ * non-zero sent_ns); the table has room for every client.  Worker thread only. */
+void bench_table_put(struct worker *w, uint64_t id, unsigned slot);
+
+/* Remove and return the slot waiting for @id, or -1 if none does (a reply we gave up on). */
+int bench_table_take(struct worker *w, uint64_t id);
+
+/* Whether a packed RangeResponse of @len bytes at @p holds at least one KeyValue (field 2),
+ * read from its top-level tags without unpacking, so checking every reply costs no allocation.
+ * Malformed input counts as empty. */
+bool bench_range_has_kv(const uint8_t *p, size_t len);
 
 /* Prepare worker @index driving @n_clients clients of @run and connect it (to the endpoints
  * rotated to start at the @index-th, so connections spread over members).  @run must outlive

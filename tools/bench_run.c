@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tools/bench.h"
 
@@ -32,11 +33,12 @@ uint64_t bench_xorshift(uint64_t *s)
     return x;
 }
 
-void bench_make_key(uint8_t *out, unsigned size, uint64_t n)
+void bench_make_key(uint8_t *out, unsigned size, uint64_t space, uint64_t n)
 {
     char dec[24];
-    int len = snprintf(dec, sizeof dec, "%" PRIu64, n);
-    if ((unsigned)len <= size) {
+    /* One encoding for the whole key space: mixing them would break the order. */
+    if ((unsigned)snprintf(dec, sizeof dec, "%" PRIu64, space - 1) <= size) {
+        int len = snprintf(dec, sizeof dec, "%" PRIu64, n);
         memset(out, '0', size - (unsigned)len);
         memcpy(out + size - (unsigned)len, dec, (size_t)len);
         return;
@@ -61,7 +63,7 @@ static uint64_t pick_key(struct worker *w, uint64_t op_no)
 static int send_put(struct worker *w, uint64_t op_no, uint64_t *id)
 {
     const struct config *cfg = w->run->cfg;
-    bench_make_key(w->key, cfg->key_size, pick_key(w, op_no));
+    bench_make_key(w->key, cfg->key_size, cfg->key_space, pick_key(w, op_no));
     Kvdb__PutRequest req;
     kvdb__put_request__init(&req);
     req.key.data = w->key;
@@ -84,7 +86,7 @@ static int send_range(struct worker *w, uint64_t op_no, uint64_t *id)
             req.range_end.len = strlen(cfg->range_end);
         }
     } else {
-        bench_make_key(w->key, cfg->key_size, pick_key(w, op_no));
+        bench_make_key(w->key, cfg->key_size, cfg->key_space, pick_key(w, op_no));
         req.key.data = w->key;
         req.key.len = cfg->key_size;
     }
@@ -103,7 +105,7 @@ static int send_txn_put(struct worker *w, uint64_t op_no, uint64_t *id)
     /* Consecutive key numbers from one pick: a transaction may not put one key twice. */
     uint64_t first = pick_key(w, op_no * cfg->txn_ops);
     for (unsigned i = 0; i < cfg->txn_ops; i++) {
-        bench_make_key(w->keys[i], cfg->key_size, (first + i) % cfg->key_space);
+        bench_make_key(w->keys[i], cfg->key_size, cfg->key_space, (first + i) % cfg->key_space);
         kvdb__put_request__init(&puts[i]);
         puts[i].key.data = w->keys[i];
         puts[i].key.len = cfg->key_size;
@@ -123,7 +125,7 @@ static int send_txn_put(struct worker *w, uint64_t op_no, uint64_t *id)
 
 /* ---- The per-connection loop. ---- */
 
-static void table_put(struct worker *w, uint64_t id, unsigned slot)
+void bench_table_put(struct worker *w, uint64_t id, unsigned slot)
 {
     unsigned i = (unsigned)id & w->mask;
     while (w->table[i] != 0) {
@@ -132,8 +134,7 @@ static void table_put(struct worker *w, uint64_t id, unsigned slot)
     w->table[i] = slot + 1;
 }
 
-/* Remove and return the slot waiting for @id, or -1 (a reply we already gave up on). */
-static int table_take(struct worker *w, uint64_t id)
+int bench_table_take(struct worker *w, uint64_t id)
 {
     unsigned i = (unsigned)id & w->mask;
     while (w->table[i] != 0) {
@@ -216,15 +217,12 @@ static bool issue(struct worker *w, uint64_t now)
         }
         unsigned s = w->idle[--w->n_idle];
         w->slots[s] = (struct slot){.id = id, .sent_ns = bench_now_ns(), .is_read = is_read};
-        table_put(w, id, s);
+        bench_table_put(w, id, s);
     }
     return true;
 }
 
-/* Whether a packed RangeResponse holds at least one KeyValue (field 2), read from its top-level
- * tags without unpacking, so checking every reply costs no allocation.  Malformed input counts
- * as empty. */
-static bool range_has_kv(const uint8_t *p, size_t len)
+bool bench_range_has_kv(const uint8_t *p, size_t len)
 {
     size_t i = 0;
     while (i < len) {
@@ -264,7 +262,7 @@ static void complete(struct worker *w,
                      size_t len)
 {
     uint64_t t = bench_now_ns();
-    int s = table_take(w, id);
+    int s = bench_table_take(w, id);
     if (s < 0) {
         return;
     }
@@ -272,7 +270,7 @@ static void complete(struct worker *w,
     unsigned cls = w->run->cfg->op == OP_MIXED && sl->is_read ? 1 : 0;
     if (code == KVDB__ERROR_CODE__OK) {
         bench_hist_add(&w->lat[cls], t - sl->sent_ns);
-        if (sl->is_read && !range_has_kv(body, len)) {
+        if (sl->is_read && !bench_range_has_kv(body, len)) {
             w->empty_reads++;
         }
         w->ok[cls]++;
@@ -292,7 +290,7 @@ static void expire(struct worker *w, bool all, const char *why)
     for (unsigned s = 0; s < w->n_clients; s++) {
         struct slot *sl = &w->slots[s];
         if (sl->sent_ns != 0 && (all || sl->sent_ns < limit)) {
-            int taken = table_take(w, sl->id);
+            int taken = bench_table_take(w, sl->id);
             assert(taken == (int)s);
             (void)taken;
             sl->sent_ns = 0;
@@ -401,7 +399,12 @@ int bench_worker_init(struct worker *w, struct run *run, unsigned index, unsigne
     w->index = index;
     w->n_clients = n_clients;
     w->rate = cfg->rate * n_clients / cfg->clients;
-    w->rng = 0x9e3779b97f4a7c15ull * (index + 1) ^ (uint64_t)time(NULL);
+    /* Nanoseconds and pid: two runs started within one second must not draw the same keys (a
+     * get run would then read exactly the keys the put run before it wrote). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    w->rng = 0x9e3779b97f4a7c15ull * (index + 1) ^ (uint64_t)ts.tv_sec * 1000000007u ^
+             (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 40;
     w->rng = w->rng != 0 ? w->rng : 1;
     unsigned size = 1;
     while (size < 2 * n_clients) {

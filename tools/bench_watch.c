@@ -38,8 +38,8 @@ static int open_watchers(struct wthread *w)
 {
     const struct config *cfg = w->sh->run->cfg;
     uint8_t key[MAX_KEY], end[MAX_KEY + 1];
-    bench_make_key(key, cfg->key_size, 0);
-    bench_make_key(end, cfg->key_size, cfg->key_space - 1);
+    bench_make_key(key, cfg->key_size, cfg->key_space, 0);
+    bench_make_key(end, cfg->key_size, cfg->key_space, cfg->key_space - 1);
     end[cfg->key_size] = 0;
     Kvdb__WatchCreateRequest req;
     kvdb__watch_create_request__init(&req);
@@ -145,7 +145,7 @@ static void put_all(struct wshared *sh, struct kvc *c)
         if (cfg->rate > 0) {
             sleep_until(start + (uint64_t)((double)seq * 1e9 / cfg->rate));
         }
-        bench_make_key(key, cfg->key_size, seq % cfg->key_space);
+        bench_make_key(key, cfg->key_size, cfg->key_space, seq % cfg->key_space);
         memcpy(val, &seq, 8);
         atomic_store_explicit(&sh->sent_ns[seq], bench_now_ns(), memory_order_release);
         Kvdb__PutResponse *resp = NULL;
