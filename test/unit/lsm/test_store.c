@@ -96,6 +96,13 @@ static void checkpoint_round_trip(void **state)
     lsm_apply_out_fini(&out);
     lsm_close(s2);
     assert_int_equal(lsm_open_from_tables(cp, db, NULL, &s2, err), LSM_EEXIST);
+    /* A directory without tables is not a snapshot. */
+    char empty[160], db3[160];
+    snprintf(empty, sizeof empty, "%s/empty", f->dir);
+    snprintf(db3, sizeof db3, "%s/db3", f->dir);
+    assert_int_equal(mkdir(empty, 0755), 0);
+    assert_int_equal(lsm_open_from_tables(empty, db3, NULL, &s2, err), LSM_ECORRUPT);
+    assert_null(s2);
     fx_free(f);
 }
 
