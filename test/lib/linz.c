@@ -58,8 +58,9 @@ struct ctx
     size_t n_vals;
     uint64_t max_states;
     int64_t deadline; /* CLOCK_MONOTONIC ns, or TEST_HIST_NEVER */
-    uint64_t states;  /* memoized by the last search */
+    uint64_t states;  /* memoized, summed over all searches */
     bool *dropped;    /* ops left out of the window by prune_reads, or NULL */
+    bool *seen;       /* scratch of compile: value ids observed in the window (all false) */
     char *errmsg;
 };
 
@@ -507,7 +508,6 @@ static int search(struct ctx *c, struct lop *ops, size_t n, int32_t init, enum t
     for (size_t i = 0; i < n; i++) {
         n_known += !ops[i].unknown;
     }
-    c->states = 0;
     if (n_known == 0) {
         *v = TEST_LINZ_OK;
         return 0;
@@ -519,7 +519,7 @@ static int search(struct ctx *c, struct lop *ops, size_t n, int32_t init, enum t
     }
     if (rv == 0) {
         rv = search_loop(c, &r, ops, n_known, init, v);
-        c->states = r.memo.n;
+        c->states += r.memo.n;
     }
     if (rv != 0) {
         set_err(c, "linearizability search over %zu ops: out of memory", n);
@@ -572,7 +572,8 @@ static int intern_values(struct ctx *c)
         }
     }
     c->n_vals = u;
-    return 0;
+    c->seen = calloc(u + 1, sizeof *c->seen);
+    return c->seen == NULL ? TEST_LINZ_ENOMEM : 0;
 }
 
 /* How the window [s, t] sees op @o: false if it is left out; *unknown if it is treated as
@@ -586,6 +587,31 @@ static bool in_window(const struct test_op *o, int64_t s, int64_t t, bool *unkno
     *unknown = !known || o->ret_ns > t || o->call_ns < s;
     /* A read whose answer is not used constrains nothing. */
     return !(*unknown && o->kind == TEST_OP_GET);
+}
+
+/* As intern_values does for the key, give every value no op of this window observes the id
+ * ST_OTHER, so that the writers of values observed only outside the window (such as unknown
+ * writes long ago, which every later window must keep) become twins. */
+static void merge_unobserved(const struct ctx *c, struct lop *ops, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int32_t v = ops[i].kind == TEST_OP_GET   ? ops[i].res
+                    : ops[i].kind == TEST_OP_CAS ? ops[i].exp
+                                                 : -1;
+        if (v >= 0) {
+            c->seen[v] = true;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool writes = ops[i].kind == TEST_OP_PUT || ops[i].kind == TEST_OP_CAS;
+        if (writes && ops[i].arg >= 0 && !c->seen[ops[i].arg]) {
+            ops[i].arg = ST_OTHER;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        c->seen[ops[i].res >= 0 ? ops[i].res : 0] = false;
+        c->seen[ops[i].exp >= 0 ? ops[i].exp : 0] = false;
+    }
 }
 
 /* Compile the ops of window [s, t] into @out (room for c->n_ops); returns the count. */
@@ -610,6 +636,7 @@ static size_t compile(const struct ctx *c, int64_t s, int64_t t, struct lop *out
             .src = i,
         };
     }
+    merge_unobserved(c, out, n);
     return n;
 }
 
@@ -634,16 +661,16 @@ static int i64_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Sorted distinct call times (and return times if @with_ret) of ops called by @t. */
-static size_t cut_times(const struct ctx *c, int64_t t, bool with_ret, int64_t *out)
+/* Sorted distinct call times (and return times of OK ops if @with_ret) in [lo, hi]. */
+static size_t cut_times(const struct ctx *c, int64_t lo, int64_t hi, bool with_ret, int64_t *out)
 {
     size_t n = 0;
     for (size_t i = 0; i < c->n_ops; i++) {
         const struct test_op *o = c->ops[i];
-        if (o->call_ns <= t) {
+        if (o->call_ns >= lo && o->call_ns <= hi) {
             out[n++] = o->call_ns;
         }
-        if (with_ret && o->outcome == TEST_OUT_OK) {
+        if (with_ret && o->outcome == TEST_OUT_OK && o->ret_ns >= lo && o->ret_ns <= hi) {
             out[n++] = o->ret_ns;
         }
     }
@@ -657,21 +684,30 @@ static size_t cut_times(const struct ctx *c, int64_t t, bool with_ret, int64_t *
     return u;
 }
 
-/* Shrink a violating key's history to the window [*s, *t] (see linz.h). */
-static int shrink(struct ctx *c, struct lop *buf, int64_t *s, int64_t *t, bool *from_any)
+/* A window [s, t] of a key, checked from state init. */
+struct span
 {
-    int64_t *times = malloc((2 * c->n_ops + 1) * sizeof *times);
-    if (times == NULL) {
-        return TEST_LINZ_ENOMEM;
+    int64_t s, t;
+    int32_t init;
+};
+
+/* Earliest T in (in->s, in->t] such that [in->s, T] still violates; in violates. */
+static int shrink_end(struct ctx *c,
+                      struct lop *buf,
+                      const struct span *in,
+                      int64_t *times,
+                      int64_t *t)
+{
+    size_t n = cut_times(c, in->s, in->t, true, times);
+    if (in->t != TEST_HIST_NEVER) {
+        times[n++] = in->t; /* known to violate; the largest candidate */
     }
-    int rv = 0;
-    bool bad;
-    /* Earliest T: times[hi] violates (the last time is the whole history). */
-    size_t n = cut_times(c, TEST_HIST_NEVER, true, times);
     size_t lo = 0, hi = n - 1;
+    int rv = 0;
     while (lo < hi && rv == 0) {
         size_t mid = lo + (hi - lo) / 2;
-        rv = window_violates(c, buf, INT64_MIN, times[mid], ST_ABSENT, &bad);
+        bool bad;
+        rv = window_violates(c, buf, in->s, times[mid], in->init, &bad);
         if (bad) {
             hi = mid;
         } else {
@@ -679,22 +715,75 @@ static int shrink(struct ctx *c, struct lop *buf, int64_t *s, int64_t *t, bool *
         }
     }
     *t = times[hi];
-    /* Latest S from an arbitrary value; "index 0 minus one" is the whole prefix from absent. */
-    n = cut_times(c, *t, false, times);
-    size_t good = 0; /* count of leading S candidates known to violate */
-    size_t top = n;  /* candidates at or after top are known not to */
+    return rv;
+}
+
+/* Shrink the violating window @in to @out: first its end, then its start (see linz.h). */
+static int shrink(struct ctx *c, struct lop *buf, const struct span *in, struct span *out)
+{
+    int64_t *times = malloc((2 * c->n_ops + 2) * sizeof *times);
+    if (times == NULL) {
+        return TEST_LINZ_ENOMEM;
+    }
+    *out = *in;
+    int rv = shrink_end(c, buf, in, times, &out->t);
+    /* Latest S after in->s from an arbitrary value; none: keep in's start and state. */
+    size_t n = rv == 0 ? cut_times(c, in->s, out->t, false, times) : 0;
+    size_t first = n > 0 && times[0] == in->s ? 1 : 0;
+    size_t good = first; /* candidates before good are known to violate */
+    size_t top = n;      /* candidates at or after top are known not to */
     while (good < top && rv == 0) {
         size_t mid = good + (top - good) / 2;
-        rv = window_violates(c, buf, times[mid], *t, ST_ANY, &bad);
+        bool bad;
+        rv = window_violates(c, buf, times[mid], out->t, ST_ANY, &bad);
         if (bad) {
             good = mid + 1;
         } else {
             top = mid;
         }
     }
-    *from_any = good > 0;
-    *s = good > 0 ? times[good - 1] : INT64_MIN;
+    if (good > first) {
+        out->s = times[good - 1];
+        out->init = ST_ANY;
+    }
     free(times);
+    return rv;
+}
+
+/* Ops per window of the first pass (see scan_windows). */
+#define WINDOW_OPS 64
+
+/* Look for a violation inside short windows (WINDOW_OPS ops by call order, half
+ * overlapping) before searching the whole key: proving a violation needs an exhaustive search
+ * of everything before it, which for a long history is ruinous, while a window is a sound
+ * proof on its own (see linz.h).  *hit tells whether @found was set. */
+static int scan_windows(struct ctx *c, struct lop *buf, struct span *found, bool *hit)
+{
+    *hit = false;
+    if (c->n_ops <= 2 * WINDOW_OPS) {
+        return 0; /* the whole search is as cheap */
+    }
+    int rv = 0;
+    for (size_t a = 0; rv == 0; a += WINDOW_OPS / 2) {
+        size_t b = a + WINDOW_OPS < c->n_ops ? a + WINDOW_OPS : c->n_ops;
+        struct span sp = {a == 0 ? INT64_MIN : c->ops[a]->call_ns, c->ops[b - 1]->call_ns,
+                          a == 0 ? ST_ABSENT : ST_ANY};
+        for (size_t i = a; i < b; i++) {
+            const struct test_op *o = c->ops[i];
+            if (o->outcome == TEST_OUT_OK && o->ret_ns > sp.t) {
+                sp.t = o->ret_ns; /* let the window's own ops complete */
+            }
+        }
+        bool bad;
+        rv = window_violates(c, buf, sp.s, sp.t, sp.init, &bad);
+        if (rv == 0 && bad) {
+            *found = sp;
+            *hit = true;
+        }
+        if (*hit || b == c->n_ops) {
+            break;
+        }
+    }
     return rv;
 }
 
@@ -781,20 +870,27 @@ static int check_key(struct ctx *c, struct test_linz_result *out, enum test_linz
 {
     struct lop *buf = malloc((c->n_ops + 1) * sizeof *buf);
     int rv = buf == NULL ? TEST_LINZ_ENOMEM : intern_values(c);
+    struct span sp = {INT64_MIN, TEST_HIST_NEVER, ST_ABSENT};
+    bool hit = false;
     if (rv == 0) {
+        out->n_ops += compile(c, INT64_MIN, TEST_HIST_NEVER, buf);
+        rv = scan_windows(c, buf, &sp, &hit);
+    }
+    if (rv == 0 && hit) {
+        *v = TEST_LINZ_VIOLATION;
+    } else if (rv == 0) {
         size_t n = compile(c, INT64_MIN, TEST_HIST_NEVER, buf);
-        out->n_ops += n;
         rv = search(c, buf, n, ST_ABSENT, v);
-        out->states += c->states;
     }
     if (rv == 0 && *v == TEST_LINZ_VIOLATION) {
-        int64_t s, t;
-        rv = shrink(c, buf, &s, &t, &out->window_from_any);
+        struct span w;
+        rv = shrink(c, buf, &sp, &w);
         if (rv == 0) {
-            rv = prune_reads(c, buf, s, t, out->window_from_any ? ST_ANY : ST_ABSENT);
+            rv = prune_reads(c, buf, w.s, w.t, w.init);
         }
         if (rv == 0) {
-            rv = fill_window(c, s, t, out);
+            out->window_from_any = w.init == ST_ANY;
+            rv = fill_window(c, w.s, w.t, out);
         }
         free(c->dropped);
         c->dropped = NULL;
@@ -804,6 +900,8 @@ static int check_key(struct ctx *c, struct test_linz_result *out, enum test_linz
     }
     free(c->vals);
     c->vals = NULL;
+    free(c->seen);
+    c->seen = NULL;
     free(buf);
     return rv;
 }
@@ -854,6 +952,7 @@ static int check_keys(struct ctx *c,
         c->n_ops = j - i;
         enum test_linz_verdict v = TEST_LINZ_OK;
         rv = check_key(c, out, &v);
+        out->states = c->states;
         if (rv == 0 && v == TEST_LINZ_VIOLATION) {
             out->verdict = v;
             free(gave_up);

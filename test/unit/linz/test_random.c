@@ -237,6 +237,12 @@ static void performance(void **state)
         assert_int_equal(gen_history(&h, &shapes[i], &seed), 0);
         struct test_linz_result r;
         assert_int_equal(check(&h, &r), TEST_LINZ_OK);
+        const char *dir = getenv("KV_LINZ_KEEP"); /* keep the histories, e.g. for kvdb-linz */
+        if (dir != NULL) {
+            char path[256];
+            snprintf(path, sizeof path, "%s/perf-%zu.hist", dir, i);
+            assert_int_equal(test_hist_save(&h, path), 0);
+        }
         fprintf(stderr,
                 "perf: %zu ops, %u keys, %u clients, max overlap %lld/%lld ns: %s in %.3f s, "
                 "%llu states\n",
