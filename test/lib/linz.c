@@ -54,7 +54,7 @@ struct ctx
 {
     const struct test_op **ops; /* the key's ops (failed ones excluded), by call time */
     size_t n_ops;
-    const char **vals; /* sorted distinct values of the key: value id = index */
+    const char **vals; /* sorted distinct observed values of the key: id = index */
     size_t n_vals;
     uint64_t max_states;
     int64_t deadline; /* CLOCK_MONOTONIC ns, or TEST_HIST_NEVER */
