@@ -103,6 +103,7 @@ struct group
     struct lsm_entry *ents;
     struct lsm_op *ops;
     Kvdb__InternalRequest **irs;
+    int *errs; /* per entry: an error decided here (lease not found) */
     size_t n;
     size_t cap;
     struct srv_arena arena;
@@ -125,23 +126,46 @@ static int group_reserve(struct group *g, size_t n)
     if (r != NULL) {
         g->irs = r;
     }
-    if (e == NULL || o == NULL || r == NULL) {
+    int *errs = realloc(g->errs, n * sizeof *errs);
+    if (errs != NULL) {
+        g->errs = errs;
+    }
+    if (e == NULL || o == NULL || r == NULL || errs == NULL) {
         return LSM_ENOMEM;
     }
     g->cap = n;
     return 0;
 }
 
+/* The request of a normal entry, or NULL (no-ops, configuration entries, undecodable bytes). */
+static Kvdb__InternalRequest *decode_entry(const struct srv_job *j, const struct srv_job_ent *e)
+{
+    if (e->type != RAFT_ENTRY_NORMAL || e->len == 0) {
+        return NULL;
+    }
+    Kvdb__InternalRequest *ir =
+        kvdb__internal_request__unpack(NULL, e->len, (const uint8_t *)j->buf + e->off);
+    if (ir == NULL) {
+        /* Every member decodes the same bytes and skips them the same way. */
+        srv_log(SRV_LOG_WARN, "apply", "entry %llu: undecodable request, applied as a no-op",
+                (unsigned long long)e->index);
+    }
+    return ir;
+}
+
+/* Add one entry (its request already decoded into @ir, owned by the group from now on). */
 static void group_add(struct srv *s,
                       struct group *g,
                       const struct srv_job *j,
-                      const struct srv_job_ent *e)
+                      const struct srv_job_ent *e,
+                      Kvdb__InternalRequest *ir)
 {
     size_t i = g->n++;
     g->ents[i].index = e->index;
     g->ents[i].term = e->term;
     g->ents[i].req = &g->ops[i];
-    g->irs[i] = NULL;
+    g->irs[i] = ir;
+    g->errs[i] = 0;
     memset(&g->ops[i], 0, sizeof g->ops[i]);
     g->ops[i].type = LSM_OP_NOOP;
     if (e->type == RAFT_ENTRY_CONF) {
@@ -156,23 +180,36 @@ static void group_add(struct srv *s,
         }
         return;
     }
-    if (e->type != RAFT_ENTRY_NORMAL || e->len == 0) {
+    if (ir == NULL) {
         return; /* leader no-ops only advance the applied index */
     }
-    Kvdb__InternalRequest *ir =
-        kvdb__internal_request__unpack(NULL, e->len, (const uint8_t *)j->buf + e->off);
-    if (ir != NULL && (ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR ||
-                       ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_AUTH)) {
-        g->irs[i] = ir; /* not a store operation: handled after the group is applied */
+    switch (ir->request_case) {
+    case KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR:
+    case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+        return; /* not a store operation: handled after the group is applied */
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+        /* One txn deleting every key of the lease (the group was cut before this entry, so
+         * the lease's key set is current). */
+        g->errs[i] = srv_lease_revoke_op(s, ir->lease_revoke->id, &g->arena, &g->ops[i]);
+        if (g->errs[i] != 0) {
+            g->ops[i].type = LSM_OP_NOOP;
+        }
         return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_PUT:
+        if (ir->put->lease != 0 && !srv_lease_exists(s, ir->put->lease)) {
+            g->errs[i] = LSM_EKEYNOTFOUND; /* the lease was revoked after the check */
+            return;
+        }
+        break;
+    default:
+        break;
     }
-    if (ir == NULL || srv_conv_internal(ir, &g->arena, &g->ops[i]) != 0) {
-        /* Every member decodes the same bytes and skips them the same way. */
-        srv_log(SRV_LOG_WARN, "apply", "entry %llu: undecodable request, applied as a no-op",
+    if (srv_conv_internal(ir, &g->arena, &g->ops[i]) != 0) {
+        srv_log(SRV_LOG_WARN, "apply", "entry %llu: invalid request, applied as a no-op",
                 (unsigned long long)e->index);
         g->ops[i].type = LSM_OP_NOOP;
     }
-    g->irs[i] = ir;
 }
 
 static void group_reset(struct group *g)
@@ -197,20 +234,94 @@ static void publish_applied(struct srv *s, const struct lsm_apply_out *out)
     atomic_store(&s->applied_pub, out->applied_index);
 }
 
-/* Apply every queued job as one LSM group (one LevelDB write batch). */
-static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
+static void post_reply(struct srv *s,
+                       uint64_t req_id,
+                       uint8_t *body,
+                       size_t len,
+                       Kvdb__ErrorCode code,
+                       const char *msg)
 {
-    size_t n = 0;
-    for (struct srv_job *j = jobs; j != NULL; j = j->next) {
-        n += j->n_ents;
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        free(body);
+        return;
     }
-    if (group_reserve(g, n) != 0) {
-        return LSM_ENOMEM;
+    d->req_id = req_id;
+    d->body = body;
+    d->len = len;
+    d->code = code;
+    d->errmsg = msg != NULL ? strdup(msg) : NULL;
+    srv_post_done(s, d);
+}
+
+/* The effects of entry @i that are not store operations, and its reply when proposed here. */
+static void finish_entry(struct srv *s, struct group *g, size_t i, const struct lsm_result *res)
+{
+    const Kvdb__InternalRequest *ir = g->irs[i];
+    if (ir == NULL || res->skipped) {
+        return;
     }
-    for (struct srv_job *j = jobs; j != NULL; j = j->next) {
-        for (size_t i = 0; i < j->n_ents; i++) {
-            group_add(s, g, j, &j->ents[i]);
+    bool mine = ir->member == s->cfg.member_id && ir->id != 0;
+    uint64_t term = g->ents[i].term;
+    size_t len = 0;
+    switch (ir->request_case) {
+    case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
+        srv_auth_apply(s, ir->auth);
+        if (mine) {
+            uint8_t *body = srv_auth_change_reply(s, term, &len);
+            post_reply(s, ir->id, body, len, KVDB__ERROR_CODE__OK, NULL);
         }
+        return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR:
+        srv_members_apply(s, ir->member_attr, mine ? ir->id : 0);
+        return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT: {
+        int rv = srv_lease_grant(s, ir->lease_grant->id, ir->lease_grant->ttl);
+        if (mine && rv == 0) {
+            uint8_t *body = srv_lease_reply(s, ir, term, &len);
+            post_reply(s, ir->id, body, len, KVDB__ERROR_CODE__OK, NULL);
+        } else if (mine) {
+            post_reply(s, ir->id, NULL, 0, KVDB__ERROR_CODE__FAILED_PRECONDITION,
+                       "lease already exists");
+        }
+        return;
+    }
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+        if (g->errs[i] == 0) {
+            srv_lease_revoked(s, ir->lease_revoke->id);
+        }
+        if (mine && g->errs[i] == 0) {
+            uint8_t *body = srv_lease_reply(s, ir, term, &len);
+            post_reply(s, ir->id, body, len, KVDB__ERROR_CODE__OK, NULL);
+        } else if (mine) {
+            post_reply(s, ir->id, NULL, 0, KVDB__ERROR_CODE__NOT_FOUND,
+                       "requested lease not found");
+        }
+        return;
+    default:
+        break;
+    }
+    if (!mine) {
+        return;
+    }
+    if (g->errs[i] == LSM_EKEYNOTFOUND) {
+        post_reply(s, ir->id, NULL, 0, KVDB__ERROR_CODE__NOT_FOUND, "requested lease not found");
+        return;
+    }
+    Kvdb__ResponseHeader h;
+    header_init(s, &h, term);
+    struct srv_done *d = make_done(res, 0, &h);
+    if (d != NULL) {
+        d->req_id = ir->id;
+        srv_post_done(s, d);
+    }
+}
+
+/* Apply the group as one LSM batch (one LevelDB write), then its other effects and replies. */
+static int flush_group(struct srv *s, struct group *g)
+{
+    if (g->n == 0) {
+        return 0;
     }
     struct lsm_apply_out out;
     memset(&out, 0, sizeof out);
@@ -225,38 +336,10 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
         group_reset(g);
         return rv;
     }
+    /* Lease key sets first: a revoke later in the log must see these changes. */
+    srv_lease_on_events(s, out.events, out.n_events);
     for (size_t i = 0; i < g->n; i++) {
-        const Kvdb__InternalRequest *ir = g->irs[i];
-        if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_AUTH) {
-            if (!out.results[i].skipped) {
-                srv_auth_apply(s, ir->auth);
-                if (ir->member == s->cfg.member_id && ir->id != 0) {
-                    struct srv_done *d = calloc(1, sizeof *d);
-                    if (d != NULL) {
-                        d->req_id = ir->id;
-                        d->body = srv_auth_change_reply(s, g->ents[i].term, &d->len);
-                        srv_post_done(s, d);
-                    }
-                }
-            }
-            continue;
-        }
-        if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR) {
-            if (!out.results[i].skipped) {
-                srv_members_apply(s, ir->member_attr, ir->member == s->cfg.member_id ? ir->id : 0);
-            }
-            continue;
-        }
-        if (ir == NULL || ir->member != s->cfg.member_id || ir->id == 0 || out.results[i].skipped) {
-            continue;
-        }
-        Kvdb__ResponseHeader h;
-        header_init(s, &h, g->ents[i].term);
-        struct srv_done *d = make_done(&out.results[i], 0, &h);
-        if (d != NULL) {
-            d->req_id = ir->id;
-            srv_post_done(s, d);
-        }
+        finish_entry(s, g, i, &out.results[i]);
     }
     publish_applied(s, &out);
     /* After publishing the revision (watch.c's create() relies on this order). */
@@ -286,6 +369,34 @@ static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
     group_reset(g);
     srv_snap_after_apply(s, applied);
     return 0;
+}
+
+/* Apply every queued job: one LSM group (one LevelDB write batch) for all of them, cut only
+ * before a lease revoke, which must see the keys the entries before it attached. */
+static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
+{
+    size_t n = 0;
+    for (struct srv_job *j = jobs; j != NULL; j = j->next) {
+        n += j->n_ents;
+    }
+    if (group_reserve(g, n) != 0) {
+        return LSM_ENOMEM;
+    }
+    for (struct srv_job *j = jobs; j != NULL; j = j->next) {
+        for (size_t i = 0; i < j->n_ents; i++) {
+            Kvdb__InternalRequest *ir = decode_entry(j, &j->ents[i]);
+            if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE &&
+                g->n > 0) {
+                int rv = flush_group(s, g);
+                if (rv != 0) {
+                    kvdb__internal_request__free_unpacked(ir, NULL);
+                    return rv;
+                }
+            }
+            group_add(s, g, j, &j->ents[i], ir);
+        }
+    }
+    return flush_group(s, g);
 }
 
 static void free_job(struct srv_job *j);
@@ -388,6 +499,7 @@ static void *apply_main(void *arg)
     free(g.ents);
     free(g.ops);
     free(g.irs);
+    free(g.errs);
     return NULL;
 }
 

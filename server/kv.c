@@ -137,6 +137,9 @@ static Kvdb__ErrorCode validate_write(const struct srv *s, const Kvdb__Frame *f,
         } else if (r->key.len > s->cfg.max_key_bytes) {
             *msg = "key is too large";
             code = KVDB__ERROR_CODE__INVALID_ARGUMENT;
+        } else if (r->lease != 0 && !srv_lease_known((struct srv *)s, r->lease)) {
+            *msg = "requested lease not found";
+            code = KVDB__ERROR_CODE__NOT_FOUND;
         }
         kvdb__put_request__free_unpacked(r, NULL);
         return code;
@@ -449,6 +452,13 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
         break;
     case KVDB__METHOD__METHOD_WATCH:
         srv_watch_request(c, f);
+        break;
+    case KVDB__METHOD__METHOD_LEASE_GRANT:
+    case KVDB__METHOD__METHOD_LEASE_REVOKE:
+    case KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE:
+    case KVDB__METHOD__METHOD_LEASE_TIME_TO_LIVE:
+    case KVDB__METHOD__METHOD_LEASE_LEASES:
+        srv_lease_request(c, f);
         break;
     default:
         /* A client speaking another protocol version: answer, then hang up. */

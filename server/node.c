@@ -319,6 +319,9 @@ static void note_soft_state(struct srv *s, const struct raft_ready *rd)
     }
     if (changed) {
         srv_members_on_leader(s);
+        if (rd->leader == s->cfg.member_id) {
+            srv_lease_promote(s); /* every lease gets a full TTL under the new leader */
+        }
     }
     atomic_store(&s->leader_pub, rd->leader);
 }
@@ -510,6 +513,9 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
         break;
     case SRV_DONE_MEMBER_ATTR:
         srv_members_on_attr(s, d);
+        break;
+    case SRV_DONE_LEASE:
+        srv_lease_on_done(s, d->watch_id, d->next_rev);
         break;
     case SRV_DONE_AUTH:
         srv_auth_on_state(s, d->body, d->len);

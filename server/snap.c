@@ -166,6 +166,9 @@ static void snap_create_now(struct srv *s)
     char authf[PATH_MAX];
     snprintf(authf, sizeof authf, "%s/AUTH", tmp);
     srv_auth_save_to(s, authf);
+    char leasef[PATH_MAX];
+    snprintf(leasef, sizeof leasef, "%s/LEASES", tmp);
+    srv_lease_save_to(s, leasef);
     rv = list_files(tmp, &names, &n);
     if (rv == 0) {
         rv = snap_create(s->snap_root, &meta, tmp, (const char *const *)names, n, &m, err);
@@ -721,6 +724,9 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     char authf[PATH_MAX];
     snprintf(authf, sizeof authf, "%s/AUTH", dir);
     srv_auth_load_from(s, authf);
+    char leasef[PATH_MAX];
+    snprintf(leasef, sizeof leasef, "%s/LEASES", dir);
+    srv_lease_load(s, leasef, false);
     struct snap_manifest m;
     if (snap_verify(dir, &m, err) == 0) {
         meta_to_conf(&m.meta, &s->apply_conf);

@@ -215,6 +215,11 @@ static int open_storage(struct srv *s, char *errmsg)
     s->hub_rev = st.revision;
     s->last_progress_ms = srv_now_ms();
     conf_at_applied(s, st.applied_index);
+    snprintf(sub, sizeof sub, "%s/leases", dir);
+    if (srv_lease_load(s, sub, true) != 0) {
+        snprintf(errmsg, SRV_ERRMSG, "read %s: %s", sub, strerror(errno));
+        return SRV_EIO;
+    }
     srv_log(SRV_LOG_INFO, "node",
             "recovered %s: hard state term %llu vote %llx commit %llu; log %llu..%llu; "
             "applied %llu, revision %lld",
@@ -341,6 +346,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     srv_kv_sweep(t->data);
     srv_watch_sweep(t->data);
+    srv_lease_tick(t->data);
     srv_autocompact_tick(t->data);
 }
 
@@ -462,6 +468,7 @@ void srv_close(struct srv *s)
     srv_conns_close_all(s);
     srv_kv_fini(s);
     srv_watch_fini(s);
+    srv_lease_fini(s);
     srv_auth_fini(s);
     while (s->in_head != NULL) {
         struct srv_input *in = s->in_head;

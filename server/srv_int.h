@@ -165,6 +165,7 @@ enum srv_done_kind {
     SRV_DONE_MEMBER_ATTR,    /* member, req_id: a member's attributes were applied */
     SRV_DONE_CONF,           /* snap.index, snap.conf: a configuration entry was applied */
     SRV_DONE_AUTH,           /* body: the new packed auth state */
+    SRV_DONE_LEASE,          /* watch_id: lease ID, next_rev: TTL (0: gone; ID 0, -1: reset) */
     SRV_DONE_HISTORY,        /* watch_id, events, next_rev, err, complete: a catch-up read */
 };
 
@@ -202,6 +203,15 @@ struct srv_token
     char token[33];
     char user[64];
     uint64_t expiry_ms;
+};
+
+/* A lease's deadline on the leader (lease.c). */
+struct srv_lease_clock
+{
+    int64_t id;
+    int64_t ttl;
+    uint64_t deadline_ms;
+    bool revoking;
 };
 
 /* A FIFO between threads, with a condition variable for the consumer. */
@@ -311,6 +321,14 @@ struct srv
     uint32_t move_slot, move_gen;   /* a pending move-leader */
     uint64_t move_frame, move_target, move_deadline;
 
+    /* leases (lease.c) */
+    struct srv_lease *leases; /* apply thread: ID -> TTL and keys */
+    size_t n_leases;
+    size_t cap_leases;
+    struct srv_lease_clock *lease_mirror; /* loop: deadlines (kept by the leader) */
+    size_t n_mirror;
+    size_t cap_mirror;
+
     /* auth (auth.c) */
     Kvdb__AuthState *auth;       /* loop's copy, for checks */
     Kvdb__AuthState *apply_auth; /* apply thread's copy */
@@ -407,6 +425,26 @@ void srv_conf_wait(struct srv *s, struct srv_pending *p, uint64_t index);
 struct srv_pending *srv_pending_add(struct srv *s);
 struct srv_pending *srv_pending_take(struct srv *s, uint64_t id);
 void srv_pending_release(struct srv *s, struct srv_pending *p);
+
+/* lease.c */
+struct srv_arena;
+int srv_lease_load(struct srv *s, const char *path, bool at_start);
+void srv_lease_save_to(struct srv *s, const char *path);
+void srv_lease_fini(struct srv *s);
+bool srv_lease_exists(struct srv *s, int64_t id);
+bool srv_lease_known(struct srv *s, int64_t id);
+void srv_lease_on_events(struct srv *s, const struct lsm_event *evs, size_t n);
+int srv_lease_grant(struct srv *s, int64_t id, int64_t ttl);
+int srv_lease_revoke_op(struct srv *s, int64_t id, struct srv_arena *a, struct lsm_op *op);
+void srv_lease_revoked(struct srv *s, int64_t id);
+void srv_lease_on_done(struct srv *s, int64_t id, int64_t ttl);
+void srv_lease_promote(struct srv *s);
+void srv_lease_tick(struct srv *s);
+void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f);
+uint8_t *srv_lease_reply(struct srv *s,
+                         const Kvdb__InternalRequest *ir,
+                         uint64_t term,
+                         size_t *len);
 
 /* auth.c */
 int srv_auth_init(struct srv *s);

@@ -20,6 +20,9 @@ struct opts
     bool progress_notify;
     const char *peer_url; /* member add/update --peer-urls */
     const char *user;     /* --user NAME:PASSWORD */
+    int64_t lease;        /* put --lease ID (hex) */
+    bool keys;            /* lease timetolive --keys */
+    bool once;            /* lease keep-alive --once */
     const char *password; /* user add/passwd --password */
     bool learner;         /* member add --learner */
     long max_events;      /* watch: stop after this many events (0: run until interrupted) */
@@ -43,7 +46,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: kvctl [--endpoints host:port,...] [--command-timeout MS]\n"
             "             [-w|--write-out simple|json|table] COMMAND ...\n"
-            "  put KEY VALUE [--prev-kv]\n"
+            "  put KEY VALUE [--prev-kv] [--lease ID]\n"
             "  get KEY [RANGE_END] [--prefix] [--from-key] [--limit N] [--rev N] [--keys-only]\n"
             "      [--count-only] [--print-value-only] [--consistency l|s]\n"
             "      [--sort-by KEY|VERSION|CREATE|MODIFY|VALUE] [--order ASCEND|DESCEND]\n"
@@ -57,6 +60,7 @@ static void usage(void)
             "  member list | add NAME --peer-urls URL [--learner] | remove ID | promote ID\n"
             "      | update ID --peer-urls URL\n"
             "  move-leader ID\n"
+            "  lease grant TTL | revoke ID | timetolive ID | list | keep-alive ID [--once]\n"
             "  auth enable|disable|status\n"
             "  user add NAME --password P | delete NAME | passwd NAME --password P\n"
             "      | grant-role USER ROLE | revoke-role USER ROLE | list\n"
@@ -125,6 +129,7 @@ static int cmd_put(struct kvc *c, int argc, char **argv, const struct opts *o)
     r.value.data = (uint8_t *)argv[1];
     r.value.len = strlen(argv[1]);
     r.prev_kv = o->prev_kv;
+    r.lease = o->lease;
     Kvdb__PutResponse *resp;
     int rv = kvc_call(c, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor,
                       (ProtobufCMessage **)&resp);
@@ -608,6 +613,110 @@ static int cmd_auth(struct kvc *c, int argc, char **argv, const struct opts *o)
     return 0;
 }
 
+/* lease grant TTL | revoke ID | timetolive ID | list | keep-alive ID [--once] (IDs in hex, as
+ * etcdctl prints them). */
+static int cmd_lease(struct kvc *c, int argc, char **argv, const struct opts *o)
+{
+    const char *sub = argv[0];
+    int64_t id = argc > 1 ? (int64_t)strtoull(argv[1], NULL, 16) : 0;
+    int rv;
+    if (strcmp(sub, "grant") == 0 && argc == 2) {
+        Kvdb__LeaseGrantRequest r;
+        kvdb__lease_grant_request__init(&r);
+        r.ttl = strtoll(argv[1], NULL, 10);
+        Kvdb__LeaseGrantResponse *resp;
+        rv = kvc_call(c, KVDB__METHOD__METHOD_LEASE_GRANT, &r.base,
+                      &kvdb__lease_grant_response__descriptor, (ProtobufCMessage **)&resp);
+        if (rv != 0) {
+            return fail(c, rv);
+        }
+        if (!json(o, resp)) {
+            printf("lease %" PRIx64 " granted with TTL(%" PRId64 "s)\n", (uint64_t)resp->id,
+                   resp->ttl);
+        }
+        kvdb__lease_grant_response__free_unpacked(resp, NULL);
+        return 0;
+    }
+    if (strcmp(sub, "revoke") == 0 && argc == 2) {
+        Kvdb__LeaseRevokeRequest r;
+        kvdb__lease_revoke_request__init(&r);
+        r.id = id;
+        ProtobufCMessage *resp;
+        rv = kvc_call(c, KVDB__METHOD__METHOD_LEASE_REVOKE, &r.base,
+                      &kvdb__lease_revoke_response__descriptor, &resp);
+        if (rv != 0) {
+            return fail(c, rv);
+        }
+        printf("lease %" PRIx64 " revoked\n", (uint64_t)id);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return 0;
+    }
+    if (strcmp(sub, "timetolive") == 0 && argc == 2) {
+        Kvdb__LeaseTimeToLiveRequest r;
+        kvdb__lease_time_to_live_request__init(&r);
+        r.id = id;
+        r.keys = o->keys;
+        Kvdb__LeaseTimeToLiveResponse *resp;
+        rv = kvc_call(c, KVDB__METHOD__METHOD_LEASE_TIME_TO_LIVE, &r.base,
+                      &kvdb__lease_time_to_live_response__descriptor, (ProtobufCMessage **)&resp);
+        if (rv != 0) {
+            return fail(c, rv);
+        }
+        if (json(o, resp)) {
+            /* printed */
+        } else if (resp->ttl < 0) {
+            printf("lease %" PRIx64 " already expired\n", (uint64_t)id);
+        } else {
+            printf("lease %" PRIx64 " granted with TTL(%" PRId64 "s), remaining(%" PRId64 "s)\n",
+                   (uint64_t)id, resp->grantedttl, resp->ttl);
+        }
+        kvdb__lease_time_to_live_response__free_unpacked(resp, NULL);
+        return 0;
+    }
+    if (strcmp(sub, "list") == 0) {
+        Kvdb__LeaseLeasesRequest r;
+        kvdb__lease_leases_request__init(&r);
+        Kvdb__LeaseLeasesResponse *resp;
+        rv = kvc_call(c, KVDB__METHOD__METHOD_LEASE_LEASES, &r.base,
+                      &kvdb__lease_leases_response__descriptor, (ProtobufCMessage **)&resp);
+        if (rv != 0) {
+            return fail(c, rv);
+        }
+        if (!json(o, resp)) {
+            printf("found %zu leases\n", resp->n_leases);
+            for (size_t i = 0; i < resp->n_leases; i++) {
+                printf("%" PRIx64 "\n", (uint64_t)resp->leases[i]->id);
+            }
+        }
+        kvdb__lease_leases_response__free_unpacked(resp, NULL);
+        return 0;
+    }
+    if (strcmp(sub, "keep-alive") == 0 && argc == 2) {
+        for (;;) {
+            Kvdb__LeaseKeepAliveRequest r;
+            kvdb__lease_keep_alive_request__init(&r);
+            r.id = id;
+            Kvdb__LeaseKeepAliveResponse *resp;
+            rv = kvc_call(c, KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE, &r.base,
+                          &kvdb__lease_keep_alive_response__descriptor, (ProtobufCMessage **)&resp);
+            if (rv != 0) {
+                return fail(c, rv);
+            }
+            int64_t ttl = resp->ttl;
+            printf("lease %" PRIx64 " keepalived with TTL(%" PRId64 ")\n", (uint64_t)id, ttl);
+            fflush(stdout);
+            kvdb__lease_keep_alive_response__free_unpacked(resp, NULL);
+            if (o->once) {
+                return 0;
+            }
+            struct timespec ts = {(time_t)(ttl > 3 ? ttl / 3 : 1), 0};
+            nanosleep(&ts, NULL);
+        }
+    }
+    usage();
+    return 2;
+}
+
 static int cmd_move_leader(struct kvc *c, int argc, char **argv, const struct opts *o)
 {
     if (argc != 1) {
@@ -682,6 +791,13 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--password") == 0 && v != NULL) {
             o.password = v;
             i++;
+        } else if (strcmp(a, "--lease") == 0 && v != NULL) {
+            o.lease = (int64_t)strtoull(v, NULL, 16);
+            i++;
+        } else if (strcmp(a, "--keys") == 0) {
+            o.keys = true;
+        } else if (strcmp(a, "--once") == 0) {
+            o.once = true;
         } else if (strcmp(a, "--learner") == 0) {
             o.learner = true;
         } else if (strcmp(a, "--progress-notify") == 0) {
@@ -780,6 +896,8 @@ int main(int argc, char **argv)
         rv = cmd_member(c, n - 1, args + 1, &o);
     } else if (strcmp(cmd, "auth") == 0 || strcmp(cmd, "user") == 0 || strcmp(cmd, "role") == 0) {
         rv = n >= 2 ? cmd_auth(c, n, args, &o) : (usage(), 2);
+    } else if (strcmp(cmd, "lease") == 0 && n >= 2) {
+        rv = cmd_lease(c, n - 1, args + 1, &o);
     } else if (strcmp(cmd, "move-leader") == 0) {
         rv = cmd_move_leader(c, n - 1, args + 1, &o);
     } else {

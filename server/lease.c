@@ -1,0 +1,616 @@
+/* Leases (etcd's): grant with a TTL, attach keys on put, keep-alive, revoke, time-to-live, list.
+ *
+ * The lease table (ID -> granted TTL) is replicated: grants and revokes are log entries, applied
+ * by the apply thread, persisted in member/leases and carried in snapshots (LEASES).  The apply
+ * thread also keeps which keys each lease holds, maintained from the store's change events and
+ * rebuilt from the store at start, so a revoke deletes exactly those keys in one revision on
+ * every member.  Expiry is the leader's: it tracks each lease's deadline on the loop, renews it
+ * on keep-alive, proposes a revoke when it passes, and on becoming leader gives every lease a
+ * full TTL again (etcd's promote), so leases survive leader changes. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/kvconv.h"
+#include "server/srv_int.h"
+
+/* ---- the apply thread's table ---- */
+
+struct lease_key
+{
+    uint8_t *key;
+    size_t len;
+};
+
+struct srv_lease
+{
+    int64_t id;
+    int64_t ttl;
+    struct lease_key *keys;
+    size_t n_keys;
+    size_t cap_keys;
+};
+
+static struct srv_lease *find(struct srv_lease *v, size_t n, int64_t id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].id == id) {
+            return &v[i];
+        }
+    }
+    return NULL;
+}
+
+bool srv_lease_exists(struct srv *s, int64_t id)
+{
+    return find(s->leases, s->n_leases, id) != NULL;
+}
+
+bool srv_lease_known(struct srv *s, int64_t id)
+{
+    for (size_t i = 0; i < s->n_mirror; i++) {
+        if (s->lease_mirror[i].id == id) {
+            return !s->lease_mirror[i].revoking;
+        }
+    }
+    return false;
+}
+
+static void key_add(struct srv_lease *l, const uint8_t *k, size_t n)
+{
+    for (size_t i = 0; i < l->n_keys; i++) {
+        if (l->keys[i].len == n && memcmp(l->keys[i].key, k, n) == 0) {
+            return;
+        }
+    }
+    if (l->n_keys == l->cap_keys) {
+        size_t cap = l->cap_keys == 0 ? 8 : l->cap_keys * 2;
+        struct lease_key *nk = realloc(l->keys, cap * sizeof *nk);
+        if (nk == NULL) {
+            return;
+        }
+        l->keys = nk;
+        l->cap_keys = cap;
+    }
+    uint8_t *copy = malloc(n > 0 ? n : 1);
+    if (copy == NULL) {
+        return;
+    }
+    memcpy(copy, k, n);
+    l->keys[l->n_keys].key = copy;
+    l->keys[l->n_keys].len = n;
+    l->n_keys++;
+}
+
+static void key_remove(struct srv_lease *l, const uint8_t *k, size_t n)
+{
+    for (size_t i = 0; i < l->n_keys; i++) {
+        if (l->keys[i].len == n && memcmp(l->keys[i].key, k, n) == 0) {
+            free(l->keys[i].key);
+            l->keys[i] = l->keys[--l->n_keys];
+            return;
+        }
+    }
+}
+
+static void lease_free(struct srv_lease *l)
+{
+    for (size_t i = 0; i < l->n_keys; i++) {
+        free(l->keys[i].key);
+    }
+    free(l->keys);
+}
+
+static void save(struct srv *s)
+{
+    char path[700], tmp[710];
+    snprintf(path, sizeof path, "%s/member/leases", s->cfg.data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        srv_log(SRV_LOG_WARN, "lease", "cannot write %s: %s", tmp, strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < s->n_leases; i++) {
+        fprintf(f, "%" PRId64 " %" PRId64 "\n", s->leases[i].id, s->leases[i].ttl);
+    }
+    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        srv_log(SRV_LOG_WARN, "lease", "cannot write %s", path);
+    }
+}
+
+/* Tell the loop about a lease (granted: ttl > 0; gone: ttl == 0). */
+static void post(struct srv *s, int64_t id, int64_t ttl)
+{
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        d->kind = SRV_DONE_LEASE;
+        d->watch_id = id;
+        d->next_rev = ttl;
+        srv_post_done(s, d);
+    }
+}
+
+static int table_put(struct srv *s, int64_t id, int64_t ttl)
+{
+    if (s->n_leases == s->cap_leases) {
+        size_t cap = s->cap_leases == 0 ? 16 : s->cap_leases * 2;
+        struct srv_lease *v = realloc(s->leases, cap * sizeof *v);
+        if (v == NULL) {
+            return LSM_ENOMEM;
+        }
+        s->leases = v;
+        s->cap_leases = cap;
+    }
+    struct srv_lease *l = &s->leases[s->n_leases++];
+    memset(l, 0, sizeof *l);
+    l->id = id;
+    l->ttl = ttl;
+    return 0;
+}
+
+/* Load member/leases (or @path) into the table, and every lease's keys from the store.
+ * @at_start: on the opening thread before the loop runs (the loop's deadlines are set directly);
+ * otherwise (a snapshot install, apply thread) the loop is told through the done queue. */
+int srv_lease_load(struct srv *s, const char *path, bool at_start)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return errno == ENOENT ? 0 : SRV_EIO;
+    }
+    if (!at_start) {
+        post(s, 0, -1); /* the loop forgets every lease it knew */
+    }
+    for (size_t i = 0; i < s->n_leases; i++) {
+        lease_free(&s->leases[i]);
+    }
+    s->n_leases = 0;
+    int64_t id, ttl;
+    while (fscanf(f, "%" SCNd64 " %" SCNd64, &id, &ttl) == 2) {
+        if (find(s->leases, s->n_leases, id) == NULL && table_put(s, id, ttl) != 0) {
+            fclose(f);
+            return SRV_ENOMEM;
+        }
+    }
+    fclose(f);
+    if (s->n_leases == 0) {
+        return 0;
+    }
+    /* Which keys each lease holds: one scan of the store (only when leases exist). */
+    struct lsm_range_req all = {.key = {"\0", 1}, .range_end = {"\0", 1}, .keys_only = true};
+    struct lsm_result res;
+    memset(&res, 0, sizeof res);
+    char err[256];
+    if (lsm_range(s->lsm, &all, &res, err) == 0) {
+        for (size_t i = 0; i < res.u.range.n_kvs; i++) {
+            const struct lsm_kv *kv = &res.u.range.kvs[i];
+            struct srv_lease *l = kv->lease != 0 ? find(s->leases, s->n_leases, kv->lease) : NULL;
+            if (l != NULL) {
+                key_add(l, kv->key, kv->key_len);
+            }
+        }
+    }
+    lsm_result_fini(&res);
+    for (size_t i = 0; i < s->n_leases; i++) {
+        if (at_start) {
+            srv_lease_on_done(s, s->leases[i].id, s->leases[i].ttl);
+        } else {
+            post(s, s->leases[i].id, s->leases[i].ttl);
+        }
+    }
+    return 0;
+}
+
+void srv_lease_save_to(struct srv *s, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < s->n_leases; i++) {
+        fprintf(f, "%" PRId64 " %" PRId64 "\n", s->leases[i].id, s->leases[i].ttl);
+    }
+    fclose(f);
+}
+
+void srv_lease_fini(struct srv *s)
+{
+    for (size_t i = 0; i < s->n_leases; i++) {
+        lease_free(&s->leases[i]);
+    }
+    free(s->leases);
+    s->leases = NULL;
+    s->n_leases = 0;
+    free(s->lease_mirror);
+    s->lease_mirror = NULL;
+}
+
+/* Apply thread: a group's change events keep the key sets current. */
+void srv_lease_on_events(struct srv *s, const struct lsm_event *evs, size_t n)
+{
+    if (s->n_leases == 0) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct lsm_event *e = &evs[i];
+        int64_t before = e->has_prev ? e->prev_kv.lease : 0;
+        int64_t after = e->type == LSM_EVENT_PUT ? e->kv.lease : 0;
+        if (before == after) {
+            continue;
+        }
+        struct srv_lease *l = before != 0 ? find(s->leases, s->n_leases, before) : NULL;
+        if (l != NULL) {
+            key_remove(l, e->kv.key, e->kv.key_len);
+        }
+        l = after != 0 ? find(s->leases, s->n_leases, after) : NULL;
+        if (l != NULL) {
+            key_add(l, e->kv.key, e->kv.key_len);
+        }
+    }
+}
+
+/* Apply thread: a grant entry.  Returns 0 or LSM_EEXIST. */
+int srv_lease_grant(struct srv *s, int64_t id, int64_t ttl)
+{
+    if (find(s->leases, s->n_leases, id) != NULL) {
+        return LSM_EEXIST;
+    }
+    int rv = table_put(s, id, ttl);
+    if (rv == 0) {
+        save(s);
+        post(s, id, ttl);
+    }
+    return rv;
+}
+
+/* Apply thread: build the store op of a revoke (a txn deleting every key of the lease, one
+ * revision), with arrays from @a.  Returns 0, or LSM_EKEYNOTFOUND when there is no such lease.
+ * The table entry goes at srv_lease_revoked(), after the op is applied. */
+int srv_lease_revoke_op(struct srv *s, int64_t id, struct srv_arena *a, struct lsm_op *op)
+{
+    struct srv_lease *l = find(s->leases, s->n_leases, id);
+    if (l == NULL) {
+        return LSM_EKEYNOTFOUND;
+    }
+    struct lsm_op *dels = srv_arena_alloc(a, (l->n_keys > 0 ? l->n_keys : 1) * sizeof *dels);
+    if (dels == NULL) {
+        return LSM_ENOMEM;
+    }
+    for (size_t i = 0; i < l->n_keys; i++) {
+        dels[i].type = LSM_OP_DELETE_RANGE;
+        dels[i].u.del.key.data = l->keys[i].key;
+        dels[i].u.del.key.len = l->keys[i].len;
+    }
+    memset(op, 0, sizeof *op);
+    op->type = LSM_OP_TXN;
+    op->u.txn.success = dels;
+    op->u.txn.n_success = l->n_keys;
+    return 0;
+}
+
+void srv_lease_revoked(struct srv *s, int64_t id)
+{
+    for (size_t i = 0; i < s->n_leases; i++) {
+        if (s->leases[i].id == id) {
+            lease_free(&s->leases[i]);
+            s->leases[i] = s->leases[--s->n_leases];
+            save(s);
+            post(s, id, 0);
+            return;
+        }
+    }
+}
+
+/* ---- the loop's mirror: deadlines on the leader ---- */
+
+static struct srv_lease_clock *clock_find(struct srv *s, int64_t id)
+{
+    for (size_t i = 0; i < s->n_mirror; i++) {
+        if (s->lease_mirror[i].id == id) {
+            return &s->lease_mirror[i];
+        }
+    }
+    return NULL;
+}
+
+void srv_lease_on_done(struct srv *s, int64_t id, int64_t ttl)
+{
+    if (id == 0 && ttl < 0) {
+        s->n_mirror = 0; /* a snapshot replaced the table */
+        return;
+    }
+    struct srv_lease_clock *c = clock_find(s, id);
+    if (ttl == 0) {
+        if (c != NULL) {
+            *c = s->lease_mirror[--s->n_mirror];
+        }
+        return;
+    }
+    if (c == NULL) {
+        if (s->n_mirror == s->cap_mirror) {
+            size_t cap = s->cap_mirror == 0 ? 16 : s->cap_mirror * 2;
+            struct srv_lease_clock *v = realloc(s->lease_mirror, cap * sizeof *v);
+            if (v == NULL) {
+                return;
+            }
+            s->lease_mirror = v;
+            s->cap_mirror = cap;
+        }
+        c = &s->lease_mirror[s->n_mirror++];
+    }
+    c->id = id;
+    c->ttl = ttl;
+    c->deadline_ms = srv_now_ms() + (uint64_t)ttl * 1000;
+    c->revoking = false;
+}
+
+/* Became leader: every lease gets a full TTL from now (no lease expires because of an
+ * election). */
+void srv_lease_promote(struct srv *s)
+{
+    uint64_t now = srv_now_ms();
+    for (size_t i = 0; i < s->n_mirror; i++) {
+        s->lease_mirror[i].deadline_ms = now + (uint64_t)s->lease_mirror[i].ttl * 1000;
+        s->lease_mirror[i].revoking = false;
+    }
+}
+
+static int propose_lease(struct srv *s, uint64_t req_id, bool grant, int64_t id, int64_t ttl)
+{
+    Kvdb__LeaseGrantRequest g;
+    Kvdb__LeaseRevokeRequest r;
+    Kvdb__InternalRequest ir;
+    kvdb__internal_request__init(&ir);
+    ir.id = req_id;
+    ir.member = s->cfg.member_id;
+    if (grant) {
+        kvdb__lease_grant_request__init(&g);
+        g.id = id;
+        g.ttl = ttl;
+        ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT;
+        ir.lease_grant = &g;
+    } else {
+        kvdb__lease_revoke_request__init(&r);
+        r.id = id;
+        ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE;
+        ir.lease_revoke = &r;
+    }
+    uint8_t buf[64];
+    size_t n = kvdb__internal_request__pack(&ir, buf);
+    return srv_node_propose(s, buf, n, req_id);
+}
+
+/* Leader, every sweep: revoke what expired. */
+void srv_lease_tick(struct srv *s)
+{
+    if (s->role != RAFT_LEADER) {
+        return;
+    }
+    uint64_t now = srv_now_ms();
+    for (size_t i = 0; i < s->n_mirror; i++) {
+        struct srv_lease_clock *c = &s->lease_mirror[i];
+        if (!c->revoking && c->deadline_ms <= now && propose_lease(s, 0, false, c->id, 0) == 0) {
+            c->revoking = true; /* the applied revoke removes it */
+            srv_log(SRV_LOG_INFO, "lease", "lease %" PRId64 " expired: revoking", c->id);
+        }
+    }
+}
+
+/* ---- client methods ---- */
+
+static void header(const struct srv *s, Kvdb__ResponseHeader *h)
+{
+    kvdb__response_header__init(h);
+    h->cluster_id = s->cfg.cluster_id;
+    h->member_id = s->cfg.member_id;
+    h->revision = atomic_load(&s->revision);
+    h->raft_term = atomic_load(&s->term_pub);
+}
+
+static void reply_msg(struct srv_conn *c, const Kvdb__Frame *f, const ProtobufCMessage *m)
+{
+    uint8_t buf[512];
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (n > sizeof buf) {
+        return;
+    }
+    protobuf_c_message_pack(m, buf);
+    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
+}
+
+static void fail(struct srv_conn *c, const Kvdb__Frame *f, Kvdb__ErrorCode code, const char *msg)
+{
+    srv_conn_reply(c, f->id, f->method, code, msg, NULL, 0);
+}
+
+void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    if (s->role != RAFT_LEADER && f->method != KVDB__METHOD__METHOD_LEASE_LEASES) {
+        /* Deadlines live on the leader (etcd forwards these to it); the client fails over. */
+        fail(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+        return;
+    }
+    Kvdb__ResponseHeader h;
+    header(s, &h);
+    switch (f->method) {
+    case KVDB__METHOD__METHOD_LEASE_GRANT:
+    case KVDB__METHOD__METHOD_LEASE_REVOKE: {
+        bool grant = f->method == KVDB__METHOD__METHOD_LEASE_GRANT;
+        int64_t id = 0, ttl = 0;
+        if (grant) {
+            Kvdb__LeaseGrantRequest *r =
+                kvdb__lease_grant_request__unpack(NULL, f->body.len, f->body.data);
+            if (r == NULL || r->ttl <= 0 || r->id < 0) {
+                fail(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "lease TTL must be positive");
+                if (r != NULL) {
+                    kvdb__lease_grant_request__free_unpacked(r, NULL);
+                }
+                return;
+            }
+            id = r->id;
+            /* etcd's minimum TTL: long enough to survive an election. */
+            int64_t min_ttl = (int64_t)((3ull * s->cfg.election_ms / 2 + 999) / 1000);
+            ttl = r->ttl < min_ttl ? min_ttl : r->ttl;
+            kvdb__lease_grant_request__free_unpacked(r, NULL);
+            if (id == 0) {
+                id = (int64_t)((s->next_req_id * 0x9e3779b97f4a7c15ull) >> 1);
+            }
+            if (clock_find(s, id) != NULL) {
+                fail(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, "lease already exists");
+                return;
+            }
+        } else {
+            Kvdb__LeaseRevokeRequest *r =
+                kvdb__lease_revoke_request__unpack(NULL, f->body.len, f->body.data);
+            id = r != NULL ? r->id : 0;
+            if (r != NULL) {
+                kvdb__lease_revoke_request__free_unpacked(r, NULL);
+            }
+            if (clock_find(s, id) == NULL) {
+                fail(c, f, KVDB__ERROR_CODE__NOT_FOUND, "requested lease not found");
+                return;
+            }
+        }
+        struct srv_pending *p = srv_pending_add(s);
+        if (p == NULL) {
+            fail(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        p->slot = c->slot;
+        p->gen = c->gen;
+        p->frame_id = f->id;
+        p->method = f->method;
+        p->deadline_ms = srv_now_ms() + s->request_timeout_ms;
+        if (propose_lease(s, p->req_id, grant, id, ttl) != 0) {
+            srv_pending_release(s, srv_pending_take(s, p->req_id));
+            fail(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+        }
+        return;
+    }
+    case KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE:
+    case KVDB__METHOD__METHOD_LEASE_TIME_TO_LIVE: {
+        bool ka = f->method == KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE;
+        int64_t id = 0;
+        if (ka) {
+            Kvdb__LeaseKeepAliveRequest *r =
+                kvdb__lease_keep_alive_request__unpack(NULL, f->body.len, f->body.data);
+            id = r != NULL ? r->id : 0;
+            if (r != NULL) {
+                kvdb__lease_keep_alive_request__free_unpacked(r, NULL);
+            }
+        } else {
+            Kvdb__LeaseTimeToLiveRequest *r =
+                kvdb__lease_time_to_live_request__unpack(NULL, f->body.len, f->body.data);
+            id = r != NULL ? r->id : 0;
+            if (r != NULL) {
+                kvdb__lease_time_to_live_request__free_unpacked(r, NULL);
+            }
+        }
+        struct srv_lease_clock *lc = clock_find(s, id);
+        if (lc == NULL || lc->revoking) {
+            if (ka) {
+                fail(c, f, KVDB__ERROR_CODE__NOT_FOUND, "requested lease not found");
+                return;
+            }
+            Kvdb__LeaseTimeToLiveResponse t;
+            kvdb__lease_time_to_live_response__init(&t);
+            t.header = &h;
+            t.id = id;
+            t.ttl = -1;
+            reply_msg(c, f, &t.base);
+            return;
+        }
+        uint64_t now = srv_now_ms();
+        if (ka) {
+            lc->deadline_ms = now + (uint64_t)lc->ttl * 1000;
+            Kvdb__LeaseKeepAliveResponse r;
+            kvdb__lease_keep_alive_response__init(&r);
+            r.header = &h;
+            r.id = id;
+            r.ttl = lc->ttl;
+            reply_msg(c, f, &r.base);
+        } else {
+            Kvdb__LeaseTimeToLiveResponse t;
+            kvdb__lease_time_to_live_response__init(&t);
+            t.header = &h;
+            t.id = id;
+            t.ttl = lc->deadline_ms > now ? (int64_t)((lc->deadline_ms - now + 999) / 1000) : 0;
+            t.grantedttl = lc->ttl;
+            reply_msg(c, f, &t.base);
+        }
+        return;
+    }
+    case KVDB__METHOD__METHOD_LEASE_LEASES: {
+        Kvdb__LeaseStatus *st = calloc(s->n_mirror + 1, sizeof *st);
+        Kvdb__LeaseStatus **stp = calloc(s->n_mirror + 1, sizeof *stp);
+        if (st == NULL || stp == NULL) {
+            free(st);
+            free(stp);
+            fail(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < s->n_mirror; i++) {
+            kvdb__lease_status__init(&st[i]);
+            st[i].id = s->lease_mirror[i].id;
+            stp[i] = &st[i];
+        }
+        Kvdb__LeaseLeasesResponse r;
+        kvdb__lease_leases_response__init(&r);
+        r.header = &h;
+        r.leases = stp;
+        r.n_leases = s->n_mirror;
+        size_t len = kvdb__lease_leases_response__get_packed_size(&r);
+        uint8_t *buf = malloc(len > 0 ? len : 1);
+        if (buf != NULL) {
+            kvdb__lease_leases_response__pack(&r, buf);
+            srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, len);
+        }
+        free(buf);
+        free(st);
+        free(stp);
+        return;
+    }
+    default:
+        fail(c, f, KVDB__ERROR_CODE__UNIMPLEMENTED, "unknown lease method");
+    }
+}
+
+/* The apply thread's reply to a grant or revoke proposed here. */
+uint8_t *srv_lease_reply(struct srv *s, const Kvdb__InternalRequest *ir, uint64_t term, size_t *len)
+{
+    Kvdb__ResponseHeader h;
+    kvdb__response_header__init(&h);
+    h.cluster_id = s->cfg.cluster_id;
+    h.member_id = s->cfg.member_id;
+    h.raft_term = term;
+    h.revision = atomic_load(&s->revision);
+    uint8_t *buf;
+    if (ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT) {
+        Kvdb__LeaseGrantResponse r;
+        kvdb__lease_grant_response__init(&r);
+        r.header = &h;
+        r.id = ir->lease_grant->id;
+        r.ttl = ir->lease_grant->ttl;
+        *len = kvdb__lease_grant_response__get_packed_size(&r);
+        buf = malloc(*len > 0 ? *len : 1);
+        if (buf != NULL) {
+            kvdb__lease_grant_response__pack(&r, buf);
+        }
+    } else {
+        Kvdb__LeaseRevokeResponse r;
+        kvdb__lease_revoke_response__init(&r);
+        r.header = &h;
+        *len = kvdb__lease_revoke_response__get_packed_size(&r);
+        buf = malloc(*len > 0 ? *len : 1);
+        if (buf != NULL) {
+            kvdb__lease_revoke_response__pack(&r, buf);
+        }
+    }
+    return buf;
+}

@@ -1,0 +1,156 @@
+/* Leases through embedded members: keys attached to a lease go when it expires or is revoked,
+ * keep-alives hold it, it survives a leader change, and an unknown lease is refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "client/kvc.h"
+#include "server/embed.h"
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t grant(struct kvc *k, int64_t ttl)
+{
+    Kvdb__LeaseGrantRequest r;
+    kvdb__lease_grant_request__init(&r);
+    r.ttl = ttl;
+    Kvdb__LeaseGrantResponse *resp;
+    int rv = kvc_call(k, KVDB__METHOD__METHOD_LEASE_GRANT, &r.base,
+                      &kvdb__lease_grant_response__descriptor, (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        fail_msg("grant: %s", kvc_errmsg(k));
+    }
+    int64_t id = resp->id;
+    assert_true(id != 0);
+    assert_true(resp->ttl >= ttl);
+    kvdb__lease_grant_response__free_unpacked(resp, NULL);
+    return id;
+}
+
+static int put_lease(struct kvc *k, const char *key, int64_t lease)
+{
+    Kvdb__PutRequest r;
+    kvdb__put_request__init(&r);
+    r.key.data = (uint8_t *)key;
+    r.key.len = strlen(key);
+    r.value.data = (uint8_t *)"v";
+    r.value.len = 1;
+    r.lease = lease;
+    ProtobufCMessage *resp = NULL;
+    int rv = kvc_call(k, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor,
+                      &resp);
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return rv;
+}
+
+static bool exists(struct kvc *k, const char *key)
+{
+    Kvdb__RangeResponse *r;
+    assert_int_equal(kvc_get(k, key, strlen(key), false, &r), 0);
+    bool e = r->n_kvs == 1;
+    kvdb__range_response__free_unpacked(r, NULL);
+    return e;
+}
+
+static int keep_alive(struct kvc *k, int64_t id)
+{
+    Kvdb__LeaseKeepAliveRequest r;
+    kvdb__lease_keep_alive_request__init(&r);
+    r.id = id;
+    ProtobufCMessage *resp = NULL;
+    int rv = kvc_call(k, KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE, &r.base,
+                      &kvdb__lease_keep_alive_response__descriptor, &resp);
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return rv;
+}
+
+static void leases_expire_revoke_and_survive_elections(void **state)
+{
+    (void)state;
+    /* election 500 ms: the minimum TTL is 1 s */
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+    struct kvc *k;
+    struct kvc_options ko = {.request_timeout_ms = 15000};
+    assert_int_equal(kvc_open(srv_embed_endpoints(c), &ko, &k, err), 0);
+
+    /* An unknown lease is refused. */
+    assert_int_equal(put_lease(k, "nolease", 12345), KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
+
+    /* Expiry deletes exactly the attached keys. */
+    int64_t short_lease = grant(k, 2);
+    assert_int_equal(put_lease(k, "short/a", short_lease), 0);
+    assert_int_equal(put_lease(k, "short/b", short_lease), 0);
+    assert_int_equal(put_lease(k, "plain", 0), 0);
+    /* A key moved to no lease is no longer the lease's. */
+    assert_int_equal(put_lease(k, "short/moved", short_lease), 0);
+    assert_int_equal(put_lease(k, "short/moved", 0), 0);
+    assert_true(exists(k, "short/a"));
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; i++) {
+        sleep_ms(100);
+        gone = !exists(k, "short/a");
+    }
+    assert_true(gone);
+    assert_false(exists(k, "short/b"));
+    assert_true(exists(k, "plain"));
+    assert_true(exists(k, "short/moved"));
+
+    /* Keep-alives hold a lease past its TTL, also across a leader change. */
+    int64_t held = grant(k, 2);
+    assert_int_equal(put_lease(k, "held", held), 0);
+    for (int i = 0; i < 6; i++) {
+        sleep_ms(500);
+        assert_int_equal(keep_alive(k, held), 0);
+        if (i == 2) {
+            int leader = srv_embed_wait_leader(c, 10000);
+            srv_embed_kill(c, (unsigned)leader);
+            assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+        }
+    }
+    assert_true(exists(k, "held"));
+
+    /* Revoke deletes at once. */
+    int64_t rev = grant(k, 60);
+    assert_int_equal(put_lease(k, "revoked", rev), 0);
+    Kvdb__LeaseRevokeRequest rr;
+    kvdb__lease_revoke_request__init(&rr);
+    rr.id = rev;
+    ProtobufCMessage *resp;
+    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_LEASE_REVOKE, &rr.base,
+                              &kvdb__lease_revoke_response__descriptor, &resp),
+                     0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    assert_false(exists(k, "revoked"));
+    assert_int_equal(keep_alive(k, rev), KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
+
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(leases_expire_revoke_and_survive_elections),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
