@@ -128,6 +128,7 @@ static int append_locked(struct test_hist *h, const struct test_op *src, size_t 
     if (src->kind != TEST_OP_CAS || src->outcome != TEST_OUT_OK) {
         op.succeeded = false;
     }
+    op.serializable = src->kind == TEST_OP_GET && src->serializable;
     if (op.outcome == TEST_OUT_UNKNOWN) {
         op.ret_ns = TEST_HIST_NEVER;
     }
@@ -196,6 +197,20 @@ static struct test_op *pending_locked(struct test_hist *h, size_t id)
         return NULL;
     }
     return op;
+}
+
+int test_hist_mark_serializable(struct test_hist *h, size_t id)
+{
+    int rv = 0;
+    pthread_mutex_lock(&h->lock);
+    if (id >= h->n_ops || h->ops[id].kind != TEST_OP_GET) {
+        set_err(h, "op %zu is not a get", id);
+        rv = TEST_LINZ_EINVAL;
+    } else {
+        h->ops[id].serializable = true;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return rv;
 }
 
 int test_hist_ok(struct test_hist *h, size_t id, const char *result, bool succeeded)
@@ -354,7 +369,8 @@ static const char *outcome_name(enum test_outcome o)
  * only; test_hist_write sizes its buffer to the op. */
 static void format_body(const struct test_op *op, char *buf, size_t size)
 {
-    size_t n = (size_t)snprintf(buf, size, "%s ", kind_name(op->kind));
+    const char *name = op->serializable ? "sget" : kind_name(op->kind);
+    size_t n = (size_t)snprintf(buf, size, "%s ", name);
     const char *args[3] = {op->key, NULL, NULL};
     size_t n_args = 1;
     if (op->kind == TEST_OP_PUT) {
@@ -534,7 +550,7 @@ static const char *parse_args(char **tok, size_t n, struct test_op *op)
 static const char *parse_line(char *line, struct test_op *op)
 {
     static const char *const outcomes[] = {"ok", "failed", "unknown"};
-    static const char *const kinds[] = {"put", "get", "del", "cas"};
+    static const char *const kinds[] = {"put", "get", "del", "cas", "sget"};
     char *tok[16];
     size_t n = 0;
     char *save = NULL;
@@ -566,10 +582,11 @@ static const char *parse_line(char *line, struct test_op *op)
                                         : !parse_i64(tok[2], &op->ret_ns)) {
         return "bad return time (`-` exactly for unknown ops)";
     }
-    if (!parse_enum(tok[4], kinds, 4, &kind)) {
-        return "bad op (want put, get, del or cas)";
+    if (!parse_enum(tok[4], kinds, 5, &kind)) {
+        return "bad op (want put, get, sget, del or cas)";
     }
-    op->kind = (enum test_op_kind)kind;
+    op->serializable = kind == 5;
+    op->kind = kind == 5 ? TEST_OP_GET : (enum test_op_kind)kind;
     return parse_args(tok + 5, n - 5, op);
 }
 

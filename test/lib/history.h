@@ -54,13 +54,15 @@ struct test_op
                                unknown op before its next) */
     enum test_op_kind kind; /* the operation */
     enum test_outcome outcome;
-    char *key;       /* the key (never NULL) */
-    char *value;     /* put: the value; cas: the new value; else NULL */
-    char *expected;  /* cas: the expected value, NULL for "expected absent" */
-    char *result;    /* get with OK: the value read, NULL if absent */
-    bool succeeded;  /* cas with OK: whether the compare held and the write happened */
-    int64_t call_ns; /* CLOCK_MONOTONIC ns when the client sent the request */
-    int64_t ret_ns;  /* CLOCK_MONOTONIC ns when the answer arrived; TEST_HIST_NEVER if unknown */
+    char *key;         /* the key (never NULL) */
+    char *value;       /* put: the value; cas: the new value; else NULL */
+    char *expected;    /* cas: the expected value, NULL for "expected absent" */
+    char *result;      /* get with OK: the value read, NULL if absent */
+    bool succeeded;    /* cas with OK: whether the compare held and the write happened */
+    bool serializable; /* get served from a member's local state (not linearizable by design):
+                          recorded and saved, but excluded from the linearizability check */
+    int64_t call_ns;   /* CLOCK_MONOTONIC ns when the client sent the request */
+    int64_t ret_ns;    /* CLOCK_MONOTONIC ns when the answer arrived; TEST_HIST_NEVER if unknown */
 };
 
 /* A growable, thread-safe list of operations. */
@@ -99,6 +101,10 @@ int test_hist_invoke(struct test_hist *h,
                      const char *expected,
                      size_t *id);
 
+/* Mark get @id as a serializable read (see struct test_op).  Errors: TEST_LINZ_EINVAL (bad id,
+ * not a get).  Thread-safe. */
+int test_hist_mark_serializable(struct test_hist *h, size_t id);
+
 /* Complete op @id as OK, timestamped now.  @result (copied, NULL = absent) is the value a get
  * read; @succeeded is the cas outcome; both are ignored for other kinds.
  * Errors: TEST_LINZ_EINVAL (bad id or op already completed), TEST_LINZ_ENOMEM.  Thread-safe. */
@@ -129,8 +135,9 @@ char *test_op_format(const struct test_op *op, int64_t t0_ns, char *buf, size_t 
  *   call_ns  decimal CLOCK_MONOTONIC ns
  *   ret_ns   decimal ns, or `-` for unknown ops
  *   outcome  ok | failed | unknown
- *   op/args  put <key> <value> | get <key> | del <key> | cas <key> <expected> <new>
- *   result   only for ok get (`= <value>`) and ok cas (`= true` / `= false`)
+ *   op/args  put <key> <value> | get <key> | sget <key> | del <key> |
+ *            cas <key> <expected> <new>      (sget: a serializable get)
+ *   result   only for ok get/sget (`= <value>`) and ok cas (`= true` / `= false`)
  *
  * A string token is `-` for absent (NULL), `""` for the empty string, and otherwise the bytes
  * with `%`, `"`, bytes <= 0x20 and bytes >= 0x7f written as %XX (hex); a string that is

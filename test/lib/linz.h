@@ -17,6 +17,8 @@
  *
  * - OK ops must take effect atomically at one point between their call and return.
  * - FAILED ops are dropped: they did not take effect.
+ * - Serializable gets (struct test_op.serializable) are dropped and counted: a member may
+ *   serve them from stale local state, so they are outside the linearizability claim.
  * - UNKNOWN ops may take effect at any point after their call (return time +infinity) or not at
  *   all (Jepsen/Porcupine "info" ops).  An unknown get constrains nothing and is dropped; an
  *   unknown cas sets the new value iff the value equals expected where it is linearized.
@@ -47,6 +49,30 @@
  * smallest window found by these steps, not a global minimum over all windows.
  */
 
+/*
+ * Typical use in a fault test (link kv_testlib_linz):
+ *
+ *   struct test_hist h;
+ *   test_hist_init(&h);
+ *   ... in each client thread, around every request:
+ *   size_t id;
+ *   test_hist_invoke(&h, client, TEST_OP_GET, key, NULL, NULL, &id);
+ *   rc = kvc_get(...);
+ *   if (rc == 0) test_hist_ok(&h, id, value_or_NULL, false);
+ *   else if (definitely_not_applied(rc)) test_hist_fail(&h, id);
+ *   else ;  (timeout, connection lost: leave it, it stays unknown)
+ *   ... after the run:
+ *   struct test_linz_result r;
+ *   struct test_linz_opts budget = {.max_states = 10000000, .max_ns = 60000000000};
+ *   test_linz_check(&h, &budget, &r, errmsg);
+ *   if (r.verdict != TEST_LINZ_OK) { test_linz_result_print(&r, stderr);
+ *                                    test_hist_save(&h, "/tmp/failing.hist"); }
+ *   test_linz_result_fini(&r);
+ *   test_hist_fini(&h);
+ *
+ * A saved history is re-checked with `kvdb-linz /tmp/failing.hist`.
+ */
+
 /* Verdicts; the first value is 1 so a zeroed result is invalid. */
 enum test_linz_verdict {
     TEST_LINZ_OK = 1,    /* linearizable */
@@ -57,7 +83,8 @@ enum test_linz_verdict {
 /* Budgets; zero fields mean "no limit". */
 struct test_linz_opts
 {
-    uint64_t max_states; /* memoized configurations per key before giving up */
+    uint64_t max_states; /* memoized configurations per search (a key, or one of its
+                            windows) before giving up */
     int64_t max_ns;      /* wall time (CLOCK_MONOTONIC) for the whole check */
 };
 
@@ -75,13 +102,14 @@ struct test_linz_result
     char *key;                    /* violating key, or the key given up on; else NULL */
     struct test_linz_wop *window; /* violation: the ops of the failing window, by call time */
     size_t n_window;
-    bool window_from_any; /* the window starts from an arbitrary value (else from absent) */
-    int64_t window_start; /* S: ops called at/after it (or running at it) are in the window */
-    int64_t window_end;   /* T: ops called after it are left out */
-    size_t n_keys;        /* keys in the history */
-    size_t n_ops;         /* ops checked (failed ops and unknown gets excluded) */
-    uint64_t states;      /* configurations memoized, summed over every search */
-    int64_t elapsed_ns;   /* time spent in test_linz_check */
+    bool window_from_any;  /* the window starts from an arbitrary value (else from absent) */
+    int64_t window_start;  /* S: ops called at/after it (or running at it) are in the window */
+    int64_t window_end;    /* T: ops called after it are left out */
+    size_t n_keys;         /* keys in the history */
+    size_t n_ops;          /* ops checked (failed ops and unknown gets excluded) */
+    size_t n_serializable; /* serializable gets left out of the check */
+    uint64_t states;       /* configurations memoized, summed over every search */
+    int64_t elapsed_ns;    /* time spent in test_linz_check */
 };
 
 /* Check @h.  @opts may be NULL (no budget).  @out is filled (zeroed first); release it with

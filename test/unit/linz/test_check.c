@@ -224,6 +224,23 @@ static void non_monotonic_read_pair(void **state)
         "3 50 60 ok get x = a\n");
 }
 
+/* Serializable reads may be stale by design: they are kept out of the check, and counted. */
+static void serializable_reads_excluded(void **state)
+{
+    (void)state;
+    struct test_linz_result r;
+    const char *h =
+        "1 0 10 ok put x a\n"
+        "1 20 30 ok put x b\n"
+        "2 40 50 ok sget x = a\n"
+        "2 60 70 ok sget x = -\n";
+    assert_int_equal(check_text_opts(h, NULL, &r), TEST_LINZ_OK);
+    assert_int_equal(r.n_serializable, 2);
+    assert_int_equal(r.n_ops, 2);
+    test_linz_result_fini(&r);
+    NOT_LINZ("1 0 10 ok put x a\n1 20 30 ok put x b\n2 40 50 ok get x = a\n");
+}
+
 /* Keys are independent: a violation names its key. */
 static void keys_are_independent(void **state)
 {
@@ -423,6 +440,7 @@ int main(void)
         cmocka_unit_test(read_of_value_never_written),
         cmocka_unit_test(cas_against_stale_value),
         cmocka_unit_test(non_monotonic_read_pair),
+        cmocka_unit_test(serializable_reads_excluded),
         cmocka_unit_test(keys_are_independent),
         cmocka_unit_test(window_is_small),
         cmocka_unit_test(window_drops_needless_reads),

@@ -32,6 +32,7 @@ static void assert_same_ops(const struct test_hist *a, const struct test_hist *b
         assert_true(same_str(x->expected, y->expected));
         assert_true(same_str(x->result, y->result));
         assert_int_equal(x->succeeded, y->succeeded);
+        assert_int_equal(x->serializable, y->serializable);
         assert_int_equal(x->call_ns, y->call_ns);
         assert_int_equal(x->ret_ns, y->ret_ns);
     }
@@ -118,6 +119,23 @@ static void format_roundtrip_odd_strings(void **state)
     /* What add normalizes: unknown ops never return, and carry no answer. */
     assert_int_equal(h.ops[h.n_ops - 2].ret_ns, TEST_HIST_NEVER);
     assert_null(h.ops[h.n_ops - 1].result);
+    add(&h, (struct test_op){.client = 3,
+                             .kind = TEST_OP_GET,
+                             .outcome = TEST_OUT_OK,
+                             .key = "k",
+                             .result = "-",
+                             .serializable = true,
+                             .call_ns = 7,
+                             .ret_ns = 8});
+    add(&h, (struct test_op){.client = 3,
+                             .kind = TEST_OP_PUT,
+                             .outcome = TEST_OUT_OK,
+                             .key = "k",
+                             .value = "x",
+                             .serializable = true,
+                             .call_ns = 9,
+                             .ret_ns = 9});
+    assert_false(h.ops[h.n_ops - 1].serializable); /* only gets can be serializable */
     roundtrip(&h, &back);
     assert_same_ops(&h, &back);
     test_hist_fini(&back);
@@ -133,6 +151,7 @@ static void format_example(void **state)
         "1 1000 2000 ok put k1 v1\n"
         "\n"
         "2 1500 2500 ok get k1 = v1\n"
+        "4 1500 2500 ok sget k1 = -\n"
         "3 1600 - unknown cas k1 - v2\n"
         "  2 2600 2900 ok cas k1 v1 hello%20world = true\n";
     struct test_hist h;
@@ -140,13 +159,16 @@ static void format_example(void **state)
     FILE *f = fmemopen((void *)text, strlen(text), "r");
     assert_int_equal(test_hist_read(&h, f, "example"), 0);
     fclose(f);
-    assert_int_equal(h.n_ops, 4);
+    assert_int_equal(h.n_ops, 5);
     assert_string_equal(h.ops[1].result, "v1");
-    assert_int_equal(h.ops[2].outcome, TEST_OUT_UNKNOWN);
-    assert_null(h.ops[2].expected);
-    assert_string_equal(h.ops[2].value, "v2");
-    assert_string_equal(h.ops[3].value, "hello world");
-    assert_true(h.ops[3].succeeded);
+    assert_true(h.ops[2].serializable);
+    assert_int_equal(h.ops[2].kind, TEST_OP_GET);
+    assert_null(h.ops[2].result);
+    assert_int_equal(h.ops[3].outcome, TEST_OUT_UNKNOWN);
+    assert_null(h.ops[3].expected);
+    assert_string_equal(h.ops[3].value, "v2");
+    assert_string_equal(h.ops[4].value, "hello world");
+    assert_true(h.ops[4].succeeded);
     struct test_linz_result r;
     assert_int_equal(test_linz_check(&h, NULL, &r, NULL), 0);
     assert_int_equal(r.verdict, TEST_LINZ_OK);
@@ -241,6 +263,10 @@ static void completion_rules(void **state)
     assert_int_equal(test_hist_fail(&h, a), TEST_LINZ_EINVAL);
     assert_int_equal(test_hist_ok(&h, 99, NULL, false), TEST_LINZ_EINVAL);
     assert_int_equal(test_hist_ok(&h, b, "v", false), 0);
+    assert_int_equal(test_hist_mark_serializable(&h, a), TEST_LINZ_EINVAL); /* a put */
+    assert_int_equal(test_hist_mark_serializable(&h, 99), TEST_LINZ_EINVAL);
+    assert_int_equal(test_hist_mark_serializable(&h, b), 0);
+    assert_true(h.ops[b].serializable);
     /* c never completes: it stays unknown. */
     assert_int_equal(h.n_ops, 3);
     assert_null(h.ops[a].result);
