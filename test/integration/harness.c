@@ -539,6 +539,7 @@ int ih_cluster_stop(struct ih_cluster *c)
 {
     int rv = 0;
     for (size_t i = 0; i < c->n; i++) {
+        ih_member_signal(c, i, SIGCONT); /* in case a test left it paused */
         ih_member_signal(c, i, SIGTERM); /* all at once, then reap each */
     }
     /* One signal each: a second SIGTERM during shutdown is a separate case (known bug). */

@@ -1,6 +1,7 @@
 /* Linearizability of a register on a real 3-member cluster: concurrent clients write unique
  * values and read linearizably through different members while the leader is killed with
- * kill -9 and restarted; the recorded history must be linearizable (lin.h).  The checker is
+ * kill -9 and restarted, or paused (SIGSTOP) and resumed; the recorded history must be
+ * linearizable (lin.h).  The checker is
  * first shown to reject non-linearizable histories. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -220,28 +221,9 @@ static void start_clients(struct fix *f, uint64_t seed)
     f->started = true;
 }
 
-/* kill -9 the leader a third of the way through, restart it at two thirds. */
-static void register_linearizable_across_leader_kill(void **state)
+/* The merged history must be linearizable, and the checker must reject a mutated copy. */
+static void check_history(struct fix *f)
 {
-    struct fix *f = *state;
-    uint64_t seed = test_seed("register_linearizable_across_leader_kill");
-    start_clients(f, seed);
-    uint64_t deadline = ih_now_ms() + 90000;
-    while (total_done(f) < CLIENTS * OPS_PER_CLIENT / 3 && ih_now_ms() < deadline) {
-        ih_sleep_ms(5);
-    }
-    int l = ih_cluster_leader(&f->c, 10000);
-    assert_true(l >= 0);
-    assert_int_equal(0, ih_member_stop(&f->c, (size_t)l, SIGKILL));
-    while (total_done(f) < 2 * CLIENTS * OPS_PER_CLIENT / 3 && ih_now_ms() < deadline) {
-        ih_sleep_ms(5);
-    }
-    assert_int_equal(0, ih_member_start(&f->c, (size_t)l));
-    for (size_t i = 0; i < CLIENTS; i++) {
-        pthread_join(f->cl[i].thread, NULL);
-    }
-    f->started = false;
-
     static struct lin_op all[CLIENTS * OPS_PER_CLIENT];
     size_t n = 0, writes = 0, unknown = 0;
     for (size_t i = 0; i < CLIENTS; i++) {
@@ -273,16 +255,123 @@ static void register_linearizable_across_leader_kill(void **state)
     assert_true(victim < n);
     all[victim].value = 0;
     assert_int_equal(0, lin_check_register(all, n));
+}
+
+/* Wait until the members other than @old agree on a leader that is not @old. */
+static bool new_leader_elsewhere(struct fix *f, size_t old)
+{
+    Kvdb__StatusResponse *st = NULL;
+    assert_int_equal(0, ih_status(f->c.m[(old + 1) % N].client_port, 2000, &st));
+    uint64_t old_id = st->leader;
+    kvdb__status_response__free_unpacked(st, NULL);
+    uint64_t deadline = ih_now_ms() + 30000;
+    while (ih_now_ms() < deadline) {
+        uint64_t seen[N] = {0};
+        bool agree = true;
+        for (size_t i = 0; i < N; i++) {
+            if (i == old || ih_status(f->c.m[i].client_port, 500, &st) != 0) {
+                continue;
+            }
+            seen[i] = st->leader;
+            kvdb__status_response__free_unpacked(st, NULL);
+        }
+        uint64_t first = seen[(old + 1) % N];
+        for (size_t i = 0; i < N; i++) {
+            agree = agree && (i == old || (seen[i] == first && first != 0 && first != old_id));
+        }
+        if (agree) {
+            return true;
+        }
+        ih_sleep_ms(50);
+    }
+    return false;
+}
+
+/* Wait until the clients have attempted @n ops in all (or 90 s passed). */
+static void wait_progress(struct fix *f, size_t n)
+{
+    uint64_t deadline = ih_now_ms() + 90000;
+    while (total_done(f) < n && ih_now_ms() < deadline) {
+        ih_sleep_ms(5);
+    }
+}
+
+static void join_clients(struct fix *f)
+{
+    for (size_t i = 0; i < CLIENTS; i++) {
+        pthread_join(f->cl[i].thread, NULL);
+    }
+    f->started = false;
+}
+
+/* kill -9 the leader a third of the way through, restart it at two thirds. */
+static void register_linearizable_across_leader_kill(void **state)
+{
+    struct fix *f = *state;
+    start_clients(f, test_seed("register_linearizable_across_leader_kill"));
+    wait_progress(f, CLIENTS * OPS_PER_CLIENT / 3);
+    int l = ih_cluster_leader(&f->c, 10000);
+    assert_true(l >= 0);
+    assert_int_equal(0, ih_member_stop(&f->c, (size_t)l, SIGKILL));
+    wait_progress(f, 2 * CLIENTS * OPS_PER_CLIENT / 3);
+    assert_int_equal(0, ih_member_start(&f->c, (size_t)l));
+    join_clients(f);
+    check_history(f);
     assert_int_equal(0, ih_member_wait_up(&f->c, (size_t)l, 30000));
+}
+
+/* KNOWN BUG (raft/ or server/; not ours to fix): with the leader paused by SIGSTOP until the
+ * others elect a new one, then resumed, the old leader's member sometimes (under ASan) dies of a
+ * heap-use-after-free: node.c finish_ready -> srv_peer_send -> pb_batch_append packs a Ready's
+ * message entries that raft_log_append (raft/log.c:208, free_range) already freed when a MsgApp
+ * from the new leader, stepped while that Ready was in flight (peer.c srv_peer_on_frame ->
+ * srv_node_input -> raft_step), truncated the conflicting unstable tail.  A Ready's entries must
+ * stay valid until raft_advance().  In a release build the freed bytes may be sent to peers (the
+ * test then usually passes).  This test runs in integ_known_bugs (label known_bug); move it back
+ * into integ_linearizable once fixed. */
+static void register_linearizable_across_leader_pause(void **state)
+{
+    struct fix *f = *state;
+    start_clients(f, test_seed("register_linearizable_across_leader_pause"));
+    for (size_t k = 1; k <= 3; k++) {
+        /* A paused leader (a long GC or VM pause) wakes up still believing it leads, with
+         * proposals of its old term in flight: it must not answer reads from stale state, and
+         * must give way to the new leader's log.  Resume it as soon as the others elected. */
+        wait_progress(f, k * CLIENTS * OPS_PER_CLIENT / 4);
+        int l = ih_cluster_leader(&f->c, 10000);
+        assert_true(l >= 0);
+        ih_member_signal(&f->c, (size_t)l, SIGSTOP);
+        bool elected = new_leader_elsewhere(f, (size_t)l);
+        ih_member_signal(&f->c, (size_t)l, SIGCONT);
+        assert_true(elected);
+    }
+    join_clients(f);
+    check_history(f);
+    for (size_t i = 0; i < N; i++) {
+        assert_true(ih_member_is_alive(&f->c, i)); /* BUG: one dies of the use-after-free */
+    }
 }
 
 int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
+#ifdef INTEG_KNOWN_BUGS
+    /* A race: repeated, so that a run almost always hits it under ASan. */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
+        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
+        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
+    };
+    (void)checker_accepts_linearizable;
+    (void)checker_rejects_non_linearizable;
+    (void)register_linearizable_across_leader_kill;
+#else
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(checker_accepts_linearizable),
         cmocka_unit_test(checker_rejects_non_linearizable),
         cmocka_unit_test_setup_teardown(register_linearizable_across_leader_kill, setup, teardown),
     };
+    (void)register_linearizable_across_leader_pause;
+#endif
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
