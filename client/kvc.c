@@ -583,3 +583,46 @@ int kvc_authenticate(struct kvc *c, const char *user, const char *password)
     }
     return rv;
 }
+
+int kvc_snapshot(struct kvc *c, FILE *out, uint64_t *bytes)
+{
+    Kvdb__SnapshotRequest r;
+    kvdb__snapshot_request__init(&r);
+    uint64_t want;
+    int rv = kvc_send(c, KVDB__METHOD__METHOD_SNAPSHOT, &r.base, &want);
+    uint64_t total = 0;
+    while (rv == 0) {
+        uint64_t id;
+        Kvdb__ErrorCode code;
+        const uint8_t *body;
+        size_t len;
+        rv = kvc_recv(c, c->opts.request_timeout_ms, &id, &code, &body, &len);
+        if (rv != 0 || id != want) {
+            continue;
+        }
+        if (code != KVDB__ERROR_CODE__OK) {
+            rv = KVC_ESERVER;
+            break;
+        }
+        Kvdb__SnapshotResponse *s = kvdb__snapshot_response__unpack(NULL, len, body);
+        if (s == NULL) {
+            rv = KVC_EPROTO;
+            break;
+        }
+        if (s->blob.len > 0 && fwrite(s->blob.data, 1, s->blob.len, out) != s->blob.len) {
+            snprintf(c->errmsg, sizeof c->errmsg, "write: %s", strerror(errno));
+            rv = KVC_EIO;
+        }
+        total += s->blob.len;
+        bool last = s->remaining_bytes == 0;
+        kvdb__snapshot_response__free_unpacked(s, NULL);
+        if (last) {
+            break;
+        }
+    }
+    disconnect(c); /* the member closes a snapshot stream's connection */
+    if (bytes != NULL) {
+        *bytes = total;
+    }
+    return rv;
+}

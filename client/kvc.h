@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "proto/kvdb.pb-c.h"
 
@@ -105,6 +106,13 @@ int kvc_delete(struct kvc *c, const void *key, size_t klen, Kvdb__DeleteRangeRes
  * member it fails over to does not know the token (tokens are per member) or it expired.
  * Errors: KVC_ESERVER (wrong user or password, auth not enabled), and those of kvc_call. */
 int kvc_authenticate(struct kvc *c, const char *user, const char *password);
+
+/* Ask the member for a fresh snapshot and write the archive it streams (snapshot/FORMAT.md,
+ * "archive"; kvdb-snapshot reads it) to @out.  The stream uses up the current connection (the
+ * client reconnects for its next call).  *@bytes (may be NULL) gets the archive's size.
+ * Errors: KVC_ESERVER, KVC_EIO (the stream broke: @out holds a partial archive), KVC_ETIMEOUT,
+ * KVC_EPROTO. */
+int kvc_snapshot(struct kvc *c, FILE *out, uint64_t *bytes);
 
 /* Open a watch stream carrying one watcher created by @req; *@stream gets the stream's frame id.
  * Its responses (first "created", then events, progress and "canceled") come from

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/kvconv.h"
 #include "server/srv_int.h"
@@ -453,7 +454,9 @@ static int run_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
         struct srv_job *rest = end->next;
         end->next = NULL;
         int rv = 0;
-        if (jobs->type == SRV_JOB_INSTALL) {
+        if (jobs->type == SRV_JOB_SNAPSHOT) {
+            srv_snap_stream_to_client(s, jobs->fd, jobs->frame_id);
+        } else if (jobs->type == SRV_JOB_INSTALL) {
             run_install(s, jobs);
         } else {
             rv = apply_jobs(s, g, jobs);
@@ -501,6 +504,19 @@ static void *apply_main(void *arg)
     free(g.irs);
     free(g.errs);
     return NULL;
+}
+
+void srv_apply_snapshot_job(struct srv *s, int fd, uint64_t frame_id)
+{
+    struct srv_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        close(fd);
+        return;
+    }
+    j->type = SRV_JOB_SNAPSHOT;
+    j->fd = fd;
+    j->frame_id = frame_id;
+    queue_push(&s->applyq, j);
 }
 
 void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *msg)

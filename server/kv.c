@@ -453,6 +453,17 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
     case KVDB__METHOD__METHOD_WATCH:
         srv_watch_request(c, f);
         break;
+    case KVDB__METHOD__METHOD_SNAPSHOT: {
+        /* The stream takes over this connection (snap.c): the apply thread takes a snapshot
+         * in order with the applies, then a thread writes it out. */
+        struct srv *s = c->s;
+        struct pb_frame_reader rd;
+        uint64_t id = f->id;
+        int fd = srv_conn_detach(c, &rd); /* frees c */
+        pb_frame_reader_fini(&rd);
+        srv_apply_snapshot_job(s, fd, id);
+        return;
+    }
     case KVDB__METHOD__METHOD_LEASE_GRANT:
     case KVDB__METHOD__METHOD_LEASE_REVOKE:
     case KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE:

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
 
 #include "server/srv_int.h"
 #include "snapshot/snapshot.h"
@@ -129,7 +130,9 @@ static int list_files(const char *dir, char ***names, size_t *n)
 }
 
 /* Checkpoint the store into a new snapshot at its applied index.  Apply thread only. */
-static void snap_create_now(struct srv *s)
+/* Create a snapshot of the store now (apply thread).  @out_dir (PATH_MAX, may be NULL) gets
+ * its directory.  Returns 0 or an error (logged). */
+static int snap_create_now(struct srv *s, char *out_dir)
 {
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s/member/checkpoint.tmp", s->cfg.data_dir);
@@ -140,7 +143,7 @@ static void snap_create_now(struct srv *s)
     if (rv != 0) {
         srv_log(SRV_LOG_WARN, "snap", "checkpoint failed: %s: %s", lsm_strerror(rv),
                 lsm_errmsg(s->lsm));
-        return;
+        return rv;
     }
     char **names = NULL;
     size_t n = 0;
@@ -181,9 +184,14 @@ static void snap_create_now(struct srv *s)
     if (rv != 0 && rv != SNAP_EEXIST) {
         srv_log(SRV_LOG_WARN, "snap", "create snapshot %llu: %s: %s",
                 (unsigned long long)meta.index, snap_strerror(rv), err);
-        return;
+        return rv;
     }
     snap_manifest_fini(&m);
+    if (out_dir != NULL) {
+        char name[64];
+        snap_dir_name(meta.index, meta.term, name, sizeof name);
+        snprintf(out_dir, PATH_MAX, "%s/%s", s->snap_root, name);
+    }
     size_t removed = 0;
     snap_retain(s->snap_root, SNAP_KEEP, &removed, err);
     s->last_snap_index = meta.index;
@@ -199,13 +207,160 @@ static void snap_create_now(struct srv *s)
         d->snap.conf = s->apply_conf;
         srv_post_done(s, d);
     }
+    return 0;
 }
 
 void srv_snap_after_apply(struct srv *s, uint64_t applied)
 {
     if (applied >= s->last_snap_index + s->cfg.snapshot_count) {
-        snap_create_now(s);
+        snap_create_now(s, NULL);
     }
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n);
+
+/* ---- streaming a snapshot to a client (Maintenance.Snapshot) ---- */
+
+#define ARCHIVE_MAGIC "KVSNAP1"
+#define STREAM_CHUNK (1u << 20)
+
+struct client_stream
+{
+    struct srv *s;
+    int fd;
+    uint64_t frame_id;
+    char dir[PATH_MAX];
+};
+
+static int send_blob(struct client_stream *cs, const void *p, size_t n, uint64_t remaining)
+{
+    Kvdb__ResponseHeader h;
+    kvdb__response_header__init(&h);
+    h.cluster_id = cs->s->cfg.cluster_id;
+    h.member_id = cs->s->cfg.member_id;
+    Kvdb__SnapshotResponse r;
+    kvdb__snapshot_response__init(&r);
+    r.header = &h;
+    r.remaining_bytes = remaining;
+    r.blob.data = (uint8_t *)p;
+    r.blob.len = n;
+    size_t blen = kvdb__snapshot_response__get_packed_size(&r);
+    uint8_t *body = malloc(blen);
+    if (body == NULL) {
+        return SRV_ENOMEM;
+    }
+    kvdb__snapshot_response__pack(&r, body);
+    Kvdb__Frame f;
+    kvdb__frame__init(&f);
+    f.id = cs->frame_id;
+    f.method = KVDB__METHOD__METHOD_SNAPSHOT;
+    f.body.data = body;
+    f.body.len = blen;
+    struct pb_frame_writer w;
+    pb_frame_writer_init(&w);
+    int rv = pb_frame_writer_append(&w, &f.base);
+    free(body);
+    if (rv == 0) {
+        const unsigned char *out;
+        size_t len = pb_frame_writer_pending(&w, &out);
+        rv = write_all(cs->fd, out, len);
+    }
+    pb_frame_writer_fini(&w);
+    return rv;
+}
+
+/* The archive: "KVSNAP1\0", u32 manifest length (LE), the manifest, then every file's bytes
+ * in manifest order (sizes are in the manifest).  kvdb-snapshot reads it. */
+static void *client_stream_main(void *arg)
+{
+    struct client_stream *cs = arg;
+    char path[PATH_MAX], err[SNAP_ERRMSG_SIZE] = "";
+    struct snap_manifest m;
+    int rv = snap_verify(cs->dir, &m, err);
+    uint8_t *man = NULL;
+    size_t man_len = 0;
+    int *fds = NULL;
+    if (rv == 0) {
+        snprintf(path, sizeof path, "%s/%s", cs->dir, SNAP_MANIFEST_NAME);
+        FILE *f = fopen(path, "rb");
+        man = malloc(1 << 20);
+        man_len = f != NULL && man != NULL ? fread(man, 1, 1 << 20, f) : 0;
+        if (f != NULL) {
+            fclose(f);
+        }
+        fds = calloc(m.n_files + 1, sizeof *fds);
+        rv = man_len == 0 || fds == NULL ? SRV_EIO : 0;
+    }
+    uint64_t total = 12 + man_len;
+    for (uint32_t i = 0; rv == 0 && i < m.n_files; i++) {
+        snprintf(path, sizeof path, "%s/%s", cs->dir, m.files[i].name);
+        fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        rv = fds[i] < 0 ? SRV_EIO : 0;
+        total += m.files[i].size;
+    }
+    uint8_t *buf = rv == 0 ? malloc(STREAM_CHUNK + 12) : NULL;
+    uint64_t sent = 0;
+    if (rv == 0 && buf != NULL) {
+        memcpy(buf, ARCHIVE_MAGIC, 8);
+        wal_put_u32(buf + 8, (uint32_t)man_len);
+        memcpy(buf + 12, man, man_len);
+        sent = 12 + man_len;
+        rv = send_blob(cs, buf, sent, total - sent);
+        for (uint32_t i = 0; rv == 0 && i < m.n_files; i++) {
+            uint64_t left = m.files[i].size;
+            while (rv == 0 && left > 0) {
+                size_t want = left < STREAM_CHUNK ? (size_t)left : STREAM_CHUNK;
+                ssize_t got = read(fds[i], buf, want);
+                if (got <= 0) {
+                    rv = SRV_EIO;
+                    break;
+                }
+                left -= (uint64_t)got;
+                sent += (uint64_t)got;
+                rv = send_blob(cs, buf, (size_t)got, total - sent);
+            }
+        }
+    } else if (rv == 0) {
+        rv = SRV_ENOMEM;
+    }
+    srv_log(rv == 0 ? SRV_LOG_INFO : SRV_LOG_WARN, "snap",
+            "snapshot stream to a client: %s (%llu bytes)", rv == 0 ? "done" : "failed",
+            (unsigned long long)sent);
+    for (uint32_t i = 0; fds != NULL && i < m.n_files; i++) {
+        if (fds[i] > 0) {
+            close(fds[i]);
+        }
+    }
+    if (man_len > 0 || rv == 0) {
+        snap_manifest_fini(&m);
+    }
+    free(fds);
+    free(man);
+    free(buf);
+    close(cs->fd);
+    free(cs);
+    return NULL;
+}
+
+/* Apply thread: take a fresh snapshot and stream it on @fd (a detached client connection). */
+void srv_snap_stream_to_client(struct srv *s, int fd, uint64_t frame_id)
+{
+    struct client_stream *cs = calloc(1, sizeof *cs);
+    if (cs == NULL || snap_create_now(s, cs->dir) != 0) {
+        free(cs);
+        close(fd);
+        return;
+    }
+    cs->s = s;
+    cs->fd = fd;
+    cs->frame_id = frame_id;
+    pthread_t t;
+    if (pthread_create(&t, NULL, client_stream_main, cs) != 0) {
+        close(fd);
+        free(cs);
+        return;
+    }
+    pthread_detach(t);
 }
 
 /* The loop learned of a new local snapshot: serve it to raft and compact the log behind it,

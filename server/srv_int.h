@@ -135,7 +135,13 @@ struct srv_read
     struct srv_read *next;
 };
 
-enum srv_job_type { SRV_JOB_APPLY = 1, SRV_JOB_READ, SRV_JOB_INSTALL, SRV_JOB_HISTORY };
+enum srv_job_type {
+    SRV_JOB_APPLY = 1,
+    SRV_JOB_READ,
+    SRV_JOB_INSTALL,
+    SRV_JOB_HISTORY,
+    SRV_JOB_SNAPSHOT, /* take a snapshot and stream it to a client */
+};
 
 struct srv_job
 {
@@ -151,6 +157,8 @@ struct srv_job
     size_t klen, elen;
     int64_t start_rev;
     size_t max_events;
+    int fd;            /* SRV_JOB_SNAPSHOT: the client's connection, now the job's */
+    uint64_t frame_id; /* SRV_JOB_SNAPSHOT */
 };
 
 enum srv_done_kind {
@@ -488,6 +496,8 @@ bool srv_snap_send(struct srv *s, const struct raft_snap_req *req);
 bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b);
 int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal);
 int srv_snap_recover_db(const char *data_dir);
+void srv_snap_stream_to_client(struct srv *s, int fd, uint64_t frame_id);
+void srv_apply_snapshot_job(struct srv *s, int fd, uint64_t frame_id);
 struct srv_peer *srv_peer_find(struct srv *s, raft_id id);
 int srv_peer_add(struct srv *s, raft_id id, const struct srv_url *url);
 void srv_peer_remove(struct srv *s, raft_id id);

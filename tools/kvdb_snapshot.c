@@ -375,12 +375,96 @@ out:
     return rv;
 }
 
+/* An archive from `kvctl snapshot save` ("KVSNAP1\0", u32 manifest length, the manifest, the
+ * files' bytes in manifest order) unpacked into the snapshot directory @out.  The checksums are
+ * checked afterwards by the caller's snap_verify. */
+static int extract_archive(const char *path, const char *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "kvdb-snapshot: open %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    unsigned char head[12];
+    uint8_t *man = NULL;
+    struct snap_manifest m;
+    memset(&m, 0, sizeof m);
+    int rv = 1;
+    char err[SNAP_ERRMSG_SIZE] = "";
+    if (fread(head, 1, 12, f) != 12 || memcmp(head, "KVSNAP1", 8) != 0) {
+        fprintf(stderr, "kvdb-snapshot: %s is neither a snapshot directory nor an archive\n", path);
+        goto out;
+    }
+    uint32_t mlen = wal_get_u32(head + 8);
+    man = mlen <= (64u << 20) ? malloc(mlen > 0 ? mlen : 1) : NULL;
+    if (man == NULL || fread(man, 1, mlen, f) != mlen ||
+        snap_manifest_decode(man, mlen, &m, err) != 0) {
+        fprintf(stderr, "kvdb-snapshot: %s: bad manifest: %s\n", path, err);
+        goto out;
+    }
+    remove_tree(out);
+    if (mkdir(out, 0700) != 0) {
+        fprintf(stderr, "kvdb-snapshot: mkdir %s: %s\n", out, strerror(errno));
+        goto out;
+    }
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", out, SNAP_MANIFEST_NAME);
+    FILE *o = fopen(p, "wb");
+    if (o == NULL || fwrite(man, 1, mlen, o) != mlen) {
+        if (o != NULL) {
+            fclose(o);
+        }
+        goto out;
+    }
+    fclose(o);
+    char buf[65536];
+    for (uint32_t i = 0; i < m.n_files; i++) {
+        snprintf(p, sizeof p, "%s/%s", out, m.files[i].name);
+        o = fopen(p, "wb");
+        uint64_t left = m.files[i].size;
+        while (o != NULL && left > 0) {
+            size_t want = left < sizeof buf ? (size_t)left : sizeof buf;
+            size_t got = fread(buf, 1, want, f);
+            if (got == 0 || fwrite(buf, 1, got, o) != got) {
+                break;
+            }
+            left -= got;
+        }
+        if (o != NULL) {
+            fclose(o);
+        }
+        if (o == NULL || left > 0) {
+            fprintf(stderr, "kvdb-snapshot: %s is truncated (in %s)\n", path, m.files[i].name);
+            goto out;
+        }
+        progress("unpacking the archive", i + 1, m.n_files);
+    }
+    rv = 0;
+out:
+    snap_manifest_fini(&m);
+    free(man);
+    fclose(f);
+    return rv;
+}
+
+/* The snapshot directory behind @arg: @arg itself, or an archive unpacked into @scratch. */
+static const char *snapshot_dir(const char *arg, char *scratch, size_t size)
+{
+    struct stat sb;
+    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        return arg;
+    }
+    snprintf(scratch, size, "%s.unpacked-%d", arg, (int)getpid());
+    return extract_archive(arg, scratch) == 0 ? scratch : NULL;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage:\n"
             "  kvdb-snapshot save --data-dir DIR OUT_DIR    export a stopped member's state\n"
-            "  kvdb-snapshot restore SNAP_DIR --data-dir NEW [member flags: --name,\n"
+            "  (SNAP is a snapshot directory, or an archive from `kvctl snapshot save`)\n"
+            "  kvdb-snapshot restore SNAP --data-dir NEW [member flags: --name,\n"
             "      --initial-cluster, --initial-cluster-token, --initial-advertise-peer-urls]\n"
             "  kvdb-snapshot status SNAP_DIR [-w json]      index, term, revision, keys, size\n"
             "  kvdb-snapshot verify SNAP_DIR                checksums and a test open\n");
@@ -413,7 +497,13 @@ int main(int argc, char **argv)
         bool json = argc >= 5 &&
                     (strcmp(argv[3], "-w") == 0 || strcmp(argv[3], "--write-out") == 0) &&
                     strcmp(argv[4], "json") == 0;
-        return cmd_status(argv[2], json, strcmp(cmd, "verify") == 0);
+        char scratch[PATH_MAX];
+        const char *dir = snapshot_dir(argv[2], scratch, sizeof scratch);
+        int rv = dir != NULL ? cmd_status(dir, json, strcmp(cmd, "verify") == 0) : 1;
+        if (dir == scratch) {
+            remove_tree(scratch);
+        }
+        return rv;
     }
     if (strcmp(cmd, "restore") == 0) {
         struct srv_config cfg;
@@ -424,7 +514,13 @@ int main(int argc, char **argv)
             fprintf(stderr, "kvdb-snapshot: %s\n", err);
             return 2;
         }
-        return cmd_restore(argv[2], &cfg);
+        char scratch[PATH_MAX];
+        const char *dir = snapshot_dir(argv[2], scratch, sizeof scratch);
+        int rv = dir != NULL ? cmd_restore(dir, &cfg) : 1;
+        if (dir == scratch) {
+            remove_tree(scratch);
+        }
+        return rv;
     }
     usage();
     return 2;
