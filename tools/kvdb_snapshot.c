@@ -356,6 +356,27 @@ static int cmd_restore(const char *dir, struct srv_config *cfg)
         goto out;
     }
     wal_close(w);
+    /* Auth and leases are part of the keyspace's state: the new member starts with them. */
+    const char *carried[][2] = {{"AUTH", "auth"}, {"LEASES", "leases"}};
+    for (size_t k = 0; k < 2; k++) {
+        char from[PATH_MAX], to[PATH_MAX];
+        snprintf(from, sizeof from, "%s/%s", dir, carried[k][0]);
+        snprintf(to, sizeof to, "%s/%s", member, carried[k][1]);
+        FILE *in = fopen(from, "rb");
+        if (in == NULL) {
+            continue;
+        }
+        FILE *outf = fopen(to, "wb");
+        char buf[65536];
+        size_t n;
+        while (outf != NULL && (n = fread(buf, 1, sizeof buf, in)) > 0) {
+            fwrite(buf, 1, n, outf);
+        }
+        if (outf != NULL) {
+            fclose(outf);
+        }
+        fclose(in);
+    }
     if (srv_member_file_write(member, cfg->cluster_id, cfg->member_id, voters, cfg->n_members,
                               err) != 0) {
         fprintf(stderr, "kvdb-snapshot: %s\n", err);
