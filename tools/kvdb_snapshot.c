@@ -368,9 +368,9 @@ static int cmd_restore(const char *dir, struct srv_config *cfg)
         }
         FILE *outf = fopen(to, "wb");
         char buf[65536];
-        size_t n;
-        while (outf != NULL && (n = fread(buf, 1, sizeof buf, in)) > 0) {
-            fwrite(buf, 1, n, outf);
+        size_t got;
+        while (outf != NULL && (got = fread(buf, 1, sizeof buf, in)) > 0) {
+            fwrite(buf, 1, got, outf);
         }
         if (outf != NULL) {
             fclose(outf);
