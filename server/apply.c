@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/kvconv.h"
@@ -506,6 +507,53 @@ static void *apply_main(void *arg)
     return NULL;
 }
 
+/* Background threads (snapshot build, send, receive, client stream) are detached but counted,
+ * so that srv_close() frees nothing they still use. */
+struct bg
+{
+    struct srv *s;
+    void *(*fn)(void *);
+    void *arg;
+};
+
+static void *bg_main(void *arg)
+{
+    struct bg b = *(struct bg *)arg;
+    free(arg);
+    b.fn(b.arg);
+    atomic_fetch_sub(&b.s->bg_threads, 1);
+    return NULL;
+}
+
+int srv_bg_start(struct srv *s, void *(*fn)(void *), void *arg)
+{
+    struct bg *b = malloc(sizeof *b);
+    if (b == NULL) {
+        return SRV_ENOMEM;
+    }
+    b->s = s;
+    b->fn = fn;
+    b->arg = arg;
+    atomic_fetch_add(&s->bg_threads, 1);
+    pthread_t t;
+    if (pthread_create(&t, NULL, bg_main, b) != 0) {
+        atomic_fetch_sub(&s->bg_threads, 1);
+        free(b);
+        return SRV_ENOMEM;
+    }
+    pthread_detach(t);
+    return 0;
+}
+
+void srv_bg_wait(struct srv *s)
+{
+    /* Transfers end by themselves within their idle timeout (30 s) once peers are gone. */
+    for (int i = 0; i < 4000 && atomic_load(&s->bg_threads) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 void srv_apply_snapshot_job(struct srv *s, int fd, uint64_t frame_id)
 {
     struct srv_job *j = calloc(1, sizeof *j);
@@ -795,6 +843,7 @@ int srv_apply_start(struct srv *s)
     pthread_mutex_init(&s->done_mu, NULL);
     pthread_mutex_init(&s->applied_mu, NULL);
     pthread_rwlock_init(&s->lsm_lock, NULL);
+    pthread_mutex_init(&s->snap_mu, NULL);
     pthread_cond_init(&s->applied_cond, NULL);
     if (pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
         return SRV_ENOMEM;

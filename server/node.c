@@ -420,7 +420,12 @@ static void start_ready(struct srv *s)
         s->hs.vote = rd->hs.vote;
         s->hs.commit = rd->hs.commit;
         atomic_store(&s->term_pub, rd->hs.term);
-        rv = wal_set_hard_state(s->wal, &s->hs, &ticket);
+        /* A change of the commit index alone need not be durable (etcd does not sync it
+         * either): it rides along with the next record that must be synced.  Writing it on
+         * its own cost a second fdatasync per write at low concurrency. */
+        if (rd->must_sync) {
+            rv = wal_set_hard_state(s->wal, &s->hs, &ticket);
+        }
     }
     if (rv != 0) {
         srv_fail(s, SRV_EIO, "wal append: %s", wal_strerror(rv));

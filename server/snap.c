@@ -130,90 +130,139 @@ static int list_files(const char *dir, char ***names, size_t *n)
 }
 
 /* Checkpoint the store into a new snapshot at its applied index.  Apply thread only. */
-/* Create a snapshot of the store now (apply thread).  @out_dir (PATH_MAX, may be NULL) gets
- * its directory.  Returns 0 or an error (logged). */
-static int snap_create_now(struct srv *s, char *out_dir)
+/* A checkpoint waiting to become a snapshot (phase 2 of snapshot creation). */
+struct pending_snap
 {
+    struct srv *s;
     char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s/member/checkpoint.tmp", s->cfg.data_dir);
-    remove_tree(tmp);
-    uint64_t t0 = now_ns();
+    struct snap_meta meta;
+    struct raft_conf conf; /* meta's voter/learner arrays point in here */
+    int64_t revision;
+    uint64_t t0;
+};
+
+/* Phase 1, on the apply thread (it is what pauses the applies): checkpoint the store (flush
+ * LevelDB's memtable, hard-link the tables: milliseconds) and write the member registry, auth
+ * state and leases next to it, all as of the applied index.  NULL on failure (logged). */
+static struct pending_snap *checkpoint(struct srv *s)
+{
+    struct pending_snap *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return NULL;
+    }
+    p->s = s;
+    p->t0 = now_ns();
+    snprintf(p->tmp, sizeof p->tmp, "%s/member/checkpoint-%llu.tmp", s->cfg.data_dir,
+             (unsigned long long)p->t0);
     struct lsm_status st;
-    int rv = lsm_checkpoint(s->lsm, tmp, &st);
+    int rv = lsm_checkpoint(s->lsm, p->tmp, &st);
     if (rv != 0) {
         srv_log(SRV_LOG_WARN, "snap", "checkpoint failed: %s: %s", lsm_strerror(rv),
                 lsm_errmsg(s->lsm));
-        return rv;
+        remove_tree(p->tmp);
+        free(p);
+        return NULL;
     }
+    p->conf = s->apply_conf;
+    p->meta.index = st.applied_index;
+    p->meta.term = st.applied_term;
+    p->meta.revision = (uint64_t)st.revision;
+    p->meta.compact_revision = (uint64_t)st.compact_revision;
+    p->meta.voters = p->conf.voters;
+    p->meta.n_voters = p->conf.n_voters;
+    p->meta.learners = p->conf.learners;
+    p->meta.n_learners = p->conf.n_learners;
+    p->revision = st.revision;
+    char path[PATH_MAX];
+    /* Where every member lives, who may do what, and the leases travel with the snapshot. */
+    snprintf(path, sizeof path, "%s/MEMBERS", p->tmp);
+    if (srv_members_save(path, s->apply_members, s->n_apply_members) != 0) {
+        srv_log(SRV_LOG_WARN, "snap", "cannot write %s", path);
+    }
+    snprintf(path, sizeof path, "%s/AUTH", p->tmp);
+    srv_auth_save_to(s, path);
+    snprintf(path, sizeof path, "%s/LEASES", p->tmp);
+    srv_lease_save_to(s, path);
+    s->last_snap_index = p->meta.index;
+    return p;
+}
+
+/* Phase 2, off the apply thread: link the checkpoint into snap/<index>-<term>/ with its
+ * checksummed manifest (snap_create reads every new table once for its CRC), keep the newest
+ * few, tell the loop.  Frees @p.  @out_dir (PATH_MAX, may be NULL) gets the directory. */
+static int finish_snapshot(struct pending_snap *p, char *out_dir)
+{
+    struct srv *s = p->s;
     char **names = NULL;
     size_t n = 0;
     struct snap_manifest m;
     memset(&m, 0, sizeof m);
-    struct snap_meta meta;
-    memset(&meta, 0, sizeof meta);
-    meta.index = st.applied_index;
-    meta.term = st.applied_term;
-    meta.revision = (uint64_t)st.revision;
-    meta.compact_revision = (uint64_t)st.compact_revision;
-    meta.voters = s->apply_conf.voters;
-    meta.n_voters = s->apply_conf.n_voters;
-    meta.learners = s->apply_conf.learners;
-    meta.n_learners = s->apply_conf.n_learners;
     char err[SNAP_ERRMSG_SIZE] = "";
-    /* Where every member lives travels with the snapshot (membership.c). */
-    char members[PATH_MAX];
-    snprintf(members, sizeof members, "%s/MEMBERS", tmp);
-    if (srv_members_save(members, s->apply_members, s->n_apply_members) != 0) {
-        srv_log(SRV_LOG_WARN, "snap", "cannot write %s", members);
-    }
-    char authf[PATH_MAX];
-    snprintf(authf, sizeof authf, "%s/AUTH", tmp);
-    srv_auth_save_to(s, authf);
-    char leasef[PATH_MAX];
-    snprintf(leasef, sizeof leasef, "%s/LEASES", tmp);
-    srv_lease_save_to(s, leasef);
-    rv = list_files(tmp, &names, &n);
+    int rv = list_files(p->tmp, &names, &n);
     if (rv == 0) {
-        rv = snap_create(s->snap_root, &meta, tmp, (const char *const *)names, n, &m, err);
+        rv = snap_create(s->snap_root, &p->meta, p->tmp, (const char *const *)names, n, &m, err);
     }
     for (size_t i = 0; names != NULL && i < n; i++) {
         free(names[i]);
     }
     free(names);
-    remove_tree(tmp);
+    remove_tree(p->tmp);
     if (rv != 0 && rv != SNAP_EEXIST) {
         srv_log(SRV_LOG_WARN, "snap", "create snapshot %llu: %s: %s",
-                (unsigned long long)meta.index, snap_strerror(rv), err);
+                (unsigned long long)p->meta.index, snap_strerror(rv), err);
+        free(p);
         return rv;
     }
-    snap_manifest_fini(&m);
+    if (rv == 0) {
+        snap_manifest_fini(&m);
+    }
     if (out_dir != NULL) {
         char name[64];
-        snap_dir_name(meta.index, meta.term, name, sizeof name);
+        snap_dir_name(p->meta.index, p->meta.term, name, sizeof name);
         snprintf(out_dir, PATH_MAX, "%s/%s", s->snap_root, name);
     }
     size_t removed = 0;
+    pthread_mutex_lock(&s->snap_mu); /* retention vs. a client stream picking its directory */
     snap_retain(s->snap_root, SNAP_KEEP, &removed, err);
-    s->last_snap_index = meta.index;
-    srv_hist_observe(&s->metrics.snap_create, (now_ns() - t0) / 1000);
+    pthread_mutex_unlock(&s->snap_mu);
+    srv_hist_observe(&s->metrics.snap_create, (now_ns() - p->t0) / 1000);
     srv_log(SRV_LOG_INFO, "snap", "created snapshot %llu-%llu (revision %lld) in %.1f ms",
-            (unsigned long long)meta.index, (unsigned long long)meta.term, (long long)st.revision,
-            (double)(now_ns() - t0) / 1e6);
+            (unsigned long long)p->meta.index, (unsigned long long)p->meta.term,
+            (long long)p->revision, (double)(now_ns() - p->t0) / 1e6);
     struct srv_done *d = calloc(1, sizeof *d);
     if (d != NULL) {
         d->kind = SRV_DONE_SNAP_CREATED;
-        d->snap.index = meta.index;
-        d->snap.term = meta.term;
-        d->snap.conf = s->apply_conf;
+        d->snap.index = p->meta.index;
+        d->snap.term = p->meta.term;
+        d->snap.conf = p->conf;
         srv_post_done(s, d);
     }
+    free(p);
     return 0;
+}
+
+static void *finish_main(void *arg)
+{
+    struct pending_snap *p = arg;
+    struct srv *s = p->s;
+    finish_snapshot(p, NULL);
+    atomic_store(&s->snap_building, false);
+    return NULL;
 }
 
 void srv_snap_after_apply(struct srv *s, uint64_t applied)
 {
-    if (applied >= s->last_snap_index + s->cfg.snapshot_count) {
-        snap_create_now(s, NULL);
+    if (applied < s->last_snap_index + s->cfg.snapshot_count || atomic_load(&s->snap_building)) {
+        return; /* not due, or the previous one is still being written */
+    }
+    struct pending_snap *p = checkpoint(s);
+    if (p == NULL) {
+        return;
+    }
+    atomic_store(&s->snap_building, true);
+    if (srv_bg_start(s, finish_main, p) != 0) {
+        finish_snapshot(p, NULL);
+        atomic_store(&s->snap_building, false);
     }
 }
 
@@ -230,6 +279,7 @@ struct client_stream
     int fd;
     uint64_t frame_id;
     char dir[PATH_MAX];
+    struct pending_snap *pending; /* finished by the stream thread */
 };
 
 static int send_blob(struct client_stream *cs, const void *p, size_t n, uint64_t remaining)
@@ -276,7 +326,15 @@ static void *client_stream_main(void *arg)
     struct client_stream *cs = arg;
     char path[PATH_MAX], err[SNAP_ERRMSG_SIZE] = "";
     struct snap_manifest m;
-    int rv = snap_verify(cs->dir, &m, err);
+    memset(&m, 0, sizeof m);
+    int rv = finish_snapshot(cs->pending, cs->dir);
+    if (rv == 0) {
+        /* Retention cannot remove it under us: its files are opened below under the lock. */
+        pthread_mutex_lock(&cs->s->snap_mu);
+        rv = snap_verify(cs->dir, &m, err);
+    } else {
+        pthread_mutex_lock(&cs->s->snap_mu);
+    }
     uint8_t *man = NULL;
     size_t man_len = 0;
     int *fds = NULL;
@@ -298,6 +356,7 @@ static void *client_stream_main(void *arg)
         rv = fds[i] < 0 ? SRV_EIO : 0;
         total += m.files[i].size;
     }
+    pthread_mutex_unlock(&cs->s->snap_mu);
     uint8_t *buf = rv == 0 ? malloc(STREAM_CHUNK + 12) : NULL;
     uint64_t sent = 0;
     if (rv == 0 && buf != NULL) {
@@ -331,9 +390,7 @@ static void *client_stream_main(void *arg)
             close(fds[i]);
         }
     }
-    if (man_len > 0 || rv == 0) {
-        snap_manifest_fini(&m);
-    }
+    snap_manifest_fini(&m);
     free(fds);
     free(man);
     free(buf);
@@ -342,11 +399,13 @@ static void *client_stream_main(void *arg)
     return NULL;
 }
 
-/* Apply thread: take a fresh snapshot and stream it on @fd (a detached client connection). */
+/* Apply thread: checkpoint now (in order with the applies) and let a thread finish the
+ * snapshot and stream it on @fd (a detached client connection). */
 void srv_snap_stream_to_client(struct srv *s, int fd, uint64_t frame_id)
 {
     struct client_stream *cs = calloc(1, sizeof *cs);
-    if (cs == NULL || snap_create_now(s, cs->dir) != 0) {
+    struct pending_snap *p = cs != NULL ? checkpoint(s) : NULL;
+    if (p == NULL) {
         free(cs);
         close(fd);
         return;
@@ -354,13 +413,12 @@ void srv_snap_stream_to_client(struct srv *s, int fd, uint64_t frame_id)
     cs->s = s;
     cs->fd = fd;
     cs->frame_id = frame_id;
-    pthread_t t;
-    if (pthread_create(&t, NULL, client_stream_main, cs) != 0) {
+    cs->pending = p;
+    if (srv_bg_start(s, client_stream_main, cs) != 0) {
+        finish_snapshot(p, NULL);
         close(fd);
         free(cs);
-        return;
     }
-    pthread_detach(t);
 }
 
 /* The loop learned of a new local snapshot: serve it to raft and compact the log behind it,
@@ -644,12 +702,10 @@ bool srv_snap_send(struct srv *s, const struct raft_snap_req *req)
     snprintf(j->dir, sizeof j->dir, "%s/%s", s->snap_root, name);
     /* The snapshot that is sent is the one on disk now, whatever raft read before. */
     j->msg.snap = s->snap_meta;
-    pthread_t t;
-    if (pthread_create(&t, NULL, sender_main, j) != 0) {
+    if (srv_bg_start(s, sender_main, j) != 0) {
         free(j);
         return false;
     }
-    pthread_detach(t);
     p->snap_sending = true;
     return true;
 }
@@ -778,15 +834,13 @@ bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b)
     memcpy(j->manifest, b->pb->snap_manifest.data, j->manifest_len);
     pb_batch_free(b);
     j->fd = srv_conn_detach(c, &j->rd); /* the connection now belongs to the thread */
-    pthread_t t;
-    if (pthread_create(&t, NULL, receiver_main, j) != 0) {
+    if (srv_bg_start(s, receiver_main, j) != 0) {
         close(j->fd);
         pb_frame_reader_fini(&j->rd);
         free(j->manifest);
         free(j);
         return false;
     }
-    pthread_detach(t);
     return true;
 }
 

@@ -465,6 +465,7 @@ void srv_close(struct srv *s)
     }
     srv_apply_stop(s);
     srv_peer_close_all(s);
+    srv_bg_wait(s);
     srv_conns_close_all(s);
     srv_kv_fini(s);
     srv_watch_fini(s);

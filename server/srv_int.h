@@ -371,6 +371,9 @@ struct srv
     struct raft_conf apply_conf;     /* configuration as of the applied index (apply thread) */
     uint64_t last_snap_index;        /* apply thread */
     uint64_t compact_to;             /* log compaction waiting for a safe point (loop) */
+    atomic_bool snap_building;       /* a snapshot is being written off the apply thread */
+    atomic_int bg_threads;           /* snapshot threads still running (srv_close waits) */
+    pthread_mutex_t snap_mu;         /* retention vs. readers of the snapshot directory */
 };
 
 /* node.c: the Ready loop */
@@ -506,6 +509,8 @@ int srv_conn_detach(struct srv_conn *c, struct pb_frame_reader *rd);
 
 /* apply.c: apply and read threads */
 void srv_post_done(struct srv *s, struct srv_done *d);
+int srv_bg_start(struct srv *s, void *(*fn)(void *), void *arg);
+void srv_bg_wait(struct srv *s);
 void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *msg);
 int srv_apply_start(struct srv *s);
 void srv_apply_stop(struct srv *s);
