@@ -37,16 +37,22 @@ struct node
 };
 
 /* Memo of configurations (linearized set, packed model state and constraint; see pack()):
- * open addressing over entry ids. */
+ * open addressing over entry ids.  A set is stored as the span of words between its first
+ * word that is not all ones and its last word that is not zero: ops are numbered in call order,
+ * so the words before the span are full and those after it empty, and the span stays a word or
+ * two however long the history is. */
 struct memo
 {
-    size_t words;   /* bitset words per entry */
-    uint64_t *bits; /* entry i: bits[i * words ...] */
-    uint64_t *conf; /* entry i's packed state and constraint */
-    uint64_t *hash; /* entry i's hash */
-    size_t n, cap;  /* entries used / allocated */
-    int32_t *slots; /* entry id + 1, 0 = empty */
-    size_t n_slots; /* power of two, > 2 * n */
+    uint64_t *arena;           /* the spans, back to back */
+    size_t arena_n, arena_cap; /* words used / allocated */
+    size_t *off;               /* entry i's span: arena[off[i] .. off[i] + len[i]) */
+    uint32_t *lo;              /* entry i's span starts at this word of the set */
+    uint32_t *len;             /* entry i's span length in words */
+    uint64_t *conf;            /* entry i's packed state and constraint */
+    uint64_t *hash;            /* entry i's hash */
+    size_t n, cap;             /* entries used / allocated */
+    int32_t *slots;            /* entry id + 1, 0 = empty */
+    size_t n_slots;            /* power of two, > 2 * n */
 };
 
 /* Everything the checker of one history needs. */
@@ -111,7 +117,10 @@ static bool step(const struct lop *o, int32_t s, int32_t *out)
 
 static void memo_fini(struct memo *m)
 {
-    free(m->bits);
+    free(m->arena);
+    free(m->off);
+    free(m->lo);
+    free(m->len);
     free(m->conf);
     free(m->hash);
     free(m->slots);
@@ -138,30 +147,40 @@ static int memo_rehash(struct memo *m)
     return 0;
 }
 
+/* realloc *p to @n elements of @size bytes; false (and *p intact) on failure. */
+static bool grow(void **p, size_t n, size_t size)
+{
+    void *q = realloc(*p, n * size);
+    if (q == NULL) {
+        return false;
+    }
+    *p = q;
+    return true;
+}
+
 static int memo_grow(struct memo *m)
 {
     size_t cap = m->cap ? 2 * m->cap : 512;
-    uint64_t *bits = realloc(m->bits, cap * m->words * sizeof *bits);
-    if (bits == NULL) {
-        return TEST_LINZ_ENOMEM;
+    bool ok = grow((void **)&m->off, cap, sizeof *m->off) &&
+              grow((void **)&m->lo, cap, sizeof *m->lo) &&
+              grow((void **)&m->len, cap, sizeof *m->len) &&
+              grow((void **)&m->conf, cap, sizeof *m->conf) &&
+              grow((void **)&m->hash, cap, sizeof *m->hash);
+    if (ok) {
+        m->cap = cap;
     }
-    m->bits = bits;
-    uint64_t *conf = realloc(m->conf, cap * sizeof *conf);
-    if (conf == NULL) {
-        return TEST_LINZ_ENOMEM;
-    }
-    m->conf = conf;
-    uint64_t *hash = realloc(m->hash, cap * sizeof *hash);
-    if (hash == NULL) {
-        return TEST_LINZ_ENOMEM;
-    }
-    m->hash = hash;
-    m->cap = cap;
-    return 0;
+    return ok ? 0 : TEST_LINZ_ENOMEM;
 }
 
-/* Insert (bits, s) unless present.  *added tells which. */
-static int memo_insert(struct memo *m, const uint64_t *bits, uint64_t h, uint64_t s, bool *added)
+/* Insert (set, s) unless present; the set is @bits with its span [lo, lo + len).  *added tells
+ * which. */
+static int memo_insert(struct memo *m,
+                       const uint64_t *bits,
+                       uint32_t lo,
+                       uint32_t len,
+                       uint64_t h,
+                       uint64_t s,
+                       bool *added)
 {
     h ^= s * 0x9e3779b97f4a7c15ull;
     *added = false;
@@ -171,18 +190,26 @@ static int memo_insert(struct memo *m, const uint64_t *bits, uint64_t h, uint64_
     size_t j = h & (m->n_slots - 1);
     for (; m->slots[j] != 0; j = (j + 1) & (m->n_slots - 1)) {
         size_t e = (size_t)m->slots[j] - 1;
-        if (m->hash[e] == h && m->conf[e] == s &&
-            memcmp(m->bits + e * m->words, bits, m->words * sizeof *bits) == 0) {
+        if (m->hash[e] == h && m->conf[e] == s && m->lo[e] == lo && m->len[e] == len &&
+            memcmp(m->arena + m->off[e], bits + lo, len * sizeof *bits) == 0) {
             return 0;
         }
     }
-    if (m->n == m->cap && memo_grow(m) != 0) {
+    if ((m->n == m->cap && memo_grow(m) != 0) || m->n >= INT32_MAX - 1) {
         return TEST_LINZ_ENOMEM;
     }
-    if (m->n >= INT32_MAX - 1) {
-        return TEST_LINZ_ENOMEM;
+    if (m->arena_n + len > m->arena_cap) {
+        size_t cap = 2 * (m->arena_cap + len) + 1024;
+        if (!grow((void **)&m->arena, cap, sizeof *m->arena)) {
+            return TEST_LINZ_ENOMEM;
+        }
+        m->arena_cap = cap;
     }
-    memcpy(m->bits + m->n * m->words, bits, m->words * sizeof *bits);
+    memcpy(m->arena + m->arena_n, bits + lo, len * sizeof *bits);
+    m->off[m->n] = m->arena_n;
+    m->arena_n += len;
+    m->lo[m->n] = lo;
+    m->len[m->n] = len;
     m->conf[m->n] = s;
     m->hash[m->n] = h;
     m->slots[j] = (int32_t)++m->n;
@@ -291,11 +318,19 @@ struct run
 {
     struct node *nodes;
     uint64_t *bits; /* the linearized set */
+    size_t words;   /* words of bits */
+    size_t lo;      /* first word of bits that is not all ones (words if none) */
+    size_t hi;      /* last word of bits that is not zero, plus one (0 if none) */
     uint64_t *zob;  /* per-op random words: hash of a set = xor of its members' words */
     int32_t *stack_node;
     int32_t *stack_state;
     int32_t *stack_pre;
     struct memo memo;
+    uint64_t epoch;   /* bumped whenever the linearized set changes */
+    uint64_t d_epoch; /* the epoch the relevance set below was computed for, plus one */
+    int32_t *d;       /* states that some pending op would observe (see relevant()) */
+    size_t n_d;
+    bool d_any; /* a pending op depends on any change of the current state */
 };
 
 static void run_fini(struct run *r)
@@ -306,6 +341,7 @@ static void run_fini(struct run *r)
     free(r->stack_node);
     free(r->stack_state);
     free(r->stack_pre);
+    free(r->d);
     memo_fini(&r->memo);
     memset(r, 0, sizeof *r);
 }
@@ -313,15 +349,16 @@ static void run_fini(struct run *r)
 static int run_init(struct run *r, const struct lop *ops, size_t n)
 {
     memset(r, 0, sizeof *r);
-    r->memo.words = n / 64 + 1;
+    r->words = n / 64 + 1;
     r->nodes = build_list(ops, n);
-    r->bits = calloc(r->memo.words, sizeof *r->bits);
+    r->bits = calloc(r->words, sizeof *r->bits);
     r->zob = malloc((n + 1) * sizeof *r->zob);
     r->stack_node = malloc((n + 1) * sizeof *r->stack_node);
     r->stack_state = malloc((n + 1) * sizeof *r->stack_state);
     r->stack_pre = malloc((n + 1) * sizeof *r->stack_pre);
+    r->d = malloc((n + 1) * sizeof *r->d);
     if (r->nodes == NULL || r->bits == NULL || r->zob == NULL || r->stack_node == NULL ||
-        r->stack_state == NULL || r->stack_pre == NULL) {
+        r->stack_state == NULL || r->stack_pre == NULL || r->d == NULL) {
         run_fini(r);
         return TEST_LINZ_ENOMEM;
     }
@@ -329,6 +366,27 @@ static int run_init(struct run *r, const struct lop *ops, size_t n)
         r->zob[i] = mix64(i);
     }
     return 0;
+}
+
+/* Add op @o to the linearized set, keeping lo and hi exact. */
+static void bit_set(struct run *r, int32_t o)
+{
+    size_t w = (size_t)o / 64;
+    r->bits[w] |= 1ull << (o % 64);
+    while (r->lo < r->words && r->bits[r->lo] == UINT64_MAX) {
+        r->lo++;
+    }
+    r->hi = w + 1 > r->hi ? w + 1 : r->hi;
+}
+
+static void bit_clear(struct run *r, int32_t o)
+{
+    size_t w = (size_t)o / 64;
+    r->bits[w] &= ~(1ull << (o % 64));
+    r->lo = w < r->lo ? w : r->lo;
+    while (r->hi > 0 && r->bits[r->hi - 1] == 0) {
+        r->hi--;
+    }
 }
 
 static bool over_budget(const struct ctx *c, const struct run *r, uint64_t steps)
@@ -368,12 +426,55 @@ static bool allowed(const struct lop *o,
         return false;
     }
     int32_t alt;
-    return pre == NO_PRE || !step(o, pre, &alt) || alt != *next;
+    if (pre == NO_PRE || !step(o, pre, &alt)) {
+        return true;
+    }
+    /* Legal before u too: u must change what this op leaves behind (else drop u), and not by
+     * merely passing through an op that changes nothing either way (else move u after it). */
+    return alt != *next && !(alt == pre && *next == state);
 }
 
 static uint64_t pack(int32_t state, int32_t pre)
 {
     return (uint64_t)(uint32_t)pre << 32 | (uint32_t)state;
+}
+
+/* Collect what the pending ops (the calls before the first return in the list) would observe
+ * right after an unknown op taking the state away from @state: the states that make a known get
+ * or cas legal, or an unknown cas apply; and whether some op depends on leaving @state at all
+ * (a failed cas expecting it, an unknown cas that would apply in it). */
+static void collect_observers(struct run *r, const struct lop *ops, int32_t state)
+{
+    r->n_d = 0;
+    r->d_any = false;
+    for (int32_t e = r->nodes[0].next; e != -1 && r->nodes[e].is_call; e = r->nodes[e].next) {
+        const struct lop *x = &ops[r->nodes[e].op];
+        if (x->kind == TEST_OP_GET) {
+            r->d[r->n_d++] = x->res;
+        } else if (x->kind == TEST_OP_CAS && (x->unknown || x->succeeded)) {
+            r->d[r->n_d++] = x->exp;
+        }
+        bool leaves = x->kind == TEST_OP_CAS && (x->unknown || !x->succeeded);
+        r->d_any = r->d_any || (leaves && x->exp == state);
+    }
+    r->d_epoch = r->epoch + 1;
+}
+
+/* Whether an unknown op that moves the state from @state to @next can matter to the op right
+ * after it (the canonical form above): some pending op must depend on it.  Without this
+ * filter, each of hundreds of unknown writes pending in a long history would be tried, and
+ * memoized, at every step. */
+static bool relevant(struct run *r, const struct lop *ops, int32_t state, int32_t next)
+{
+    if (r->d_epoch != r->epoch + 1) {
+        collect_observers(r, ops, state);
+    }
+    for (size_t i = 0; i < r->n_d && !r->d_any; i++) {
+        if (r->d[i] == next) {
+            return true;
+        }
+    }
+    return r->d_any;
 }
 
 /* Linearize op @o of node @e if allowed and new; returns 1 if done, 0 if not, or an error. */
@@ -389,14 +490,19 @@ static int try_op(struct run *r,
     if (!allowed(&ops[o], r->bits, *state, *pre, &next)) {
         return 0;
     }
+    if (ops[o].unknown && *pre == NO_PRE && !relevant(r, ops, *state, next)) {
+        return 0;
+    }
     int32_t npre = ops[o].unknown ? *state : NO_PRE;
     bool added;
-    r->bits[o / 64] |= 1ull << (o % 64);
-    if (memo_insert(&r->memo, r->bits, *h ^ r->zob[o], pack(next, npre), &added) != 0) {
+    bit_set(r, o);
+    uint32_t len = r->hi > r->lo ? (uint32_t)(r->hi - r->lo) : 0;
+    if (memo_insert(&r->memo, r->bits, (uint32_t)r->lo, len, *h ^ r->zob[o], pack(next, npre),
+                    &added) != 0) {
         return -1;
     }
     if (!added) {
-        r->bits[o / 64] &= ~(1ull << (o % 64));
+        bit_clear(r, o);
         return 0;
     }
     r->stack_node[*sp] = e;
@@ -406,6 +512,7 @@ static int try_op(struct run *r,
     *pre = npre;
     *h ^= r->zob[o];
     lift(r->nodes, e);
+    r->epoch++;
     return 1;
 }
 
@@ -448,10 +555,11 @@ static int search_loop(struct ctx *c,
         state = r->stack_state[sp];
         pre = r->stack_pre[sp];
         o = nodes[e].op;
-        r->bits[o / 64] &= ~(1ull << (o % 64));
+        bit_clear(r, o);
         h ^= r->zob[o];
         done -= !ops[o].unknown;
         unlift(nodes, e);
+        r->epoch++;
         e = nodes[e].next;
     }
     *v = TEST_LINZ_OK;

@@ -107,6 +107,17 @@ static void unknown_writes(void **state)
     /* An unknown cas applies only if its compare holds. */
     LINZ("1 0 10 ok put x a\n2 20 - unknown cas x a b\n3 30 40 ok get x = b\n");
     NOT_LINZ("1 0 10 ok put x a\n2 20 - unknown cas x z b\n3 30 40 ok get x = b\n");
+    /* Only an unknown write can explain a failed compare against the value just written. */
+    LINZ("1 0 10 ok put x a\n2 20 - unknown put x b\n3 30 40 ok cas x a c = false\n");
+    LINZ("1 0 10 ok put x a\n2 20 - unknown del x\n3 30 40 ok cas x a c = false\n");
+    NOT_LINZ("1 0 10 ok put x a\n2 20 30 failed put x b\n3 30 40 ok cas x a c = false\n");
+    /* A chain: an unknown cas applies only after another unknown write made it match. */
+    LINZ(
+        "1 0 10 ok put x a\n2 20 - unknown put x b\n4 21 - unknown cas x b c\n"
+        "3 30 40 ok get x = c\n");
+    NOT_LINZ(
+        "1 0 10 ok put x a\n2 20 - unknown put x q\n4 21 - unknown cas x b c\n"
+        "3 30 40 ok get x = c\n");
     /* An unknown read constrains nothing. */
     LINZ("1 0 10 ok put x a\n2 20 - unknown get x\n");
 }
