@@ -117,8 +117,8 @@ struct test_linz_result
  * errors.  Keys are checked in byte order and the first violating key is reported.
  * @errmsg (TEST_LINZ_ERRMSG_SIZE bytes, may be NULL) gets context on error.
  * Errors: TEST_LINZ_ENOMEM, TEST_LINZ_EINVAL (an op with a bad kind, outcome or times).
- * @h is locked for the duration of the check (recording threads wait).  Memory: about 40
- * bytes per memoized configuration (plus 8 per 64 ops that are linearized out of call order).
+ * @h is locked for the duration of the check (recording threads wait).  Memory: 50-100 bytes
+ * per memoized configuration of the largest search (see docs/bench-linz.md).
  * Any thread; checks of different histories may run in parallel. */
 int test_linz_check(struct test_hist *h,
                     const struct test_linz_opts *opts,
