@@ -85,14 +85,6 @@ static struct srv_done *make_done(const struct lsm_result *res,
     return d;
 }
 
-static void header_init(const struct srv *s, Kvdb__ResponseHeader *h, uint64_t term)
-{
-    kvdb__response_header__init(h);
-    h->cluster_id = s->cfg.cluster_id;
-    h->member_id = s->cfg.member_id;
-    h->raft_term = term;
-}
-
 /* ---- apply ---- */
 
 #define GROUP_CONFS 8
@@ -311,7 +303,7 @@ static void finish_entry(struct srv *s, struct group *g, size_t i, const struct 
         return;
     }
     Kvdb__ResponseHeader h;
-    header_init(s, &h, term);
+    srv_header(s, &h, term);
     struct srv_done *d = make_done(res, 0, &h);
     if (d != NULL) {
         d->req_id = ir->id;
@@ -658,7 +650,7 @@ static struct srv_done *run_hash(struct srv *s, const struct srv_read *r)
         return d;
     }
     Kvdb__ResponseHeader h;
-    header_init(s, &h, atomic_load(&s->term_pub));
+    srv_header(s, &h, atomic_load(&s->term_pub));
     h.revision = hrev;
     Kvdb__HashKVResponse resp;
     kvdb__hash_kvresponse__init(&resp);
@@ -690,7 +682,7 @@ static void run_read(struct srv *s, struct srv_read *r)
     }
     Kvdb__RangeRequest *req = kvdb__range_request__unpack(NULL, r->len, r->body);
     Kvdb__ResponseHeader h;
-    header_init(s, &h, atomic_load(&s->term_pub));
+    srv_header(s, &h, atomic_load(&s->term_pub));
     if (req == NULL) {
         d = make_done(NULL, LSM_EINVAL, &h);
     } else {

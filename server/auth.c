@@ -616,15 +616,6 @@ static void reply(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__AuthResp
     free(buf);
 }
 
-static void header(const struct srv *s, Kvdb__ResponseHeader *h)
-{
-    kvdb__response_header__init(h);
-    h->cluster_id = s->cfg.cluster_id;
-    h->member_id = s->cfg.member_id;
-    h->revision = atomic_load(&s->revision);
-    h->raft_term = atomic_load(&s->term_pub);
-}
-
 static void authenticate(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__AuthRequest *r)
 {
     struct srv *s = c->s;
@@ -644,7 +635,7 @@ static void authenticate(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__A
         return;
     }
     Kvdb__ResponseHeader h;
-    header(s, &h);
+    srv_header(s, &h, atomic_load(&s->term_pub));
     Kvdb__AuthResponse resp;
     kvdb__auth_response__init(&resp);
     resp.header = &h;
@@ -660,7 +651,7 @@ static void list(struct srv_conn *c, const Kvdb__Frame *f, bool users)
 {
     struct srv *s = c->s;
     Kvdb__ResponseHeader h;
-    header(s, &h);
+    srv_header(s, &h, atomic_load(&s->term_pub));
     Kvdb__AuthResponse resp;
     kvdb__auth_response__init(&resp);
     resp.header = &h;

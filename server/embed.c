@@ -509,25 +509,6 @@ void srv_embed_disk_delay(struct srv_embed *c, unsigned i, unsigned ms)
     }
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-                char p[PATH_MAX];
-                snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-                if (unlink(p) != 0 && errno == EISDIR) {
-                    remove_tree(p);
-                }
-            }
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 void srv_embed_destroy(struct srv_embed *c)
 {
     if (c == NULL) {
@@ -539,10 +520,10 @@ void srv_embed_destroy(struct srv_embed *c)
     }
     if (!c->opts.keep_dir) {
         if (c->made_dir) {
-            remove_tree(c->dir);
+            srv_remove_tree(c->dir);
         } else {
             for (unsigned i = 0; i < c->n; i++) {
-                remove_tree(c->m[i].cfg.data_dir);
+                srv_remove_tree(c->m[i].cfg.data_dir);
             }
         }
     }

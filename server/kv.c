@@ -91,6 +91,31 @@ void srv_pending_release(struct srv *s, struct srv_pending *p)
     s->pfree = p;
 }
 
+void srv_header(const struct srv *s, Kvdb__ResponseHeader *h, uint64_t term)
+{
+    kvdb__response_header__init(h);
+    h->cluster_id = s->cfg.cluster_id;
+    h->member_id = s->cfg.member_id;
+    h->raft_term = term;
+    h->revision = atomic_load(&((struct srv *)s)->revision);
+}
+
+struct srv_pending *srv_pending_for(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv_pending *p = srv_pending_add(c->s);
+    if (p != NULL) {
+        p->slot = c->slot;
+        p->gen = c->gen;
+        p->frame_id = f->id;
+        p->method = f->method;
+        p->deadline_ms = srv_now_ms() + c->s->request_timeout_ms;
+        p->arg_id = 0;
+        p->arg_learner = false;
+        p->conf_index = 0;
+    }
+    return p;
+}
+
 /* ---- writes ---- */
 
 /* InternalRequest{id, member, <field>: body} built without re-encoding the client's body: a
@@ -233,7 +258,7 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
                     "database space exceeded (NOSPACE alarm): compact and delete to free space");
         return;
     }
-    struct srv_pending *p = srv_pending_add(s);
+    struct srv_pending *p = srv_pending_for(c, f);
     uint8_t stackbuf[4096];
     size_t need = f->body.len + 3 * WAL_VARINT_MAX + 3;
     uint8_t *buf = need <= sizeof stackbuf ? stackbuf : malloc(need);
@@ -244,11 +269,6 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
         reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    p->slot = c->slot;
-    p->gen = c->gen;
-    p->frame_id = f->id;
-    p->method = f->method;
-    p->deadline_ms = srv_now_ms() + s->request_timeout_ms;
     size_t n = internal_request(buf, p->req_id, s->cfg.member_id, internal_field(f->method),
                                 f->body.data, f->body.len);
     int rv = srv_node_propose(s, buf, n, p->req_id);
@@ -272,16 +292,11 @@ void srv_kv_propose_auth(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__A
         reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
         return;
     }
-    struct srv_pending *p = srv_pending_add(s);
+    struct srv_pending *p = srv_pending_for(c, f);
     if (p == NULL) {
         reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    p->slot = c->slot;
-    p->gen = c->gen;
-    p->frame_id = f->id;
-    p->method = f->method;
-    p->deadline_ms = srv_now_ms() + s->request_timeout_ms;
     Kvdb__InternalRequest ir;
     kvdb__internal_request__init(&ir);
     ir.id = p->req_id;

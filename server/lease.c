@@ -403,15 +403,6 @@ void srv_lease_tick(struct srv *s)
 
 /* ---- client methods ---- */
 
-static void header(const struct srv *s, Kvdb__ResponseHeader *h)
-{
-    kvdb__response_header__init(h);
-    h->cluster_id = s->cfg.cluster_id;
-    h->member_id = s->cfg.member_id;
-    h->revision = atomic_load(&s->revision);
-    h->raft_term = atomic_load(&s->term_pub);
-}
-
 static void reply_msg(struct srv_conn *c, const Kvdb__Frame *f, const ProtobufCMessage *m)
 {
     uint8_t buf[512];
@@ -437,7 +428,7 @@ void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
         return;
     }
     Kvdb__ResponseHeader h;
-    header(s, &h);
+    srv_header(s, &h, atomic_load(&s->term_pub));
     switch (f->method) {
     case KVDB__METHOD__METHOD_LEASE_GRANT:
     case KVDB__METHOD__METHOD_LEASE_REVOKE: {
@@ -477,16 +468,11 @@ void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
                 return;
             }
         }
-        struct srv_pending *p = srv_pending_add(s);
+        struct srv_pending *p = srv_pending_for(c, f);
         if (p == NULL) {
             fail(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
-        p->slot = c->slot;
-        p->gen = c->gen;
-        p->frame_id = f->id;
-        p->method = f->method;
-        p->deadline_ms = srv_now_ms() + s->request_timeout_ms;
         if (propose_lease(s, p->req_id, grant, id, ttl) != 0) {
             srv_pending_release(s, srv_pending_take(s, p->req_id));
             fail(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");

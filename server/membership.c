@@ -338,22 +338,6 @@ void srv_members_list(struct srv_conn *c, const Kvdb__Frame *f)
 
 /* ---- requests ---- */
 
-static struct srv_pending *new_pending(struct srv_conn *c, const Kvdb__Frame *f)
-{
-    struct srv_pending *p = srv_pending_add(c->s);
-    if (p != NULL) {
-        p->slot = c->slot;
-        p->gen = c->gen;
-        p->frame_id = f->id;
-        p->method = f->method;
-        p->deadline_ms = srv_now_ms() + c->s->request_timeout_ms;
-        p->arg_id = 0;
-        p->arg_learner = false;
-        p->conf_index = 0;
-    }
-    return p;
-}
-
 /* Propose a MemberAttr entry answered through @p once applied. */
 static int propose_attr(struct srv *s,
                         struct srv_pending *p,
@@ -406,7 +390,7 @@ static void member_add(struct srv_conn *c, const Kvdb__Frame *f)
     if (raft_conf_is_voter(conf, id) || raft_conf_is_learner(conf, id)) {
         fail_req(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, "peer URL already exists");
     } else {
-        struct srv_pending *p = new_pending(c, f);
+        struct srv_pending *p = srv_pending_for(c, f);
         if (p == NULL) {
             fail_req(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
         } else {
@@ -433,7 +417,7 @@ static void member_update(struct srv_conn *c, const Kvdb__Frame *f)
     } else if (lookup(s, r->id) == NULL) {
         fail_req(c, f, KVDB__ERROR_CODE__NOT_FOUND, "member not found");
     } else {
-        struct srv_pending *p = new_pending(c, f);
+        struct srv_pending *p = srv_pending_for(c, f);
         if (p == NULL || propose_attr(s, p, r->id, lookup(s, r->id)->name, url.text) != 0) {
             if (p != NULL) {
                 srv_pending_release(s, srv_pending_take(s, p->req_id));
@@ -493,7 +477,7 @@ static void member_change(struct srv_conn *c, const Kvdb__Frame *f, enum raft_cc
                                   : raft_strerror(rv));
         return;
     }
-    struct srv_pending *p = new_pending(c, f);
+    struct srv_pending *p = srv_pending_for(c, f);
     if (p != NULL) {
         srv_pending_take(s, p->req_id); /* waits on the configuration index, not an entry id */
         srv_conf_wait(s, p, index);

@@ -82,7 +82,7 @@ int srv_snap_init(struct srv *s, char *errmsg)
 
 /* ---- creation (apply thread) ---- */
 
-static void remove_tree(const char *dir)
+void srv_remove_tree(const char *dir)
 {
     DIR *d = opendir(dir);
     if (d != NULL) {
@@ -92,7 +92,7 @@ static void remove_tree(const char *dir)
                 char p[PATH_MAX];
                 snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
                 if (unlink(p) != 0 && errno == EISDIR) {
-                    remove_tree(p);
+                    srv_remove_tree(p);
                 }
             }
         }
@@ -159,7 +159,7 @@ static struct pending_snap *checkpoint(struct srv *s)
     if (rv != 0) {
         srv_log(SRV_LOG_WARN, "snap", "checkpoint failed: %s: %s", lsm_strerror(rv),
                 lsm_errmsg(s->lsm));
-        remove_tree(p->tmp);
+        srv_remove_tree(p->tmp);
         free(p);
         return NULL;
     }
@@ -206,7 +206,7 @@ static int finish_snapshot(struct pending_snap *p, char *out_dir)
         free(names[i]);
     }
     free(names);
-    remove_tree(p->tmp);
+    srv_remove_tree(p->tmp);
     if (rv != 0 && rv != SNAP_EEXIST) {
         srv_log(SRV_LOG_WARN, "snap", "create snapshot %llu: %s: %s",
                 (unsigned long long)p->meta.index, snap_strerror(rv), err);
@@ -848,14 +848,14 @@ bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b)
 
 static int rename_dirs(const char *cur, const char *old, const char *next)
 {
-    remove_tree(old);
+    srv_remove_tree(old);
     if (rename(cur, old) != 0 && errno != ENOENT) {
         return SRV_EIO;
     }
     if (rename(next, cur) != 0) {
         return SRV_EIO;
     }
-    remove_tree(old);
+    srv_remove_tree(old);
     return 0;
 }
 
@@ -901,7 +901,7 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     snprintf(db, sizeof db, "%s/member/db", s->cfg.data_dir);
     snprintf(next, sizeof next, "%s/member/db.next", s->cfg.data_dir);
     snprintf(old, sizeof old, "%s/member/db.old", s->cfg.data_dir);
-    remove_tree(next);
+    srv_remove_tree(next);
     struct lsm_options lo;
     lsm_options_default(&lo);
     lo.max_txn_ops = s->cfg.max_txn_ops;
@@ -911,7 +911,7 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     int rv = lsm_open_from_tables(dir, next, &lo, &fresh, err);
     if (rv != 0) {
         srv_log(SRV_LOG_WARN, "snap", "build a store from %s: %s: %s", dir, lsm_strerror(rv), err);
-        remove_tree(next);
+        srv_remove_tree(next);
         return SRV_EIO;
     }
     lsm_close(fresh);
@@ -961,7 +961,7 @@ int srv_snap_recover_db(const char *data_dir)
             return SRV_EIO;
         }
     }
-    remove_tree(next);
-    remove_tree(old);
+    srv_remove_tree(next);
+    srv_remove_tree(old);
     return 0;
 }

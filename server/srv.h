@@ -56,6 +56,10 @@ uint16_t srv_peer_port(const struct srv *s);
  * embedded clusters and tests.  Any thread. */
 void srv_set_partition(struct srv *s, const uint64_t *ids, size_t n);
 
+/* Remove @dir and everything under it, as far as possible (errors are ignored: for scratch and
+ * superseded directories).  Any thread. */
+void srv_remove_tree(const char *dir);
+
 /* Write <member_dir>/member, the identity of a data directory: @cluster_id, @member_id and the
  * bootstrap voters (@voters, @n_voters).  kvdb refuses to start on a data directory whose member
  * file names another identity than its flags give.  Used by srv_open() on a new data directory

@@ -407,6 +407,10 @@ void srv_conn_reply(struct srv_conn *c,
                     size_t len);
 void srv_conn_flush_all(struct srv *s);
 void srv_conn_close_after_reply(struct srv_conn *c);
+/* A reply header: this member and cluster, @term, the current revision.  Any thread. */
+void srv_header(const struct srv *s, Kvdb__ResponseHeader *h, uint64_t term);
+/* A pending request for frame @f on @c, answered within the request timeout.  NULL on OOM. */
+struct srv_pending *srv_pending_for(struct srv_conn *c, const Kvdb__Frame *f);
 void srv_http_handle(struct srv_conn *c, const char *req, size_t len);
 void srv_conns_close_all(struct srv *s);
 

@@ -45,25 +45,6 @@ static void progress(const char *what, size_t done, size_t total)
     }
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-                char p[PATH_MAX];
-                snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-                if (unlink(p) != 0 && errno == EISDIR) {
-                    remove_tree(p);
-                }
-            }
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* The file names of @dir except MANIFEST and LevelDB's bookkeeping of a checkpoint. */
 static int list_tables(const char *dir, char ***out, size_t *n)
 {
@@ -158,7 +139,7 @@ static int cmd_save(const char *data_dir, const char *out)
         return 1;
     }
     struct lsm_status st;
-    remove_tree(tmp);
+    srv_remove_tree(tmp);
     rv = lsm_checkpoint(s, tmp, &st);
     if (rv != 0) {
         fprintf(stderr, "kvdb-snapshot: checkpoint: %s: %s\n", lsm_strerror(rv), lsm_errmsg(s));
@@ -176,15 +157,15 @@ static int cmd_save(const char *data_dir, const char *out)
                              .voters = voters,
                              .n_voters = n_voters};
     struct snap_manifest m;
-    remove_tree(root);
+    srv_remove_tree(root);
     mkdir(root, 0700);
     char serr[SNAP_ERRMSG_SIZE] = "";
     rv = snap_create(root, &meta, tmp, (const char *const *)names, n, &m, serr);
     free_names(names, n);
-    remove_tree(tmp);
+    srv_remove_tree(tmp);
     if (rv != 0) {
         fprintf(stderr, "kvdb-snapshot: %s\n", serr);
-        remove_tree(root);
+        srv_remove_tree(root);
         return 1;
     }
     char made[PATH_MAX], name[64];
@@ -193,10 +174,10 @@ static int cmd_save(const char *data_dir, const char *out)
     if (rename(made, out) != 0) {
         fprintf(stderr, "kvdb-snapshot: rename to %s: %s\n", out, strerror(errno));
         snap_manifest_fini(&m);
-        remove_tree(root);
+        srv_remove_tree(root);
         return 1;
     }
-    remove_tree(root);
+    srv_remove_tree(root);
     uint64_t bytes = 0;
     for (uint32_t i = 0; i < m.n_files; i++) {
         bytes += m.files[i].size;
@@ -212,7 +193,7 @@ static int cmd_save(const char *data_dir, const char *out)
 static int open_scratch(const char *dir, char *scratch, size_t len, struct lsm_store **s)
 {
     snprintf(scratch, len, "%s.scratch-%d", dir, (int)getpid());
-    remove_tree(scratch);
+    srv_remove_tree(scratch);
     struct lsm_options lo;
     lsm_options_default(&lo);
     char err[256] = "";
@@ -220,7 +201,7 @@ static int open_scratch(const char *dir, char *scratch, size_t len, struct lsm_s
     if (rv != 0) {
         fprintf(stderr, "kvdb-snapshot: the tables of %s do not open: %s: %s\n", dir,
                 lsm_strerror(rv), err);
-        remove_tree(scratch);
+        srv_remove_tree(scratch);
     }
     return rv;
 }
@@ -252,7 +233,7 @@ static int cmd_status(const char *dir, bool json, bool verify_only)
     int64_t hrev = 0, crev = 0;
     lsm_hash_kv(s, 0, &hash, &hrev, &crev, lerr);
     lsm_close(s);
-    remove_tree(scratch);
+    srv_remove_tree(scratch);
     int ok = st.applied_index == m.meta.index && rv == 0;
     uint64_t bytes = 0;
     for (uint32_t i = 0; i < m.n_files; i++) {
@@ -390,7 +371,7 @@ static int cmd_restore(const char *dir, struct srv_config *cfg)
     rv = 0;
 out:
     if (rv != 0) {
-        remove_tree(member);
+        srv_remove_tree(member);
     }
     snap_manifest_fini(&m);
     return rv;
@@ -423,7 +404,7 @@ static int extract_archive(const char *path, const char *out)
         fprintf(stderr, "kvdb-snapshot: %s: bad manifest: %s\n", path, err);
         goto out;
     }
-    remove_tree(out);
+    srv_remove_tree(out);
     if (mkdir(out, 0700) != 0) {
         fprintf(stderr, "kvdb-snapshot: mkdir %s: %s\n", out, strerror(errno));
         goto out;
@@ -522,7 +503,7 @@ int main(int argc, char **argv)
         const char *dir = snapshot_dir(argv[2], scratch, sizeof scratch);
         int rv = dir != NULL ? cmd_status(dir, json, strcmp(cmd, "verify") == 0) : 1;
         if (dir == scratch) {
-            remove_tree(scratch);
+            srv_remove_tree(scratch);
         }
         return rv;
     }
@@ -539,7 +520,7 @@ int main(int argc, char **argv)
         const char *dir = snapshot_dir(argv[2], scratch, sizeof scratch);
         int rv = dir != NULL ? cmd_restore(dir, &cfg) : 1;
         if (dir == scratch) {
-            remove_tree(scratch);
+            srv_remove_tree(scratch);
         }
         return rv;
     }
