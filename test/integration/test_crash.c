@@ -1,5 +1,6 @@
-/* Whole-cluster crashes: kill -9 every member while a pipelined writer runs, restart, and every
- * acknowledged write is there with its revision (twice, so a recovered state crashes again). */
+/* Whole-cluster crashes: kill -9 (or SIGTERM) every member while a pipelined writer runs,
+ * restart, and every acknowledged write is there with its revision (twice, so a recovered state
+ * crashes again). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -67,14 +68,15 @@ static int setup_n(void **state, size_t n)
     return 0;
 }
 
-/* Kill every member with SIGKILL as close together as we can, then start them all again. */
-static void crash_all(struct fix *f)
+/* Signal every member (@sig) as close together as we can, reap them (a SIGTERM must end in a
+ * clean exit 0, also with requests in flight), then start them all again. */
+static void stop_all(struct fix *f, int sig)
 {
     for (size_t i = 0; i < f->c.n; i++) {
-        ih_member_signal(&f->c, i, SIGKILL);
+        ih_member_signal(&f->c, i, sig);
     }
     for (size_t i = 0; i < f->c.n; i++) {
-        assert_int_equal(0, ih_member_stop(&f->c, i, SIGKILL));
+        assert_int_equal(0, ih_member_stop(&f->c, i, sig));
     }
     assert_int_equal(0, ih_cluster_start(&f->c, 30000));
 }
@@ -91,13 +93,13 @@ static void check_everywhere(struct fix *f, long at_least)
     }
 }
 
-static void crash_rounds(struct fix *f, unsigned window)
+static void crash_rounds(struct fix *f, unsigned window, int sig)
 {
     assert_int_equal(0, ih_writer_start(&f->w, &f->c, "crash/", 1000000, window));
     for (int round = 0; round < 2; round++) {
         /* Crash while writes are in flight: wait for progress, then kill at once. */
         assert_int_equal(0, ih_writer_wait_acked(&f->w, atomic_load(&f->w.acked) + 200, 30000));
-        crash_all(f);
+        stop_all(f, sig);
         /* The writer resumes against the restarted cluster. */
         assert_int_equal(0, ih_writer_wait_acked(&f->w, atomic_load(&f->w.acked) + 50, 30000));
     }
@@ -108,14 +110,21 @@ static void crash_rounds(struct fix *f, unsigned window)
 /* Three members, all killed while a writer keeps 16 puts in flight. */
 static void crash_all_members_while_writing(void **state)
 {
-    crash_rounds(*state, 16);
+    crash_rounds(*state, 16, SIGKILL);
 }
 
 /* One member killed with 32 pipelined puts in flight: group commit must not acknowledge before
  * the WAL is synced. */
 static void crash_single_member_while_writing(void **state)
 {
-    crash_rounds(*state, 32);
+    crash_rounds(*state, 32, SIGKILL);
+}
+
+/* Three members stopped with SIGTERM while 16 puts are in flight: each exits cleanly, and
+ * what it acknowledged before shutting down is there after the restart. */
+static void sigterm_all_members_while_writing(void **state)
+{
+    crash_rounds(*state, 16, SIGTERM);
 }
 
 int main(void)
@@ -124,6 +133,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(crash_all_members_while_writing, setup3, teardown),
         cmocka_unit_test_setup_teardown(crash_single_member_while_writing, setup1, teardown),
+        cmocka_unit_test_setup_teardown(sigterm_all_members_while_writing, setup3, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
