@@ -143,6 +143,18 @@ static void put_get_delete(void **state)
     assert_int_equal(g->kvs[0]->create_revision, r4);
     assert_int_equal(g->kvs[0]->version, 1);
     kvdb__range_response__free_unpacked(g, NULL);
+
+    /* Status reports this member as its own leader, the store's revision and progress. */
+    Kvdb__StatusResponse *st = NULL;
+    assert_int_equal(0, ih_status(f->c.m[0].client_port, 2000, &st));
+    assert_int_equal(st->leader, st->header->member_id);
+    assert_int_equal(st->header->revision, r4);
+    assert_true(st->raft_term >= 1);
+    assert_true(st->raft_applied_index >= 4); /* at least the four writes */
+    assert_true(st->raft_index >= st->raft_applied_index);
+    assert_true(st->db_size > 0);
+    assert_true(strlen(st->version) > 0);
+    kvdb__status_response__free_unpacked(st, NULL);
 }
 
 /* Prefix ranges come back sorted by key; limit truncates with more=true and the full count. */
@@ -376,6 +388,11 @@ static void restart_sigterm_keeps_writes(void **state)
     restart_after(*state, SIGTERM, "term/");
 }
 
+static void restart_sigint_keeps_writes(void **state)
+{
+    restart_after(*state, SIGINT, "int/");
+}
+
 /* kill -9 right after the last acknowledgement: nothing acknowledged may be lost; twice, so the
  * second recovery starts from a recovered state. */
 static void restart_kill9_keeps_writes(void **state)
@@ -488,6 +505,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(compaction_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(txn, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_sigterm_keeps_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(restart_sigint_keeps_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_kill9_keeps_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(data_dir_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(deeply_nested_txn_is_refused, setup, teardown),
