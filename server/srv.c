@@ -466,6 +466,9 @@ void srv_close(struct srv *s)
     srv_apply_stop(s);
     srv_peer_close_all(s);
     srv_bg_wait(s);
+    if (s->threads_started || s->done_head != NULL) {
+        srv_done_drain(s); /* what the snapshot threads posted while finishing */
+    }
     srv_conns_close_all(s);
     srv_kv_fini(s);
     srv_watch_fini(s);

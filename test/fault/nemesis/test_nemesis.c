@@ -91,7 +91,13 @@ static void do_get(struct client *cl, struct kvc *k, const char *key)
     int rv = kvc_get(k, key, strlen(key), false, &resp);
     char *val = NULL;
     if (rv == 0 && resp->n_kvs == 1) {
-        val = strndup((const char *)resp->kvs[0]->value.data, resp->kvs[0]->value.len);
+        /* protobuf bytes are not NUL-terminated (strndup's sanitizer check reads one past) */
+        size_t n = resp->kvs[0]->value.len;
+        val = malloc(n + 1);
+        if (val != NULL) {
+            memcpy(val, resp->kvs[0]->value.data, n);
+            val[n] = '\0';
+        }
     }
     if (rv == 0 || !unknown_outcome(k, rv)) {
         record_result(cl, k, id, rv, val, false);

@@ -1,0 +1,258 @@
+/* Client API behaviours across faults, through embedded members: watch ordering and exactly-once
+ * delivery across a leader change, lease expiry across a leader change, and the Kubernetes
+ * compactor race (tools/compactor.c) with 3 clients. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "client/kvc.h"
+#include "server/embed.h"
+#include "tools/compactor.h"
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static struct kvc *client(const char *eps)
+{
+    struct kvc *k;
+    char err[256];
+    struct kvc_options o = {.request_timeout_ms = 20000};
+    assert_int_equal(kvc_open(eps, &o, &k, err), 0);
+    return k;
+}
+
+static void put(struct kvc *k, const char *key, const char *v)
+{
+    Kvdb__PutResponse *r;
+    int rv = kvc_put(k, key, strlen(key), v, strlen(v), &r);
+    if (rv != 0) {
+        fail_msg("put %s: %s", key, kvc_errmsg(k));
+    }
+    kvdb__put_response__free_unpacked(r, NULL);
+}
+
+/* A watcher on a follower sees every write of the run once and in order, while the leader is
+ * killed in the middle. */
+static void watch_exactly_once_across_leader_change(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    int leader = srv_embed_wait_leader(c, 10000);
+    assert_true(leader >= 0);
+    unsigned follower = ((unsigned)leader + 1) % 3, other = ((unsigned)leader + 2) % 3;
+    struct kvc *w = client(srv_embed_endpoint(c, follower));
+    Kvdb__WatchCreateRequest r;
+    kvdb__watch_create_request__init(&r);
+    r.key.data = (uint8_t *)"w/";
+    r.key.len = 2;
+    r.range_end.data = (uint8_t *)"w0";
+    r.range_end.len = 2;
+    uint64_t stream;
+    assert_int_equal(kvc_watch(w, &r, &stream), 0);
+    Kvdb__WatchResponse *wr;
+    assert_int_equal(kvc_watch_next(w, 10000, &stream, &wr), 0);
+    assert_true(wr->created);
+    kvdb__watch_response__free_unpacked(wr, NULL);
+
+    /* Writes through the member that is neither leader nor the watcher's. */
+    char eps[128];
+    snprintf(eps, sizeof eps, "%s,%s", srv_embed_endpoint(c, other),
+             srv_embed_endpoint(c, follower));
+    struct kvc *k = client(eps);
+    enum { N = 60 };
+    char key[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "w/%03d", i);
+        put(k, key, "v");
+        if (i == N / 2) {
+            srv_embed_kill(c, (unsigned)leader);
+            assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+        }
+    }
+    int seen = 0;
+    int64_t last_rev = 0;
+    while (seen < N) {
+        int rv = kvc_watch_next(w, 10000, &stream, &wr);
+        if (rv != 0) {
+            fail_msg("watch: %s after %d events", kvc_strerror(rv), seen);
+        }
+        assert_false(wr->canceled);
+        for (size_t i = 0; i < wr->n_events; i++, seen++) {
+            snprintf(key, sizeof key, "w/%03d", seen);
+            assert_int_equal(wr->events[i]->kv->key.len, strlen(key));
+            assert_memory_equal(wr->events[i]->kv->key.data, key, strlen(key));
+            assert_true(wr->events[i]->kv->mod_revision > last_rev);
+            last_rev = wr->events[i]->kv->mod_revision;
+        }
+        kvdb__watch_response__free_unpacked(wr, NULL);
+    }
+    /* No duplicate trails behind. */
+    assert_int_equal(kvc_watch_next(w, 500, &stream, &wr), KVC_ETIMEOUT);
+    kvc_close(w);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
+/* A lease that nobody keeps alive expires even though its leader died: the new leader
+ * gives it a full TTL, then revokes it. */
+static void lease_expires_across_leader_change(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    int leader = srv_embed_wait_leader(c, 10000);
+    struct kvc *k = client(srv_embed_endpoints(c));
+    Kvdb__LeaseGrantRequest g;
+    kvdb__lease_grant_request__init(&g);
+    g.ttl = 2;
+    Kvdb__LeaseGrantResponse *gr;
+    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_LEASE_GRANT, &g.base,
+                              &kvdb__lease_grant_response__descriptor, (ProtobufCMessage **)&gr),
+                     0);
+    Kvdb__PutRequest p;
+    kvdb__put_request__init(&p);
+    p.key.data = (uint8_t *)"ephemeral";
+    p.key.len = 9;
+    p.value.data = (uint8_t *)"x";
+    p.value.len = 1;
+    p.lease = gr->id;
+    kvdb__lease_grant_response__free_unpacked(gr, NULL);
+    ProtobufCMessage *pr;
+    assert_int_equal(
+        kvc_call(k, KVDB__METHOD__METHOD_PUT, &p.base, &kvdb__put_response__descriptor, &pr), 0);
+    protobuf_c_message_free_unpacked(pr, NULL);
+    srv_embed_kill(c, (unsigned)leader);
+    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; i++) {
+        sleep_ms(100);
+        Kvdb__RangeResponse *rr;
+        if (kvc_get(k, "ephemeral", 9, false, &rr) == 0) {
+            gone = rr->n_kvs == 0;
+            kvdb__range_response__free_unpacked(rr, NULL);
+        }
+    }
+    assert_true(gone);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
+/* ---- the compactor race ---- */
+
+struct racer
+{
+    const char *eps;
+    pthread_barrier_t *barrier;
+    int rounds;
+    int wins[8];
+    int64_t compacted[8];
+    int errors;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    struct kvc *k;
+    char err[256];
+    struct kvc_options o = {.request_timeout_ms = 20000};
+    if (kvc_open(r->eps, &o, &k, err) != 0) {
+        r->errors++;
+    }
+    int64_t version = 0;
+    for (int i = 0; i < r->rounds; i++) {
+        pthread_barrier_wait(r->barrier);
+        int64_t compacted = 0;
+        int won = k != NULL ? compactor_round(k, &version, &compacted) : -1;
+        r->wins[i] = won == 1;
+        r->compacted[i] = compacted;
+        r->errors += won < 0;
+        pthread_barrier_wait(r->barrier);
+    }
+    kvc_close(k);
+    return NULL;
+}
+
+static void compactor_race_compacts_once_per_round(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+    struct kvc *k = client(srv_embed_endpoints(c));
+    enum { RACERS = 3, ROUNDS = 5 };
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, RACERS + 1);
+    struct racer racers[RACERS];
+    pthread_t t[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        memset(&racers[i], 0, sizeof racers[i]);
+        racers[i].eps = srv_embed_endpoint(c, (unsigned)i);
+        racers[i].barrier = &barrier;
+        racers[i].rounds = ROUNDS;
+        pthread_create(&t[i], NULL, race, &racers[i]);
+    }
+    char key[16];
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < 10; i++) { /* writes between compactions */
+            snprintf(key, sizeof key, "data/%d", i);
+            put(k, key, "v");
+        }
+        pthread_barrier_wait(&barrier); /* go */
+        pthread_barrier_wait(&barrier); /* round done */
+        int wins = 0;
+        for (int i = 0; i < RACERS; i++) {
+            wins += racers[i].wins[round];
+        }
+        assert_int_equal(wins, 1); /* exactly one compaction per interval */
+    }
+    int compactions = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(racers[i].errors, 0);
+        for (int r = 0; r < ROUNDS; r++) {
+            compactions += racers[i].compacted[r] > 0;
+        }
+    }
+    assert_int_equal(compactions, ROUNDS - 1); /* the first round only sets the key */
+    /* History before the last compaction is gone. */
+    Kvdb__RangeRequest rq;
+    kvdb__range_request__init(&rq);
+    rq.key.data = (uint8_t *)"data/0";
+    rq.key.len = 6;
+    rq.revision = 2;
+    ProtobufCMessage *resp = NULL;
+    assert_int_equal(
+        kvc_call(k, KVDB__METHOD__METHOD_RANGE, &rq.base, &kvdb__range_response__descriptor, &resp),
+        KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__OUT_OF_RANGE);
+    pthread_barrier_destroy(&barrier);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(watch_exactly_once_across_leader_change),
+        cmocka_unit_test(lease_expires_across_leader_change),
+        cmocka_unit_test(compactor_race_compacts_once_per_round),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
