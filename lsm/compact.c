@@ -188,6 +188,15 @@ static void *compactor_main(void *arg)
         }
         s->compacted_done = target;
         pthread_cond_broadcast(&s->cond);
+        if (s->reclaim) {
+            /* Out of space (lsm_set_reclaim): give the space of what was just removed back to
+             * the file system now rather than whenever LevelDB's own compactions get there.
+             * Writes are refused meanwhile anyway; reads go on. */
+            pthread_mutex_unlock(&s->mu);
+            leveldb_compact_range(s->db, NULL, 0, NULL, 0);
+            pthread_mutex_lock(&s->mu);
+            s->db_size_at_ms = 0; /* the next status reads the new size */
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -235,4 +244,11 @@ int lsm_compact_wait(struct lsm_store *s, int64_t revision)
     int rv = s->compacted_done >= revision ? 0 : LSM_ECLOSED;
     pthread_mutex_unlock(&s->mu);
     return rv;
+}
+
+void lsm_set_reclaim(struct lsm_store *s, bool on)
+{
+    pthread_mutex_lock(&s->mu);
+    s->reclaim = on;
+    pthread_mutex_unlock(&s->mu);
 }

@@ -55,6 +55,7 @@ struct lsm_store
     bool compactor_started;
     bool stopping;
     bool compactor_dead;    /* a compaction pass failed; retried at the next open */
+    bool reclaim;           /* after each compaction pass, compact LevelDB fully (out of space) */
     int64_t compact_target; /* guarded by mu */
     int64_t compacted_done; /* guarded by mu */
     uint64_t db_size;       /* guarded by mu: last directory scan */

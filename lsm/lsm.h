@@ -361,6 +361,11 @@ void lsm_status_get(struct lsm_store *s, struct lsm_status *st);
  * closes.  Returns 0, or LSM_ECLOSED.  Any thread but the apply thread of a pending compaction. */
 int lsm_compact_wait(struct lsm_store *s, int64_t revision);
 
+/* While @on, every finished history compaction is followed by a full LevelDB compaction on the
+ * compaction thread, so that the space it freed shows in db_size_bytes at once (the member
+ * turns this on while its NOSPACE alarm is raised).  Any thread. */
+void lsm_set_reclaim(struct lsm_store *s, bool on);
+
 /* etcd HashKV: a hash of every key version visible at revisions in [compact_revision, @rev]
  * (the versions a fully compacted member keeps), so members at the same applied state agree
  * whatever their physical compaction progress.  @rev 0 = current.  Fills *@hash, *@hash_rev (the

@@ -122,7 +122,9 @@ static int configure_one(struct srv_embed *c,
     snprintf(data, sizeof data, "%s/%s", c->dir, name);
     snprintf(peer, sizeof peer, "http://127.0.0.1:%u", (unsigned)peer_port);
     snprintf(client, sizeof client, "http://%s", m->endpoint);
-    char hb[16], el[16], sc[24], scu[24];
+    char hb[16], el[16], sc[24], scu[24], quota[24];
+    snprintf(quota, sizeof quota, "%llu",
+             (unsigned long long)(c->opts.quota_bytes != 0 ? c->opts.quota_bytes : 2ull << 30));
     snprintf(hb, sizeof hb, "%u", c->opts.heartbeat_ms != 0 ? c->opts.heartbeat_ms : 50);
     snprintf(el, sizeof el, "%u", c->opts.election_ms != 0 ? c->opts.election_ms : 500);
     snprintf(sc, sizeof sc, "%llu",
@@ -150,6 +152,8 @@ static int configure_one(struct srv_embed *c,
                     sc,
                     "--snapshot-catchup-entries",
                     scu,
+                    "--quota-backend-bytes",
+                    quota,
                     "--initial-cluster-state",
                     existing ? "existing" : "new"};
     srv_config_defaults(&m->cfg);

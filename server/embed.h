@@ -34,6 +34,7 @@ struct srv_embed_opts
     unsigned election_ms;    /* 0: 500 */
     uint64_t snapshot_count; /* 0: the member default (10,000) */
     uint64_t snapshot_catchup;
+    uint64_t quota_bytes; /* --quota-backend-bytes; 0: the member default (2 GiB) */
 };
 
 struct srv_embed;

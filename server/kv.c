@@ -577,6 +577,10 @@ static void check_quota(struct srv *s)
                 (unsigned long long)st.db_size_bytes,
                 (unsigned long long)s->cfg.quota_backend_bytes);
         s->alarm_nospace = over;
+        /* While over the quota, compactions give their space back at once. */
+        pthread_rwlock_rdlock(&s->lsm_lock);
+        lsm_set_reclaim(s->lsm, over);
+        pthread_rwlock_unlock(&s->lsm_lock);
     }
 }
 

@@ -247,12 +247,79 @@ static void compactor_race_compacts_once_per_round(void **state)
     srv_embed_destroy(c);
 }
 
+/* The NOSPACE alarm: over the quota, puts are refused (deletes and compaction still pass);
+ * deleting and compacting brings the store back under the quota and writes pass again. */
+static void quota_exceeded_and_cleared(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 1, .quota_bytes = 256 * 1024};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+    struct kvc *k = client(srv_embed_endpoints(c));
+    char key[32], val[1024];
+    memset(val, 'x', sizeof val - 1);
+    val[sizeof val - 1] = '\0';
+    bool refused = false;
+    for (int i = 0; i < 2000 && !refused; i++) {
+        snprintf(key, sizeof key, "big/%04d", i);
+        Kvdb__PutResponse *r;
+        int rv = kvc_put(k, key, strlen(key), val, strlen(val), &r);
+        if (rv == 0) {
+            kvdb__put_response__free_unpacked(r, NULL);
+        } else {
+            assert_int_equal(rv, KVC_ESERVER);
+            assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__RESOURCE_EXHAUSTED);
+            refused = true;
+        }
+        if (i % 50 == 49) {
+            sleep_ms(600); /* the quota is checked twice a second */
+        }
+    }
+    assert_true(refused);
+    /* Free space: delete everything, compact at the current revision. */
+    Kvdb__DeleteRangeRequest d;
+    kvdb__delete_range_request__init(&d);
+    d.key.data = (uint8_t *)"big/";
+    d.key.len = 4;
+    d.range_end.data = (uint8_t *)"big0";
+    d.range_end.len = 4;
+    Kvdb__DeleteRangeResponse *dr;
+    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_DELETE_RANGE, &d.base,
+                              &kvdb__delete_range_response__descriptor, (ProtobufCMessage **)&dr),
+                     0);
+    int64_t rev = dr->header->revision;
+    kvdb__delete_range_response__free_unpacked(dr, NULL);
+    Kvdb__CompactionRequest cr;
+    kvdb__compaction_request__init(&cr);
+    cr.revision = rev;
+    ProtobufCMessage *resp;
+    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_COMPACT, &cr.base,
+                              &kvdb__compaction_response__descriptor, &resp),
+                     0);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    bool cleared = false;
+    for (int i = 0; i < 100 && !cleared; i++) {
+        sleep_ms(200);
+        Kvdb__PutResponse *r;
+        if (kvc_put(k, "after", 5, "ok", 2, &r) == 0) {
+            kvdb__put_response__free_unpacked(r, NULL);
+            cleared = true;
+        }
+    }
+    assert_true(cleared);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(watch_exactly_once_across_leader_change),
         cmocka_unit_test(lease_expires_across_leader_change),
         cmocka_unit_test(compactor_race_compacts_once_per_round),
+        cmocka_unit_test(quota_exceeded_and_cleared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
