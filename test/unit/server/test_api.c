@@ -313,6 +313,164 @@ static void quota_exceeded_and_cleared(void **state)
     srv_embed_destroy(c);
 }
 
+static int call(struct kvc *k,
+                Kvdb__Method m,
+                const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *d)
+{
+    ProtobufCMessage *resp = NULL;
+    int rv = kvc_call(k, m, req, d, &resp);
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return rv;
+}
+
+/* Membership and maintenance methods, success and error paths: member add (bad URL, duplicate),
+ * promote (not a learner, unknown), update, remove (unknown), move-leader (not a voter, then to
+ * a voter), HashKV equal on every member. */
+static void membership_and_maintenance_paths(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c;
+    char err[256];
+    assert_int_equal(srv_embed_start(&o, &c, err), 0);
+    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+    struct kvc *k = client(srv_embed_endpoints(c));
+    put(k, "a", "1");
+
+    Kvdb__MemberAddRequest add;
+    kvdb__member_add_request__init(&add);
+    char *bad[1] = {"not a url"};
+    add.peer_urls = bad;
+    add.n_peer_urls = 1;
+    assert_int_equal(
+        call(k, KVDB__METHOD__METHOD_MEMBER_ADD, &add.base, &kvdb__member_add_response__descriptor),
+        KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+
+    /* A learner joins (embedding helper), cannot be promoted twice, then is promoted. */
+    int l = srv_embed_add_member(c, true, err);
+    assert_true(l >= 0);
+    uint64_t lid = srv_embed_member_id(c, (unsigned)l);
+    Kvdb__MemberPromoteRequest pr;
+    kvdb__member_promote_request__init(&pr);
+    pr.id = 12345;
+    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
+                          &kvdb__member_list_response__descriptor),
+                     KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
+    pr.id = srv_embed_member_id(c, 0);
+    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
+                          &kvdb__member_list_response__descriptor),
+                     KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__FAILED_PRECONDITION);
+    pr.id = lid;
+    int rv = KVC_ESERVER;
+    for (int i = 0; i < 50 && rv != 0; i++) { /* it may still be catching up */
+        rv = call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
+                  &kvdb__member_list_response__descriptor);
+        if (rv != 0) {
+            sleep_ms(100);
+        }
+    }
+    assert_int_equal(rv, 0);
+
+    /* Adding the same peer URL again is refused. */
+    char url[64];
+    Kvdb__MemberListRequest lr;
+    kvdb__member_list_request__init(&lr);
+    Kvdb__MemberListResponse *ml;
+    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_MEMBER_LIST, &lr.base,
+                              &kvdb__member_list_response__descriptor, (ProtobufCMessage **)&ml),
+                     0);
+    assert_int_equal(ml->n_members, 4);
+    for (size_t i = 0; i < ml->n_members; i++) {
+        if (ml->members[i]->id == lid) {
+            snprintf(url, sizeof url, "%s", ml->members[i]->peer_urls[0]);
+            assert_false(ml->members[i]->is_learner);
+        }
+    }
+    kvdb__member_list_response__free_unpacked(ml, NULL);
+    char *dup[1] = {url};
+    add.peer_urls = dup;
+    assert_int_equal(
+        call(k, KVDB__METHOD__METHOD_MEMBER_ADD, &add.base, &kvdb__member_add_response__descriptor),
+        KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__FAILED_PRECONDITION);
+
+    /* Update keeps its URL (same address: a no-op change through the log). */
+    Kvdb__MemberUpdateRequest up;
+    kvdb__member_update_request__init(&up);
+    up.id = lid;
+    up.peer_urls = dup;
+    up.n_peer_urls = 1;
+    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_UPDATE, &up.base,
+                          &kvdb__member_list_response__descriptor),
+                     0);
+    up.id = 999;
+    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_UPDATE, &up.base,
+                          &kvdb__member_list_response__descriptor),
+                     KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
+
+    /* Remove of an unknown member. */
+    Kvdb__MemberRemoveRequest rm;
+    kvdb__member_remove_request__init(&rm);
+    rm.id = 999;
+    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_REMOVE, &rm.base,
+                          &kvdb__member_list_response__descriptor),
+                     KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
+
+    /* Move-leader: to a non-member is refused; to the promoted member works. */
+    Kvdb__MoveLeaderRequest mv;
+    kvdb__move_leader_request__init(&mv);
+    mv.targetid = 999;
+    assert_int_equal(call(k, KVDB__METHOD__METHOD_MOVE_LEADER, &mv.base,
+                          &kvdb__move_leader_response__descriptor),
+                     KVC_ESERVER);
+    assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    mv.targetid = lid;
+    assert_int_equal(call(k, KVDB__METHOD__METHOD_MOVE_LEADER, &mv.base,
+                          &kvdb__move_leader_response__descriptor),
+                     0);
+    assert_int_equal(srv_embed_wait_leader(c, 10000), l);
+
+    /* Every member's keyspace hashes the same at the same revision (a member still catching
+     * up answers "future revision" for a while). */
+    Kvdb__PutResponse *pb;
+    assert_int_equal(kvc_put(k, "b", 1, "2", 1, &pb), 0);
+    int64_t rev_b = pb->header->revision;
+    kvdb__put_response__free_unpacked(pb, NULL);
+    uint32_t first = 0;
+    for (unsigned m = 0; m < 4; m++) {
+        struct kvc *mk = client(srv_embed_endpoint(c, m));
+        Kvdb__HashKVRequest hr;
+        kvdb__hash_kvrequest__init(&hr);
+        hr.revision = rev_b;
+        Kvdb__HashKVResponse *h = NULL;
+        for (int i = 0; i < 100 && h == NULL; i++) {
+            if (kvc_call(mk, KVDB__METHOD__METHOD_HASH_KV, &hr.base,
+                         &kvdb__hash_kvresponse__descriptor, (ProtobufCMessage **)&h) != 0) {
+                h = NULL;
+                sleep_ms(50);
+            }
+        }
+        assert_non_null(h);
+        assert_true(h->hash_revision == rev_b);
+        if (m == 0) {
+            first = h->hash;
+        }
+        assert_int_equal(h->hash, first);
+        kvdb__hash_kvresponse__free_unpacked(h, NULL);
+        kvc_close(mk);
+    }
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +478,7 @@ int main(void)
         cmocka_unit_test(lease_expires_across_leader_change),
         cmocka_unit_test(compactor_race_compacts_once_per_round),
         cmocka_unit_test(quota_exceeded_and_cleared),
+        cmocka_unit_test(membership_and_maintenance_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
