@@ -8,21 +8,27 @@ bin=$1
 dir=$(mktemp -d /tmp/kvdb-snaprt-XXXXXX)
 cleanup() { pkill -f -- "--data-dir $dir/" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
-# Ports: random in 20000-59999, another pair if a member cannot bind them.
+# Ports: random in 20000-59999; a fresh member whose port is taken starts over on another pair
+# (a restored member keeps the port its ID was derived from).
 start() {
     for _try in 1 2 3 4 5; do
         port=${2:-$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))}
         ep=127.0.0.1:$port
         "$bin/kvdb" --data-dir "$1" --listen-client-urls "http://$ep" \
             --listen-peer-urls "http://127.0.0.1:$((port + 1))" >"$1.log" 2>&1 &
-        for _ in $(seq 100); do
+        for _ in $(seq 300); do
             if "$bin/kvctl" --endpoints "$ep" --command-timeout 500 endpoint health \
                 >/dev/null 2>&1; then
                 return 0
             fi
-            grep -q "Address already in use" "$1.log" && break
+            if grep -q "Address already in use" "$1.log"; then
+                [ -n "${2:-}" ] && break 2
+                rm -rf "$1" # its member file names the old port's ID
+                continue 2
+            fi
             sleep 0.1
         done
+        break
     done
     echo "member did not start: $(cat "$1.log")" >&2
     return 1
