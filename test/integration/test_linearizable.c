@@ -337,7 +337,8 @@ static void register_linearizable_across_follower_kill(void **state)
  * heap-use-after-free: node.c finish_ready -> srv_peer_send -> pb_batch_append packs a Ready's
  * message entries that raft_log_append (raft/log.c:208, free_range) already freed when a MsgApp
  * from the new leader, stepped while that Ready was in flight (peer.c srv_peer_on_frame ->
- * srv_node_input -> raft_step), truncated the conflicting unstable tail.  A Ready's entries must
+ * srv_node_input -> raft_step, or node.c step_held_inputs -> raft_step), truncated the
+ * conflicting unstable tail.  A Ready's entries must
  * stay valid until raft_advance().  In a release build the freed bytes may be sent to peers (the
  * test then usually passes).  This test runs in integ_known_bugs (label known_bug); move it back
  * into integ_linearizable once fixed. */
@@ -345,11 +346,11 @@ static void register_linearizable_across_leader_pause(void **state)
 {
     struct fix *f = *state;
     start_clients(f, test_seed("register_linearizable_across_leader_pause"));
-    for (size_t k = 1; k <= 3; k++) {
+    for (size_t k = 1; k <= 5; k++) {
         /* A paused leader (a long GC or VM pause) wakes up still believing it leads, with
          * proposals of its old term in flight: it must not answer reads from stale state, and
          * must give way to the new leader's log.  Resume it as soon as the others elected. */
-        wait_progress(f, k * CLIENTS * OPS_PER_CLIENT / 4);
+        wait_progress(f, k * CLIENTS * OPS_PER_CLIENT / 6);
         int l = ih_cluster_leader(&f->c, 10000);
         assert_true(l >= 0);
         ih_member_signal(&f->c, (size_t)l, SIGSTOP);
@@ -368,7 +369,8 @@ int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
 #ifdef INTEG_KNOWN_BUGS
-    /* A race: repeated, so that a run almost always hits it under ASan. */
+    /* A race: five pauses per run, three runs; under ASan the binary fails about two times in
+     * three (measured on the 2-core box), in a release build it usually passes. */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
         cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
