@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/kvc.h"
 #include "lsm/lsm.h"
 #include "server/config.h"
 #include "server/srv.h"
@@ -186,6 +187,43 @@ static int cmd_save(const char *data_dir, const char *out)
            " to %s: %u files, %" PRIu64 " bytes, %.3f s\n",
            meta.index, meta.term, st.revision, out, m.n_files, bytes, now_s() - t0);
     snap_manifest_fini(&m);
+    return 0;
+}
+
+/* save --endpoints: a running member takes a fresh snapshot and streams it here as an archive
+ * (the same as `kvctl snapshot save`). */
+static int cmd_save_online(const char *endpoints, const char *out)
+{
+    struct kvc *c;
+    char err[256];
+    struct kvc_options o = {.request_timeout_ms = 600000};
+    if (kvc_open(endpoints, &o, &c, err) != 0) {
+        fprintf(stderr, "kvdb-snapshot: %s\n", err);
+        return 1;
+    }
+    char part[PATH_MAX];
+    snprintf(part, sizeof part, "%s.part", out);
+    FILE *f = fopen(part, "wb");
+    if (f == NULL) {
+        fprintf(stderr, "kvdb-snapshot: create %s: %s\n", part, strerror(errno));
+        kvc_close(c);
+        return 1;
+    }
+    double t0 = now_s();
+    uint64_t bytes = 0;
+    int rv = kvc_snapshot(c, f, &bytes);
+    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (rv != 0 || !ok || rename(part, out) != 0) {
+        fprintf(stderr, "kvdb-snapshot: save from %s: %s\n", endpoints,
+                rv != 0 ? kvc_errmsg(c) : strerror(errno));
+        remove(part);
+        kvc_close(c);
+        return 1;
+    }
+    kvc_close(c);
+    printf("saved a snapshot of the member at %s to %s: %" PRIu64 " bytes, %.3f s\n", endpoints,
+           out, bytes, now_s() - t0);
     return 0;
 }
 
@@ -465,6 +503,7 @@ static void usage(void)
     fprintf(stderr,
             "usage:\n"
             "  kvdb-snapshot save --data-dir DIR OUT_DIR    export a stopped member's state\n"
+            "  kvdb-snapshot save --endpoints EP OUT        a running member's, as an archive\n"
             "  (SNAP is a snapshot directory, or an archive from `kvctl snapshot save`)\n"
             "  kvdb-snapshot restore SNAP --data-dir NEW [member flags: --name,\n"
             "      --initial-cluster, --initial-cluster-token, --initial-advertise-peer-urls]\n"
@@ -481,19 +520,21 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "save") == 0) {
-        const char *data_dir = NULL, *out = NULL;
+        const char *data_dir = NULL, *out = NULL, *endpoints = NULL;
         for (int i = 2; i < argc; i++) {
             if (strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
                 data_dir = argv[++i];
+            } else if (strcmp(argv[i], "--endpoints") == 0 && i + 1 < argc) {
+                endpoints = argv[++i];
             } else {
                 out = argv[i];
             }
         }
-        if (data_dir == NULL || out == NULL) {
+        if ((data_dir == NULL) == (endpoints == NULL) || out == NULL) {
             usage();
             return 2;
         }
-        return cmd_save(data_dir, out);
+        return data_dir != NULL ? cmd_save(data_dir, out) : cmd_save_online(endpoints, out);
     }
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "verify") == 0) {
         bool json = argc >= 5 &&

@@ -40,6 +40,8 @@ for i in $(seq 1 200); do kv put "key/$i" "value-$i" >/dev/null; done
 kv del key/7 >/dev/null
 kv put key/1 rewritten >/dev/null
 kv snapshot save "$dir/snap.db"
+"$bin/kvdb-snapshot" save --endpoints "$ep" "$dir/snap2.db" # the same through the tool
+"$bin/kvdb-snapshot" verify "$dir/snap2.db"
 kv put not/in/snapshot x >/dev/null
 rev=$("$bin/kvdb-snapshot" status "$dir/snap.db" -w json | sed -E 's/.*"revision":([0-9]+).*/\1/')
 hash_a=$(kv endpoint hashkv --rev "$rev" | cut -d, -f2)
