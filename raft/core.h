@@ -22,7 +22,16 @@ struct raft_log
     raft_index offset;
     raft_index committed;
     raft_index applied;
+    /* Data of unstable entries dropped by a conflicting append or a snapshot.  Messages in the
+     * outbox may still point at it (a leader's MsgApp built before it stepped down), so it is
+     * freed only at raft_advance(), once the Ready carrying those messages was handled. */
+    void **dead;
+    size_t n_dead;
+    size_t cap_dead;
 };
+
+/* Free the data of dropped entries (raft_advance(), raft_log_fini()). */
+void raft_log_reap(struct raft_log *l);
 
 int raft_log_init(struct raft_log *l, const struct raft_storage *st, const struct raft_heap *h);
 void raft_log_fini(struct raft_log *l);

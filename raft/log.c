@@ -17,12 +17,37 @@ int raft_log_init(struct raft_log *l, const struct raft_storage *st, const struc
     return 0;
 }
 
+/* Drop unstable entries [from, n): their data goes to the dead list (see struct raft_log). */
 static void free_range(struct raft_log *l, size_t from)
 {
     for (size_t i = from; i < l->n; i++) {
-        raft_free(l->heap, l->ents[i].data.base);
+        void *data = l->ents[i].data.base;
+        if (data == NULL) {
+            continue;
+        }
+        if (l->n_dead == l->cap_dead) {
+            size_t cap = l->cap_dead == 0 ? 16 : l->cap_dead * 2;
+            void **d = raft_realloc(l->heap, l->dead, cap * sizeof *d);
+            if (d == NULL) {
+                /* No room to defer: free now.  Only an outbox message built from this entry
+                 * before the truncation could still point at it (as before this list). */
+                raft_free(l->heap, data);
+                continue;
+            }
+            l->dead = d;
+            l->cap_dead = cap;
+        }
+        l->dead[l->n_dead++] = data;
     }
     l->n = from;
+}
+
+void raft_log_reap(struct raft_log *l)
+{
+    for (size_t i = 0; i < l->n_dead; i++) {
+        raft_free(l->heap, l->dead[i]);
+    }
+    l->n_dead = 0;
 }
 
 void raft_log_fini(struct raft_log *l)
@@ -31,6 +56,8 @@ void raft_log_fini(struct raft_log *l)
         free_range(l, 0);
         raft_free(l->heap, l->ents);
     }
+    raft_log_reap(l);
+    raft_free(l->heap, l->dead);
     memset(l, 0, sizeof *l);
 }
 

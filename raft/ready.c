@@ -132,6 +132,8 @@ int raft_advance(struct raft *r, const struct raft_ready *rd)
         raft_free(r->heap, (void *)r->msgs[i].entries);
     }
     r->n_msgs = 0;
+    /* The messages that could point at dropped entries are handled: free them now. */
+    raft_log_reap(&r->log);
     r->n_sreqs = 0;
     r->n_reads = 0;
     if (persisted != 0 && leader_self_ack(r, persisted) != 0) {

@@ -329,9 +329,7 @@ static void note_soft_state(struct srv *s, const struct raft_ready *rd)
 static void finish_ready(struct srv *s)
 {
     struct raft_ready *rd = &s->rd;
-    if (!s->sent_early && rd->n_msgs > 0) {
-        srv_peer_send(s, rd->msgs, rd->n_msgs);
-    }
+    srv_peer_release_held(s); /* the acknowledgements, now that they are true */
     if (rd->n_committed > 0) {
         srv_apply_submit(s, rd->committed, rd->n_committed);
     }
@@ -389,7 +387,6 @@ static void start_ready(struct srv *s)
     }
     note_soft_state(s, rd);
     s->inflight = true;
-    s->sent_early = false;
     uint64_t ticket = 0;
     if (rd->snap != NULL) {
         /* The store already holds it (installed before the MsgSnap was stepped); reset the log
@@ -407,7 +404,10 @@ static void start_ready(struct srv *s)
      * own copy only at raft_advance(). */
     if (rd->can_send_before_sync && rd->n_msgs > 0) {
         srv_peer_send(s, rd->msgs, rd->n_msgs);
-        s->sent_early = true;
+    } else if (rd->n_msgs > 0) {
+        /* Packed now, sent once durable: the append below may overwrite memtable entries
+         * these messages borrow (a leader that stepped down with MsgApps in its outbox). */
+        srv_peer_hold(s, rd->msgs, rd->n_msgs);
     }
     if (rd->n_entries > 0) {
         rv = wal_entries(s, rd);

@@ -255,6 +255,60 @@ void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n)
     }
 }
 
+/* Messages that must wait for the fsync are packed at once (their entries borrow from raft's
+ * log and the WAL's memtable, which this Ready's own append may overwrite) and written when
+ * the Ready is durable. */
+void srv_peer_hold(struct srv *s, const struct raft_msg *msgs, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && msgs[j].to == msgs[i].to) {
+            j++;
+        }
+        if (s->n_held == s->cap_held) {
+            size_t cap = s->cap_held == 0 ? 8 : s->cap_held * 2;
+            struct srv_held *h = realloc(s->held, cap * sizeof *h);
+            if (h == NULL) {
+                return; /* lost like a dropped packet: raft resends */
+            }
+            for (size_t k = s->cap_held; k < cap; k++) {
+                pb_frame_writer_init(&h[k].wr);
+            }
+            s->held = h;
+            s->cap_held = cap;
+        }
+        struct srv_held *h = &s->held[s->n_held];
+        h->to = msgs[i].to;
+        if (pb_batch_append(&h->wr, s->cfg.cluster_id, s->cfg.member_id, msgs + i, j - i) == 0) {
+            s->n_held++;
+        }
+        i = j;
+    }
+}
+
+void srv_peer_release_held(struct srv *s)
+{
+    for (size_t i = 0; i < s->n_held; i++) {
+        struct srv_held *h = &s->held[i];
+        struct srv_peer *p = srv_peer_find(s, h->to);
+        const unsigned char *buf;
+        size_t len = pb_frame_writer_pending(&h->wr, &buf);
+        enum srv_fp_action fp = SRV_FAILPOINT(s->cfg.member_id, "peer_send");
+        if (p != NULL && p->connected && p->wr.len - p->wr.off <= PEER_MAX_BACKLOG &&
+            fp != SRV_FP_DROP && fp != SRV_FP_ERROR && !srv_peer_blocked(s, p->id) &&
+            pb_frame_writer_append_bytes(&p->wr, buf, len) == 0) {
+            if (!ev_is_active(&p->wio)) {
+                peer_flush(p);
+            }
+        } else {
+            atomic_fetch_add(&s->metrics.peer_batches_dropped, 1);
+        }
+        pb_frame_writer_consume(&h->wr, len);
+    }
+    s->n_held = 0;
+}
+
 void srv_peer_forward(struct srv *s, const void *data, size_t len)
 {
     struct srv_peer *p = srv_peer_find(s, s->leader);
@@ -338,6 +392,12 @@ void srv_peer_close_all(struct srv *s)
     while (s->n_peers > 0) {
         peer_free(s, s->peers[--s->n_peers]);
     }
+    for (size_t i = 0; i < s->cap_held; i++) {
+        pb_frame_writer_fini(&s->held[i].wr);
+    }
+    free(s->held);
+    s->held = NULL;
+    s->n_held = s->cap_held = 0;
 }
 
 bool srv_peer_blocked(struct srv *s, raft_id id)

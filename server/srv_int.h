@@ -66,6 +66,13 @@ struct srv_peer
     bool pending_add;         /* being added: keep it though the configuration lacks it yet */
 };
 
+/* Packed peer frames waiting for a Ready's fsync (peer.c). */
+struct srv_held
+{
+    raft_id to;
+    struct pb_frame_writer wr;
+};
+
 /* ---- pending client requests awaiting apply (kv.c) ---- */
 
 struct srv_pending
@@ -260,7 +267,6 @@ struct srv
 
     /* Ready in flight */
     bool inflight;
-    bool sent_early;
     uint64_t ticket;
     struct raft_ready rd;
     struct srv_input *in_head;
@@ -281,6 +287,9 @@ struct srv
     uint32_t n_conns;
     struct srv_conn *dirty;
     struct srv_peer *peers[SRV_MAX_MEMBERS]; /* each allocated on its own: watchers point in */
+    struct srv_held *held;                   /* this Ready's messages, packed, until its fsync */
+    size_t n_held;
+    size_t cap_held;
     size_t n_peers;
     bool peers_started;
     struct srv_log_limit cluster_log;
@@ -389,6 +398,8 @@ int srv_storage_init(struct srv *s);
 int srv_peer_listen(struct srv *s);
 void srv_peer_start(struct srv *s);
 void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n);
+void srv_peer_hold(struct srv *s, const struct raft_msg *msgs, size_t n);
+void srv_peer_release_held(struct srv *s);
 void srv_peer_forward(struct srv *s, const void *data, size_t len);
 void srv_peer_close_all(struct srv *s);
 void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len);

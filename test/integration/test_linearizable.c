@@ -332,16 +332,11 @@ static void register_linearizable_across_follower_kill(void **state)
     kill_and_restart(*state, "register_linearizable_across_follower_kill", false);
 }
 
-/* KNOWN BUG (raft/ or server/; not ours to fix): with the leader paused by SIGSTOP until the
- * others elect a new one, then resumed, the old leader's member sometimes (under ASan) dies of a
- * heap-use-after-free: node.c finish_ready -> srv_peer_send -> pb_batch_append packs a Ready's
- * message entries that raft_log_append (raft/log.c:208, free_range) already freed when a MsgApp
- * from the new leader, stepped while that Ready was in flight (peer.c srv_peer_on_frame ->
- * srv_node_input -> raft_step, or node.c step_held_inputs -> raft_step), truncated the
- * conflicting unstable tail.  A Ready's entries must
- * stay valid until raft_advance().  In a release build the freed bytes may be sent to peers (the
- * test then usually passes).  This test runs in integ_known_bugs (label known_bug); move it back
- * into integ_linearizable once fixed. */
+/* Regression: with the leader paused by SIGSTOP until the others elect a new one, then
+ * resumed, a MsgApp from the new leader stepped while the old leader's Ready was in flight
+ * truncated the conflicting unstable tail and freed entries the Ready still pointed at
+ * (heap-use-after-free under ASan, freed bytes sent to peers in a release build).  Truncated
+ * entries now live until raft_advance() (raft/log.c raft_log_reap). */
 static void register_linearizable_across_leader_pause(void **state)
 {
     struct fix *f = *state;
@@ -361,34 +356,21 @@ static void register_linearizable_across_leader_pause(void **state)
     join_clients(f);
     check_history(f);
     for (size_t i = 0; i < N; i++) {
-        assert_true(ih_member_is_alive(&f->c, i)); /* BUG: one dies of the use-after-free */
+        assert_true(ih_member_is_alive(&f->c, i));
     }
 }
 
 int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
-#ifdef INTEG_KNOWN_BUGS
-    /* A race: five pauses per run, three runs; under ASan the binary fails about two times in
-     * three (measured on the 2-core box), in a release build it usually passes. */
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
-        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
-        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
-    };
-    (void)checker_accepts_linearizable;
-    (void)checker_rejects_non_linearizable;
-    (void)register_linearizable_across_leader_kill;
-    (void)register_linearizable_across_follower_kill;
-#else
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(checker_accepts_linearizable),
         cmocka_unit_test(checker_rejects_non_linearizable),
         cmocka_unit_test_setup_teardown(register_linearizable_across_leader_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(register_linearizable_across_follower_kill, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup,
+                                        teardown),
     };
-    (void)register_linearizable_across_leader_pause;
-#endif
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

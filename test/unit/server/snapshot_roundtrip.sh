@@ -8,11 +8,12 @@ bin=$1
 dir=$(mktemp -d /tmp/kvdb-snaprt-XXXXXX)
 cleanup() { pkill -f -- "--data-dir $dir/" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
-# Ports: random in 20000-59999; a fresh member whose port is taken starts over on another pair
+# Ports: random in 10000-31999, below the kernel's ephemeral range (a client socket there
+# blocks a listener); a fresh member whose port is taken starts over on another pair
 # (a restored member keeps the port its ID was derived from).
 start() {
     for _try in 1 2 3 4 5; do
-        port=${2:-$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))}
+        port=${2:-$(( 10000 + (RANDOM * 32768 + RANDOM) % 22000 ))}
         ep=127.0.0.1:$port
         "$bin/kvdb" --data-dir "$1" --listen-client-urls "http://$ep" \
             --listen-peer-urls "http://127.0.0.1:$((port + 1))" >"$1.log" 2>&1 &
@@ -49,11 +50,20 @@ hash_a=$(kv endpoint hashkv --rev "$rev" | cut -d, -f2)
 pkill -f -- "--data-dir $dir/a"
 sleep 0.5
 
-# The member ID comes from the peer URL: restore and start with the same one.
-port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-"$bin/kvdb-snapshot" restore "$dir/snap.db" --data-dir "$dir/b" --name default \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))"
-start "$dir/b" "$port"
+# The member ID comes from the peer URL: restore and start with the same one (and restore
+# again for another port if that one is taken).
+restored=0
+for _try in 1 2 3 4 5; do
+    port=$(( 10000 + (RANDOM * 32768 + RANDOM) % 22000 ))
+    rm -rf "$dir/b"
+    "$bin/kvdb-snapshot" restore "$dir/snap.db" --data-dir "$dir/b" --name default \
+        --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))"
+    if start "$dir/b" "$port"; then
+        restored=1
+        break
+    fi
+done
+[ "$restored" = 1 ] || exit 1
 [ "$(kv get key/ --prefix --count-only)" = 199 ] || { echo "key count differs" >&2; exit 1; }
 [ "$(kv get key/1 --print-value-only)" = rewritten ] || { echo "key/1 differs" >&2; exit 1; }
 [ -z "$(kv get key/7)" ] || { echo "deleted key came back" >&2; exit 1; }
