@@ -179,7 +179,8 @@ int wal_memtable_truncate(struct wal_memtable *m, uint64_t index)
     if (index > m->last) {
         return 0;
     }
-    struct wal_mnode *prev[WAL_MEMTABLE_MAX_LEVEL];
+    /* Zeroed: find_prev() fills only m->levels slots, which gcc -O3 cannot see. */
+    struct wal_mnode *prev[WAL_MEMTABLE_MAX_LEVEL] = {0};
     find_prev(m, index, prev);
     struct wal_mnode *victim = prev[0] == NULL ? m->head[0] : prev[0]->next[0];
     m->finger = NULL;
