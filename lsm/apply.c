@@ -406,8 +406,11 @@ int lsm_apply(struct lsm_store *s,
     out->n_results = n;
     struct lsm_actx c = {.s = s, .rev = s->rev, .compact_rev = s->compact_rev};
     c.wb = leveldb_writebatch_create();
-    /* No lock: applies and checkpoints both run on the apply thread, so they never overlap. */
+    /* Applies and checkpoints both run on the apply thread, so they never overlap; apply_mu is
+     * for the compactor's view publish (compact.c). */
+    pthread_mutex_lock(&s->apply_mu);
     int rv = apply_group(s, &c, entries, n, out);
+    pthread_mutex_unlock(&s->apply_mu);
     if (rv == 0) {
         out->events = c.ev;
         out->n_events = c.n_ev;

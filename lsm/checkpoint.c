@@ -231,6 +231,8 @@ static int rebuild(const char *db_dir, const struct lsm_options *opts, char *err
     if (bloom != NULL) {
         leveldb_options_set_filter_policy(o, bloom);
     }
+    bool snappy = opts != NULL && opts->snappy;
+    leveldb_options_set_compression(o, snappy ? leveldb_snappy_compression : leveldb_no_compression);
     char *err = NULL;
     leveldb_repair_db(o, db_dir, &err);
     int rv = 0;

@@ -165,6 +165,25 @@ static int compact_pass(struct lsm_store *s, int64_t target)
     return rv;
 }
 
+/* leveldb_compact_range() rewrites every level but the deepest one holding data, and a memtable
+ * flush may put its table straight into level 2: versions written and removed within one
+ * memtable (a small store filled up to its quota, then emptied) would stay on disk.  Writing the
+ * compaction mark again (same value; the key is in the table the pass's own deletes were flushed
+ * into) makes a small table that overlaps it one level up, so a second compact_range merges the
+ * two and drops what was removed. */
+static void reclaim_deepest(struct lsm_store *s, int64_t target)
+{
+    uint8_t v[8];
+    lsm_put64(v, (uint64_t)target);
+    char *err = NULL;
+    leveldb_put(s->db, s->wopts, LSM_META_COMPACTED, strlen(LSM_META_COMPACTED), (char *)v, 8, &err);
+    if (err != NULL) {
+        leveldb_free(err); /* nothing lost: the space comes back at LevelDB's own compactions */
+        return;
+    }
+    leveldb_compact_range(s->db, NULL, 0, NULL, 0);
+}
+
 static void *compactor_main(void *arg)
 {
     struct lsm_store *s = arg;
@@ -193,7 +212,15 @@ static void *compactor_main(void *arg)
              * the file system now rather than whenever LevelDB's own compactions get there.
              * Writes are refused meanwhile anyway; reads go on. */
             pthread_mutex_unlock(&s->mu);
+            /* The read view's LevelDB snapshot predates this pass's deletes and would keep every
+             * removed version alive through the compaction (writes being refused, no apply
+             * comes to replace it): publish a view that includes them first.  Readers still
+             * on the old view hold it only for their read. */
+            pthread_mutex_lock(&s->apply_mu);
+            (void)lsm_view_publish(s); /* ENOMEM: less is reclaimed now, more at the next pass */
+            pthread_mutex_unlock(&s->apply_mu);
             leveldb_compact_range(s->db, NULL, 0, NULL, 0);
+            reclaim_deepest(s, target);
             pthread_mutex_lock(&s->mu);
             s->db_size_at_ms = 0; /* the next status reads the new size */
         }

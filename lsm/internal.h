@@ -50,6 +50,8 @@ struct lsm_store
     struct lsm_view *view;
 
     pthread_mutex_t pause_mu; /* held by a compaction batch; checkpoint takes it to pause it */
+    pthread_mutex_t apply_mu; /* held over an apply group's write and view publish; lets the
+                               * compactor publish a view of a whole applied state */
     pthread_cond_t cond;      /* compaction target raised / progress / stop */
     pthread_t compactor;
     bool compactor_started;

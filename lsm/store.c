@@ -55,6 +55,7 @@ static void options_resolve(struct lsm_options *o, const struct lsm_options *in)
     if (in->compact_batch) {
         o->compact_batch = in->compact_batch;
     }
+    o->snappy = in->snappy;
 }
 
 /* Read an 8- or 16-byte meta record; absent records read as zero. */
@@ -123,7 +124,8 @@ static int ldb_open(struct lsm_store *s)
     leveldb_options_set_write_buffer_size(s->lopts, o->write_buffer_bytes);
     leveldb_options_set_max_open_files(s->lopts, o->max_open_files);
     leveldb_options_set_create_if_missing(s->lopts, 1);
-    leveldb_options_set_compression(s->lopts, leveldb_snappy_compression);
+    leveldb_options_set_compression(s->lopts,
+                                    o->snappy ? leveldb_snappy_compression : leveldb_no_compression);
     s->ropts = leveldb_readoptions_create();
     s->wopts = leveldb_writeoptions_create();
     leveldb_writeoptions_set_sync(s->wopts, 0);
@@ -148,6 +150,7 @@ int lsm_open(const char *dir, const struct lsm_options *opts, struct lsm_store *
     options_resolve(&s->opts, opts);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->pause_mu, NULL);
+    pthread_mutex_init(&s->apply_mu, NULL);
     pthread_cond_init(&s->cond, NULL);
     int rv = ldb_open(s);
     if (rv == 0) {
@@ -198,6 +201,7 @@ void lsm_close(struct lsm_store *s)
     }
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->pause_mu);
+    pthread_mutex_destroy(&s->apply_mu);
     pthread_cond_destroy(&s->cond);
     free(s->dir);
     free(s);

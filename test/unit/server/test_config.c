@@ -81,6 +81,10 @@ static void defaults_make_a_single_member(void **state)
     assert_true(c.member_id == srv_member_id("http://127.0.0.1:2380", "kvdb-cluster"));
     assert_true(c.cluster_id == srv_cluster_id(&c.member_id, 1));
     assert_true(c.member_id != 0);
+    assert_false(c.backend_snappy);
+    const char *snappy[] = {"--backend-compression", "snappy"};
+    assert_int_equal(parse(&c, err, snappy, 2), 0);
+    assert_true(c.backend_snappy);
 }
 
 static void three_members_share_ids(void **state)
@@ -147,6 +151,9 @@ static void bad_flags_name_the_problem(void **state)
     assert_non_null(strstr(err, "election-timeout"));
     const char *neg[] = {"--snapshot-count", "-5"};
     assert_int_equal(parse(&c, err, neg, 2), SRV_EINVAL);
+    const char *codec[] = {"--backend-compression", "lz4"};
+    assert_int_equal(parse(&c, err, codec, 2), SRV_EINVAL);
+    assert_non_null(strstr(err, "backend-compression"));
 }
 
 static void config_file_is_read_in_place(void **state)
