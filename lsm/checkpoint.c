@@ -231,8 +231,8 @@ static int rebuild(const char *db_dir, const struct lsm_options *opts, char *err
     if (bloom != NULL) {
         leveldb_options_set_filter_policy(o, bloom);
     }
-    bool snappy = opts != NULL && opts->snappy;
-    leveldb_options_set_compression(o, snappy ? leveldb_snappy_compression : leveldb_no_compression);
+    bool none = opts != NULL && opts->no_compression;
+    leveldb_options_set_compression(o, none ? leveldb_no_compression : leveldb_snappy_compression);
     char *err = NULL;
     leveldb_repair_db(o, db_dir, &err);
     int rv = 0;

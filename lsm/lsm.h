@@ -281,10 +281,11 @@ struct lsm_options
     int max_open_files;        /* LevelDB table cache; 0 = 500 */
     size_t max_txn_ops;        /* etcd --max-txn-ops; 0 = 128 */
     size_t compact_batch;      /* history entries deleted per compaction batch; 0 = 1000 */
-    bool snappy;               /* compress new tables with snappy; false = none.  Off by default:
-                                * each put reads the key's current record first, and snappy
-                                * decompression of its block dominated that read (profiles in
-                                * docs/bench-server.md).  Tables of either kind stay readable. */
+    bool no_compression;       /* new tables uncompressed; false = snappy.  Saves the snappy
+                                * decompression on each put's read of the current record, at
+                                * about twice the disk (docs/bench-server.md: faster with 200k
+                                * keys, slower loads with 1M).  Tables of either kind stay
+                                * readable. */
 };
 
 /* Fill @opts with the defaults above.  Any thread. */

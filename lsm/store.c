@@ -55,7 +55,7 @@ static void options_resolve(struct lsm_options *o, const struct lsm_options *in)
     if (in->compact_batch) {
         o->compact_batch = in->compact_batch;
     }
-    o->snappy = in->snappy;
+    o->no_compression = in->no_compression;
 }
 
 /* Read an 8- or 16-byte meta record; absent records read as zero. */
@@ -125,7 +125,7 @@ static int ldb_open(struct lsm_store *s)
     leveldb_options_set_max_open_files(s->lopts, o->max_open_files);
     leveldb_options_set_create_if_missing(s->lopts, 1);
     leveldb_options_set_compression(s->lopts,
-                                    o->snappy ? leveldb_snappy_compression : leveldb_no_compression);
+                                    o->no_compression ? leveldb_no_compression : leveldb_snappy_compression);
     s->ropts = leveldb_readoptions_create();
     s->wopts = leveldb_writeoptions_create();
     leveldb_writeoptions_set_sync(s->wopts, 0);

@@ -234,7 +234,7 @@ static int set_flag(struct srv_config *c, const char *k, const char *v)
     }
     if (strcmp(k, "backend-compression") == 0) {
         if (strcmp(v, "none") == 0 || strcmp(v, "snappy") == 0) {
-            c->backend_snappy = strcmp(v, "snappy") == 0;
+            c->backend_uncompressed = strcmp(v, "none") == 0;
             return 0;
         }
         return SRV_EINVAL;
@@ -438,7 +438,7 @@ void srv_config_usage(void *out)
             "  --max-txn-ops N                    (128)\n"
             "  --max-key-bytes N                  (65536)\n"
             "  --quota-backend-bytes N            (2147483648)\n"
-            "  --backend-compression none|snappy  new store tables (none)\n"
+            "  --backend-compression none|snappy  new store tables (snappy)\n"
             "  --auto-compaction-mode periodic|revision (periodic)\n"
             "  --auto-compaction-retention R      0 = off; periodic: 1h, 30m, 10s (a plain\n"
             "                                     number is hours); revision: a count\n"

@@ -72,7 +72,7 @@ struct srv_config
     uint64_t compaction_interval_ms; /* --auto-compaction-interval (revision mode checks) */
     bool retention_plain;            /* parsing: retention given without a unit */
     uint64_t quota_backend_bytes;    /* --quota-backend-bytes */
-    bool backend_snappy;             /* --backend-compression snappy (default none) */
+    bool backend_uncompressed;       /* --backend-compression none (default snappy) */
     uint64_t member_id;              /* derived: this member's ID */
     uint64_t cluster_id;             /* derived: from the member IDs */
 };

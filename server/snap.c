@@ -905,7 +905,7 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     struct lsm_options lo;
     lsm_options_default(&lo);
     lo.max_txn_ops = s->cfg.max_txn_ops;
-    lo.snappy = s->cfg.backend_snappy;
+    lo.no_compression = s->cfg.backend_uncompressed;
     struct lsm_store *fresh = NULL;
     char err[256] = "";
     uint64_t t0 = now_ns();

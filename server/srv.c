@@ -201,7 +201,7 @@ static int open_storage(struct srv *s, char *errmsg)
     struct lsm_options lo;
     lsm_options_default(&lo);
     lo.max_txn_ops = s->cfg.max_txn_ops;
-    lo.snappy = s->cfg.backend_snappy;
+    lo.no_compression = s->cfg.backend_uncompressed;
     char lerr[256] = "";
     rv = lsm_open(sub, &lo, &s->lsm, lerr);
     if (rv != 0) {

@@ -81,10 +81,10 @@ static void defaults_make_a_single_member(void **state)
     assert_true(c.member_id == srv_member_id("http://127.0.0.1:2380", "kvdb-cluster"));
     assert_true(c.cluster_id == srv_cluster_id(&c.member_id, 1));
     assert_true(c.member_id != 0);
-    assert_false(c.backend_snappy);
-    const char *snappy[] = {"--backend-compression", "snappy"};
-    assert_int_equal(parse(&c, err, snappy, 2), 0);
-    assert_true(c.backend_snappy);
+    assert_false(c.backend_uncompressed);
+    const char *none[] = {"--backend-compression", "none"};
+    assert_int_equal(parse(&c, err, none, 2), 0);
+    assert_true(c.backend_uncompressed);
 }
 
 static void three_members_share_ids(void **state)
