@@ -176,7 +176,8 @@ static void reclaim_deepest(struct lsm_store *s, int64_t target)
     uint8_t v[8];
     lsm_put64(v, (uint64_t)target);
     char *err = NULL;
-    leveldb_put(s->db, s->wopts, LSM_META_COMPACTED, strlen(LSM_META_COMPACTED), (char *)v, 8, &err);
+    leveldb_put(s->db, s->wopts, LSM_META_COMPACTED, strlen(LSM_META_COMPACTED), (char *)v, 8,
+                &err);
     if (err != NULL) {
         leveldb_free(err); /* nothing lost: the space comes back at LevelDB's own compactions */
         return;

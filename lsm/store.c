@@ -124,8 +124,8 @@ static int ldb_open(struct lsm_store *s)
     leveldb_options_set_write_buffer_size(s->lopts, o->write_buffer_bytes);
     leveldb_options_set_max_open_files(s->lopts, o->max_open_files);
     leveldb_options_set_create_if_missing(s->lopts, 1);
-    leveldb_options_set_compression(s->lopts,
-                                    o->no_compression ? leveldb_no_compression : leveldb_snappy_compression);
+    leveldb_options_set_compression(
+        s->lopts, o->no_compression ? leveldb_no_compression : leveldb_snappy_compression);
     s->ropts = leveldb_readoptions_create();
     s->wopts = leveldb_writeoptions_create();
     leveldb_writeoptions_set_sync(s->wopts, 0);

@@ -212,46 +212,61 @@ void srv_peer_remove(struct srv *s, raft_id id)
 }
 
 /* Queue @n messages for @p as one frame and try to write it now. */
-static void peer_queue(struct srv *s, struct srv_peer *p, const struct raft_msg *msgs, size_t n)
+/* Whether @n messages (or one packed frame) for @p may be queued now; if not they count as lost
+ * on the wire (raft retransmits) and a full or broken link is reported unreachable. */
+static bool peer_writable(struct srv *s, struct srv_peer *p, size_t n)
 {
     enum srv_fp_action fp = SRV_FAILPOINT(s->cfg.member_id, "peer_send");
-    if (fp == SRV_FP_DROP || fp == SRV_FP_ERROR || srv_peer_blocked(s, p->id)) {
-        p->dropped += n; /* lost on the wire: raft retransmits */
-        atomic_fetch_add(&s->metrics.peer_batches_dropped, n);
-        return;
+    bool cut = fp == SRV_FP_DROP || fp == SRV_FP_ERROR || srv_peer_blocked(s, p->id);
+    if (!cut && p->connected && p->wr.len - p->wr.off <= PEER_MAX_BACKLOG) {
+        return true;
     }
-    if (!p->connected || p->wr.len - p->wr.off > PEER_MAX_BACKLOG) {
-        p->dropped += n;
-        atomic_fetch_add(&s->metrics.peer_batches_dropped, n);
-        if (p->connected) {
-            report_unreachable(s, p->id);
-        }
+    p->dropped += n;
+    atomic_fetch_add(&s->metrics.peer_batches_dropped, n);
+    if (!cut && p->connected) {
+        report_unreachable(s, p->id);
+    }
+    return false;
+}
+
+static void peer_kick(struct srv_peer *p)
+{
+    if (!ev_is_active(&p->wio)) {
+        peer_flush(p);
+    }
+}
+
+/* End of the run of messages to the same peer that starts at @i (Ready messages are usually
+ * grouped by destination already; each run becomes one frame). */
+static size_t run_end(const struct raft_msg *msgs, size_t n, size_t i)
+{
+    size_t j = i + 1;
+    while (j < n && msgs[j].to == msgs[i].to) {
+        j++;
+    }
+    return j;
+}
+
+static void peer_queue(struct srv *s, struct srv_peer *p, const struct raft_msg *msgs, size_t n)
+{
+    if (!peer_writable(s, p, n)) {
         return;
     }
     if (pb_batch_append(&p->wr, s->cfg.cluster_id, s->cfg.member_id, msgs, n) != 0) {
         p->dropped += n;
         return;
     }
-    if (!ev_is_active(&p->wio)) {
-        peer_flush(p);
-    }
+    peer_kick(p);
 }
 
 void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n)
 {
-    /* Ready messages are usually grouped by destination already; batch each run of messages to
-     * the same peer into one frame. */
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i + 1;
-        while (j < n && msgs[j].to == msgs[i].to) {
-            j++;
-        }
+    for (size_t i = 0, j; i < n; i = j) {
+        j = run_end(msgs, n, i);
         struct srv_peer *p = srv_peer_find(s, msgs[i].to);
         if (p != NULL) {
             peer_queue(s, p, msgs + i, j - i);
         }
-        i = j;
     }
 }
 
@@ -260,12 +275,8 @@ void srv_peer_send(struct srv *s, const struct raft_msg *msgs, size_t n)
  * the Ready is durable. */
 void srv_peer_hold(struct srv *s, const struct raft_msg *msgs, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i + 1;
-        while (j < n && msgs[j].to == msgs[i].to) {
-            j++;
-        }
+    for (size_t i = 0, j; i < n; i = j) {
+        j = run_end(msgs, n, i);
         if (s->n_held == s->cap_held) {
             size_t cap = s->cap_held == 0 ? 8 : s->cap_held * 2;
             struct srv_held *h = realloc(s->held, cap * sizeof *h);
@@ -283,7 +294,6 @@ void srv_peer_hold(struct srv *s, const struct raft_msg *msgs, size_t n)
         if (pb_batch_append(&h->wr, s->cfg.cluster_id, s->cfg.member_id, msgs + i, j - i) == 0) {
             s->n_held++;
         }
-        i = j;
     }
 }
 
@@ -294,15 +304,12 @@ void srv_peer_release_held(struct srv *s)
         struct srv_peer *p = srv_peer_find(s, h->to);
         const unsigned char *buf;
         size_t len = pb_frame_writer_pending(&h->wr, &buf);
-        enum srv_fp_action fp = SRV_FAILPOINT(s->cfg.member_id, "peer_send");
-        if (p != NULL && p->connected && p->wr.len - p->wr.off <= PEER_MAX_BACKLOG &&
-            fp != SRV_FP_DROP && fp != SRV_FP_ERROR && !srv_peer_blocked(s, p->id) &&
-            pb_frame_writer_append_bytes(&p->wr, buf, len) == 0) {
-            if (!ev_is_active(&p->wio)) {
-                peer_flush(p);
+        if (p != NULL && peer_writable(s, p, 1)) {
+            if (pb_frame_writer_append_bytes(&p->wr, buf, len) == 0) {
+                peer_kick(p);
+            } else {
+                p->dropped++;
             }
-        } else {
-            atomic_fetch_add(&s->metrics.peer_batches_dropped, 1);
         }
         pb_frame_writer_consume(&h->wr, len);
     }
