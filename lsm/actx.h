@@ -49,7 +49,8 @@ int lsm_actx_scan(struct lsm_actx *c,
                   lsm_visit_fn fn,
                   void *arg);
 /* Record a change (put when @live, else delete) at revision c->rev + 1.  @prev: the version
- * being replaced (NULL if none). */
+ * being replaced (NULL if none; required for a delete), with its value; @prev_sub: its
+ * sub-revision (lsm_meta.sub as lsm_actx_get or a scan gave it). */
 int lsm_actx_write(struct lsm_actx *c,
                    const uint8_t *key,
                    size_t klen,
@@ -57,7 +58,8 @@ int lsm_actx_write(struct lsm_actx *c,
                    const uint8_t *val,
                    size_t vlen,
                    const struct lsm_meta *m,
-                   const struct lsm_kv *prev);
+                   const struct lsm_kv *prev,
+                   uint32_t prev_sub);
 
 /* txn.c */
 int lsm_exec_op(struct lsm_actx *c, const struct lsm_op *op, struct lsm_result *res);

@@ -111,7 +111,7 @@ int lsm_actx_get(struct lsm_actx *c,
     }
     int rv = LSM_ECORRUPT;
     if (n >= LSM_CUR_HDR) {
-        lsm_meta_decode((const uint8_t *)v, m);
+        lsm_cur_decode((const uint8_t *)v, m);
         c->vb.len = 0;
         rv = lsm_buf_add(&c->vb, v + LSM_CUR_HDR, n - LSM_CUR_HDR);
         *val = c->vb.p;
@@ -202,7 +202,7 @@ static int event_add(struct lsm_actx *c, struct lsm_rec *r, const struct lsm_kv 
     int rv = lsm_kv_fill(&e->kv, r->key, r->klen, r->val, r->vlen, r->live, r->live ? &r->m : &dm);
     if (rv == 0 && prev != NULL) {
         struct lsm_meta pm = {prev->create_revision, prev->mod_revision, prev->version,
-                              prev->lease};
+                              prev->lease, 0};
         e->has_prev = true;
         rv = lsm_kv_fill(&e->prev_kv, prev->key, prev->key_len, prev->value, prev->value_len, true,
                          &pm);
@@ -215,41 +215,64 @@ static int event_add(struct lsm_actx *c, struct lsm_rec *r, const struct lsm_kv 
     return 0;
 }
 
-static int batch_write(struct lsm_actx *c, struct lsm_rec *r)
+/* A version's history record: flags + meta + value under (key, revision, sub). */
+static int hist_put(struct lsm_actx *c,
+                    const uint8_t *key,
+                    size_t klen,
+                    bool tomb,
+                    const struct lsm_meta *m,
+                    const uint8_t *val,
+                    size_t vlen)
 {
-    leveldb_writebatch_t *wb = c->wb;
     uint8_t hdr[LSM_HIST_HDR];
-    if (lsm_key_cur(&c->kb, r->key, r->klen) != 0) {
+    hdr[0] = tomb ? LSM_HIST_TOMB : 0;
+    lsm_meta_encode(hdr + 1, m);
+    c->vb.len = 0;
+    if (lsm_buf_add(&c->vb, hdr, sizeof hdr) || lsm_buf_add(&c->vb, val, vlen) ||
+        lsm_key_hist(&c->kb, key, klen, m->mod_rev, m->sub)) {
+        return LSM_ENOMEM;
+    }
+    leveldb_writebatch_put(c->wb, (char *)c->kb.p, c->kb.len, (char *)c->vb.p, c->vb.len);
+    return 0;
+}
+
+/* The current record holds a key's newest version; the version it replaces moves to history,
+ * and a delete leaves a tombstone there.  A first put writes no history at all. */
+static int batch_write(struct lsm_actx *c, struct lsm_rec *r, const struct lsm_kv *prev,
+                       uint32_t prev_sub)
+{
+    int rv = 0;
+    if (prev != NULL) {
+        struct lsm_meta pm = {prev->create_revision, prev->mod_revision, prev->version,
+                              prev->lease, prev_sub};
+        rv = hist_put(c, r->key, r->klen, false, &pm, prev->value, prev->value_len);
+    }
+    if (rv == 0 && !r->live) {
+        rv = hist_put(c, r->key, r->klen, true, &r->m, NULL, 0);
+    }
+    if (rv != 0 || lsm_key_cur(&c->kb, r->key, r->klen) != 0) {
         return LSM_ENOMEM;
     }
     if (r->live) {
+        uint8_t hdr[LSM_CUR_HDR];
+        lsm_cur_encode(hdr, &r->m);
         c->vb.len = 0;
-        lsm_meta_encode(hdr, &r->m);
-        if (lsm_buf_add(&c->vb, hdr, LSM_CUR_HDR) || lsm_buf_add(&c->vb, r->val, r->vlen)) {
+        if (lsm_buf_add(&c->vb, hdr, sizeof hdr) || lsm_buf_add(&c->vb, r->val, r->vlen)) {
             return LSM_ENOMEM;
         }
-        leveldb_writebatch_put(wb, (char *)c->kb.p, c->kb.len, (char *)c->vb.p, c->vb.len);
+        leveldb_writebatch_put(c->wb, (char *)c->kb.p, c->kb.len, (char *)c->vb.p, c->vb.len);
     } else {
-        leveldb_writebatch_delete(wb, (char *)c->kb.p, c->kb.len);
+        leveldb_writebatch_delete(c->wb, (char *)c->kb.p, c->kb.len);
     }
-    /* History: flags + meta + value, under (key, revision). */
-    hdr[0] = r->live ? 0 : LSM_HIST_TOMB;
-    lsm_meta_encode(hdr + 1, &r->m);
-    c->vb.len = 0;
-    if (lsm_buf_add(&c->vb, hdr, LSM_HIST_HDR) || lsm_buf_add(&c->vb, r->val, r->vlen) ||
-        lsm_key_hist(&c->kb, r->key, r->klen, r->m.mod_rev, c->sub)) {
-        return LSM_ENOMEM;
-    }
-    leveldb_writebatch_put(wb, (char *)c->kb.p, c->kb.len, (char *)c->vb.p, c->vb.len);
     /* Revision log: (revision, sub) -> type + key, for watch catch-up. */
     uint8_t rk[13];
-    lsm_key_rev(rk, r->m.mod_rev, c->sub);
+    lsm_key_rev(rk, r->m.mod_rev, r->m.sub);
     c->vb.len = 0;
     uint8_t t = r->live ? 'P' : 'D';
     if (lsm_buf_add(&c->vb, &t, 1) || lsm_buf_add(&c->vb, r->key, r->klen)) {
         return LSM_ENOMEM;
     }
-    leveldb_writebatch_put(wb, (char *)rk, sizeof rk, (char *)c->vb.p, c->vb.len);
+    leveldb_writebatch_put(c->wb, (char *)rk, sizeof rk, (char *)c->vb.p, c->vb.len);
     return 0;
 }
 
@@ -260,7 +283,8 @@ int lsm_actx_write(struct lsm_actx *c,
                    const uint8_t *val,
                    size_t vlen,
                    const struct lsm_meta *m,
-                   const struct lsm_kv *prev)
+                   const struct lsm_kv *prev,
+                   uint32_t prev_sub)
 {
     struct lsm_meta tm = {.mod_rev = c->rev + 1};
     struct lsm_rec *r =
@@ -273,9 +297,10 @@ int lsm_actx_write(struct lsm_actx *c,
         return LSM_ENOMEM;
     }
     c->hist[c->n_hist++] = r; /* owns r from here on */
+    r->m.sub = c->sub;
     int rv = ovl_set(&c->ovl, &c->n_ovl, &c->cap_ovl, r);
     if (rv == 0) {
-        rv = batch_write(c, r);
+        rv = batch_write(c, r, prev, prev_sub);
     }
     if (rv == 0) {
         rv = event_add(c, r, prev);

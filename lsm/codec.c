@@ -176,6 +176,22 @@ void lsm_meta_decode(const uint8_t *p, struct lsm_meta *m)
     m->mod_rev = (int64_t)lsm_get64(p + 8);
     m->version = (int64_t)lsm_get64(p + 16);
     m->lease = (int64_t)lsm_get64(p + 24);
+    m->sub = 0;
+}
+
+void lsm_cur_encode(uint8_t p[LSM_CUR_HDR], const struct lsm_meta *m)
+{
+    lsm_meta_encode(p, m);
+    for (int i = 0; i < 4; i++) {
+        p[LSM_META_LEN + 3 - i] = (uint8_t)(m->sub >> (8 * i));
+    }
+}
+
+void lsm_cur_decode(const uint8_t p[LSM_CUR_HDR], struct lsm_meta *m)
+{
+    lsm_meta_decode(p, m);
+    const uint8_t *q = p + LSM_META_LEN;
+    m->sub = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
 }
 
 void lsm_span_make(struct lsm_span *sp, struct lsm_bytes key, struct lsm_bytes end)

@@ -1,9 +1,10 @@
 /* Background history compaction (etcd keyIndex.compact semantics) in bounded batches. */
+#include <assert.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lsm/internal.h"
+#include "lsm/src.h"
 
 /* One pass state: deletions accumulate in a batch written every opts.compact_batch entries. */
 struct cpass
@@ -15,7 +16,9 @@ struct cpass
     struct lsm_buf key;  /* user key of the group being scanned */
     struct lsm_buf held; /* LevelDB key of the newest version <= target so far */
     bool held_tomb;
+    bool held_cur; /* held is the key's current record: nothing follows it, it stays */
     bool have_held;
+    char errmsg[256];
 };
 
 static int flush(struct cpass *p)
@@ -56,6 +59,7 @@ static int end_key(struct cpass *p)
 {
     int rv = 0;
     if (p->have_held && p->held_tomb) {
+        assert(!p->held_cur);
         rv = del(p, p->held.p, p->held.len);
     }
     p->have_held = false;
@@ -71,44 +75,34 @@ static bool stopping(struct lsm_store *s)
 }
 
 /* Keep, per key, only the newest version at or below target (unless a tombstone) and
- * everything above target. */
-static int compact_history(struct cpass *p, leveldb_iterator_t *it)
+ * everything above target.  Only history records go: a current record is its key's newest
+ * version, so it is either above target or the one kept. */
+static int compact_history(struct cpass *p, const leveldb_readoptions_t *ro)
 {
-    struct lsm_buf uk = {0};
-    uint8_t pre = LSM_P_HIST;
-    int rv = 0;
+    struct lsm_vit v;
+    int rv = lsm_vit_open(&v, p->s->db, ro, NULL, 0, p->errmsg);
     size_t n = 0;
-    for (leveldb_iter_seek(it, (const char *)&pre, 1); rv == 0 && leveldb_iter_valid(it);
-         leveldb_iter_next(it)) {
-        size_t klen, vlen;
-        int64_t r;
-        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &klen);
-        if (klen < 1 || k[0] != LSM_P_HIST) {
-            break;
-        }
-        if (lsm_key_hist_parse(k, klen, &uk, &r, NULL) != 0) {
-            rv = LSM_ECORRUPT;
-            break;
-        }
-        if (lsm_keycmp(uk.p, uk.len, p->key.p, p->key.len) != 0) {
+    while (rv == 0 && (rv = lsm_vit_next(&v)) == 0 && v.valid) {
+        if (lsm_keycmp(v.key.p, v.key.len, p->key.p, p->key.len) != 0) {
             rv = end_key(p);
             p->key.len = 0;
             if (rv == 0) {
-                rv = lsm_buf_add(&p->key, uk.p, uk.len);
+                rv = lsm_buf_add(&p->key, v.key.p, v.key.len);
             }
         }
-        if (rv != 0 || r > p->target) {
+        if (rv != 0 || v.meta.mod_rev > p->target) {
             continue;
         }
         if (p->have_held) {
+            assert(!p->held_cur);
             rv = del(p, p->held.p, p->held.len); /* superseded at or below target */
         }
-        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vlen);
         p->held.len = 0;
         if (rv == 0) {
-            rv = lsm_buf_add(&p->held, k, klen);
+            rv = lsm_buf_add(&p->held, v.raw, v.rawlen);
         }
-        p->held_tomb = vlen > 0 && (v[0] & LSM_HIST_TOMB);
+        p->held_tomb = v.tomb;
+        p->held_cur = v.cur;
         p->have_held = true;
         if (++n % 4096 == 0 && stopping(p->s)) {
             rv = LSM_ECLOSED;
@@ -117,7 +111,7 @@ static int compact_history(struct cpass *p, leveldb_iterator_t *it)
     if (rv == 0) {
         rv = end_key(p);
     }
-    lsm_buf_fini(&uk);
+    lsm_vit_close(&v);
     return rv;
 }
 
@@ -145,8 +139,11 @@ static int compact_pass(struct lsm_store *s, int64_t target)
     p.wb = leveldb_writebatch_create();
     leveldb_readoptions_t *ro = leveldb_readoptions_create();
     leveldb_readoptions_set_fill_cache(ro, 0); /* a full scan would evict the hot set */
+    /* One state for the history and current iterators; applies go on meanwhile. */
+    const leveldb_snapshot_t *snap = leveldb_create_snapshot(s->db);
+    leveldb_readoptions_set_snapshot(ro, snap);
     leveldb_iterator_t *it = leveldb_create_iterator(s->db, ro);
-    int rv = compact_history(&p, it);
+    int rv = compact_history(&p, ro);
     if (rv == 0) {
         rv = compact_revlog(&p, it);
     }
@@ -158,6 +155,7 @@ static int compact_pass(struct lsm_store *s, int64_t target)
         rv = flush(&p);
     }
     leveldb_iter_destroy(it);
+    leveldb_release_snapshot(s->db, snap);
     leveldb_readoptions_destroy(ro);
     leveldb_writebatch_destroy(p.wb);
     lsm_buf_fini(&p.key);

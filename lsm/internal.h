@@ -71,6 +71,8 @@ struct lsm_meta
     int64_t mod_rev;
     int64_t version;
     int64_t lease;
+    uint32_t sub; /* change number within mod_rev (etcd's sub-revision); not in the 32-byte
+                   * meta encoding: history keys and current records carry it */
 };
 
 /* ---- codec.c ---- */
@@ -108,12 +110,18 @@ int lsm_key_hist_parse(const uint8_t *k,
 /* 'r' + big-endian rev + big-endian sub. */
 void lsm_key_rev(uint8_t out[13], int64_t rev, uint32_t sub);
 
-/* Current value: meta (32 bytes) + value.  History value: flags (1) + meta + value. */
-#define LSM_CUR_HDR 32
+/* Current value: meta (32 bytes) + sub (4, big-endian) + value.  History value: flags (1) +
+ * meta + value. */
+#define LSM_META_LEN 32
+#define LSM_CUR_HDR 36
 #define LSM_HIST_HDR 33
 #define LSM_HIST_TOMB 1
 void lsm_meta_encode(uint8_t *p, const struct lsm_meta *m);
+/* Decode the 32 meta bytes; m->sub is set to 0 (the caller knows it from the record's key). */
 void lsm_meta_decode(const uint8_t *p, struct lsm_meta *m);
+/* The header of a current record: meta and sub. */
+void lsm_cur_encode(uint8_t p[LSM_CUR_HDR], const struct lsm_meta *m);
+void lsm_cur_decode(const uint8_t p[LSM_CUR_HDR], struct lsm_meta *m);
 
 /* Range bounds in user-key space: @end_len == 0 with @unbounded false = single key. */
 struct lsm_span
@@ -181,8 +189,10 @@ void lsm_collect_finish(struct lsm_collect *c);
 /* How many kvs to copy before sorting is needed: limit + 1, or 0 for all. */
 size_t lsm_collect_bound(const struct lsm_range_req *req);
 
-/* Read one history version of @key: with @exact, the version at (@rev, @sub); otherwise the
- * newest one strictly before (@rev, @sub).  *@found false if none; *@tomb for a tombstone. */
+/* Read one version of @key: with @exact, the version at (@rev, @sub), from history or the
+ * current record; otherwise the newest one strictly before (@rev, @sub) in history.  (For a
+ * version that exists, the one before it is always in history: the current record is a key's
+ * newest version.)  *@found false if none; *@tomb for a tombstone. */
 int lsm_hist_read(leveldb_t *db,
                   const leveldb_readoptions_t *ro,
                   const uint8_t *key,
@@ -206,5 +216,10 @@ void lsm_compactor_kick(struct lsm_store *s, int64_t target);
 #define LSM_META_REV "m/rev"             /* rev(8) */
 #define LSM_META_COMPACT "m/compact"     /* compact revision(8): reads below fail */
 #define LSM_META_COMPACTED "m/compacted" /* history physically compacted through(8) */
+#define LSM_META_FORMAT "m/format"       /* layout version(8), LSM_FORMAT */
+
+/* Layout version.  1: every version in history, current records without sub.  2: history
+ * holds only superseded versions and tombstones (lsm/FORMAT.md). */
+#define LSM_FORMAT 2
 
 #endif /* KV_LSM_INTERNAL_H */

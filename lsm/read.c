@@ -167,7 +167,7 @@ static int get_current(leveldb_t *db,
         rv = LSM_ECORRUPT;
     } else {
         struct lsm_meta m;
-        lsm_meta_decode((const uint8_t *)v, &m);
+        lsm_cur_decode((const uint8_t *)v, &m);
         struct lsm_collect c = {.req = req, .res = res};
         rv = lsm_collect_visit(&c, req->key.data, req->key.len, (const uint8_t *)v + LSM_CUR_HDR,
                                vlen - LSM_CUR_HDR, &m);
@@ -419,6 +419,21 @@ static void hash_flush(struct hash_state *h)
     }
 }
 
+/* The version under @v in its history encoding (key, then flags + meta + value), whichever
+ * record holds it, so the hash does not depend on where a version is stored. */
+static int hash_encode(const struct lsm_vit *v, struct lsm_buf *k, struct lsm_buf *val)
+{
+    uint8_t hdr[LSM_HIST_HDR];
+    hdr[0] = v->tomb ? LSM_HIST_TOMB : 0;
+    lsm_meta_encode(hdr + 1, &v->meta);
+    val->len = 0;
+    if (lsm_key_hist(k, v->key.p, v->key.len, v->meta.mod_rev, v->meta.sub) != 0 ||
+        lsm_buf_add(val, hdr, sizeof hdr) != 0 || lsm_buf_add(val, v->val, v->vlen) != 0) {
+        return LSM_ENOMEM;
+    }
+    return 0;
+}
+
 static int hash_scan(leveldb_t *db,
                      const leveldb_readoptions_t *ro,
                      int64_t crev,
@@ -427,57 +442,36 @@ static int hash_scan(leveldb_t *db,
                      char *errmsg)
 {
     struct hash_state h = {0};
-    struct lsm_buf key = {0};
-    leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
-    uint8_t p = LSM_P_HIST;
-    int rv = 0;
-    for (leveldb_iter_seek(it, (const char *)&p, 1); rv == 0 && leveldb_iter_valid(it);
-         leveldb_iter_next(it)) {
-        size_t klen, vlen;
-        int64_t r;
-        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &klen);
-        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vlen);
-        if (klen < 1 || k[0] != LSM_P_HIST) {
-            break;
-        }
-        if ((rv = lsm_key_hist_parse(k, klen, &key, &r, NULL)) != 0 || vlen < LSM_HIST_HDR) {
-            rv = LSM_ECORRUPT;
-            break;
-        }
-        if (lsm_keycmp(key.p, key.len, h.cur_key.p, h.cur_key.len) != 0) {
+    struct lsm_buf k = {0}, val = {0};
+    struct lsm_vit v;
+    int rv = lsm_vit_open(&v, db, ro, NULL, 0, errmsg);
+    while (rv == 0 && (rv = lsm_vit_next(&v)) == 0 && v.valid) {
+        if (lsm_keycmp(v.key.p, v.key.len, h.cur_key.p, h.cur_key.len) != 0) {
             hash_flush(&h);
             h.cur_key.len = 0;
-            rv = lsm_buf_add(&h.cur_key, key.p, key.len);
+            rv = lsm_buf_add(&h.cur_key, v.key.p, v.key.len);
         }
-        if (rv != 0 || r > hrev) {
+        if (rv != 0 || v.meta.mod_rev > hrev) {
             continue;
         }
-        if (r <= crev) {
+        if (v.meta.mod_rev <= crev) {
             /* Only the newest version at or below crev survives compaction, not a tombstone. */
-            h.held = !(v[0] & LSM_HIST_TOMB);
-            h.held_k.len = h.held_v.len = 0;
-            if (h.held && (lsm_buf_add(&h.held_k, k, klen) || lsm_buf_add(&h.held_v, v, vlen))) {
-                rv = LSM_ENOMEM;
+            h.held = !v.tomb;
+            if (h.held) {
+                rv = hash_encode(&v, &h.held_k, &h.held_v);
             }
             continue;
         }
         hash_flush(&h);
-        h.crc = crc_extend(h.crc, k, klen);
-        h.crc = crc_extend(h.crc, v, vlen);
+        if ((rv = hash_encode(&v, &k, &val)) == 0) {
+            h.crc = crc_extend(h.crc, k.p, k.len);
+            h.crc = crc_extend(h.crc, val.p, val.len);
+        }
     }
     hash_flush(&h);
-    if (rv == LSM_ECORRUPT) {
-        lsm_set_err(errmsg, "hash: bad history record");
-    }
-    char *err = NULL;
-    leveldb_iter_get_error(it, &err);
-    if (rv == 0 && err != NULL) {
-        rv = lsm_ldb_err(errmsg, "hash", err);
-    } else {
-        leveldb_free(err);
-    }
-    leveldb_iter_destroy(it);
-    lsm_buf_fini(&key);
+    lsm_vit_close(&v);
+    lsm_buf_fini(&k);
+    lsm_buf_fini(&val);
     lsm_buf_fini(&h.cur_key);
     lsm_buf_fini(&h.held_k);
     lsm_buf_fini(&h.held_v);

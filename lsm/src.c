@@ -1,4 +1,5 @@
-/* Pull iterators over the keys of a span: current state, or history as of a revision. */
+/* Pull iterators over the keys of a span (current state, or as of a revision) and over every
+ * stored version. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +22,7 @@ static int src_get_single(struct lsm_src *src)
     }
     int rv = LSM_ECORRUPT;
     if (vlen >= LSM_CUR_HDR) {
-        lsm_meta_decode((const uint8_t *)v, &src->meta);
+        lsm_cur_decode((const uint8_t *)v, &src->meta);
         src->key.len = 0;
         src->val.len = 0;
         rv = lsm_buf_add(&src->key, src->sp.key, src->sp.key_len);
@@ -34,6 +35,138 @@ static int src_get_single(struct lsm_src *src)
     }
     leveldb_free(v);
     return rv;
+}
+
+static int iter_status(leveldb_iterator_t *it, char *errmsg)
+{
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    if (err != NULL) {
+        return lsm_ldb_err(errmsg, "iterate", err);
+    }
+    return 0;
+}
+
+int lsm_vit_open(struct lsm_vit *v,
+                 leveldb_t *db,
+                 const leveldb_readoptions_t *ro,
+                 const uint8_t *start,
+                 size_t len,
+                 char *errmsg)
+{
+    memset(v, 0, sizeof *v);
+    v->errmsg = errmsg;
+    v->h = leveldb_create_iterator(db, ro);
+    v->c = leveldb_create_iterator(db, ro);
+    struct lsm_buf b = {0};
+    int rv = lsm_key_hist_prefix(&b, start, len);
+    if (rv == 0) {
+        leveldb_iter_seek(v->h, (const char *)b.p, b.len);
+        rv = lsm_key_cur(&b, start, len);
+    }
+    if (rv == 0) {
+        leveldb_iter_seek(v->c, (const char *)b.p, b.len);
+    }
+    lsm_buf_fini(&b);
+    return rv;
+}
+
+void lsm_vit_close(struct lsm_vit *v)
+{
+    if (v->h != NULL) {
+        leveldb_iter_destroy(v->h);
+    }
+    if (v->c != NULL) {
+        leveldb_iter_destroy(v->c);
+    }
+    lsm_buf_fini(&v->hk);
+    lsm_buf_fini(&v->key);
+    memset(v, 0, sizeof *v);
+}
+
+/* The LevelDB key under @it if it starts with @prefix, else NULL (end of that section). */
+static const uint8_t *section_key(leveldb_iterator_t *it, char prefix, size_t *len)
+{
+    if (!leveldb_iter_valid(it)) {
+        return NULL;
+    }
+    const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, len);
+    return *len >= 1 && k[0] == (uint8_t)prefix ? k : NULL;
+}
+
+/* Load the version under v->h (@from_hist) or v->c. */
+static int vit_take(struct lsm_vit *v, bool from_hist, const uint8_t *k, size_t klen,
+                    int64_t rev, uint32_t sub)
+{
+    size_t vlen;
+    const uint8_t *val = (const uint8_t *)leveldb_iter_value(from_hist ? v->h : v->c, &vlen);
+    v->key.len = 0;
+    if (from_hist) {
+        if (vlen < LSM_HIST_HDR) {
+            lsm_set_err(v->errmsg, "history record of %zu bytes", vlen);
+            return LSM_ECORRUPT;
+        }
+        v->tomb = (val[0] & LSM_HIST_TOMB) != 0;
+        lsm_meta_decode(val + 1, &v->meta);
+        v->meta.mod_rev = rev;
+        v->meta.sub = sub;
+        v->val = val + LSM_HIST_HDR;
+        v->vlen = vlen - LSM_HIST_HDR;
+        v->adv = v->h;
+        if (lsm_buf_add(&v->key, v->hk.p, v->hk.len) != 0) {
+            return LSM_ENOMEM;
+        }
+    } else {
+        if (vlen < LSM_CUR_HDR) {
+            lsm_set_err(v->errmsg, "current record of %zu bytes", vlen);
+            return LSM_ECORRUPT;
+        }
+        v->tomb = false;
+        lsm_cur_decode(val, &v->meta);
+        v->val = val + LSM_CUR_HDR;
+        v->vlen = vlen - LSM_CUR_HDR;
+        v->adv = v->c;
+        if (lsm_buf_add(&v->key, k + 1, klen - 1) != 0) {
+            return LSM_ENOMEM;
+        }
+    }
+    v->cur = !from_hist;
+    v->raw = k;
+    v->rawlen = klen;
+    v->valid = true;
+    return 0;
+}
+
+int lsm_vit_next(struct lsm_vit *v)
+{
+    if (v->adv != NULL) {
+        leveldb_iter_next(v->adv);
+        v->adv = NULL;
+    }
+    v->valid = false;
+    size_t hlen = 0, clen = 0;
+    int64_t rev = 0;
+    uint32_t sub = 0;
+    const uint8_t *hk = section_key(v->h, LSM_P_HIST, &hlen);
+    const uint8_t *ck = section_key(v->c, LSM_P_CUR, &clen);
+    int rv = iter_status(v->h, v->errmsg);
+    if (rv == 0) {
+        rv = iter_status(v->c, v->errmsg);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (hk != NULL && lsm_key_hist_parse(hk, hlen, &v->hk, &rev, &sub) != 0) {
+        lsm_set_err(v->errmsg, "bad history key");
+        return LSM_ECORRUPT;
+    }
+    if (hk == NULL && ck == NULL) {
+        return 0;
+    }
+    /* On equal user keys history goes first: a key's current record is its newest version. */
+    bool from_hist = hk != NULL && (ck == NULL || lsm_keycmp(v->hk.p, v->hk.len, ck + 1,
+                                                             clen - 1) <= 0);
+    return from_hist ? vit_take(v, true, hk, hlen, rev, sub) : vit_take(v, false, ck, clen, 0, 0);
 }
 
 int lsm_src_open(struct lsm_src *src,
@@ -53,9 +186,13 @@ int lsm_src_open(struct lsm_src *src,
         src->single_pending = true;
         return 0;
     }
+    if (rev != 0) {
+        src->vit_open = true;
+        int rv = lsm_vit_open(&src->vit, db, ro, sp->key, sp->key_len, errmsg);
+        return rv == 0 ? lsm_vit_next(&src->vit) : rv;
+    }
     src->it = leveldb_create_iterator(db, ro);
-    int rv = rev == 0 ? lsm_key_cur(&src->tmp, sp->key, sp->key_len)
-                      : lsm_key_hist_prefix(&src->tmp, sp->key, sp->key_len);
+    int rv = lsm_key_cur(&src->tmp, sp->key, sp->key_len);
     if (rv != 0) {
         return rv;
     }
@@ -70,19 +207,11 @@ void lsm_src_close(struct lsm_src *src)
     }
     lsm_buf_fini(&src->key);
     lsm_buf_fini(&src->val);
-    lsm_buf_fini(&src->tmp);
-    lsm_buf_fini(&src->hkey);
-    memset(src, 0, sizeof *src);
-}
-
-static int iter_status(struct lsm_src *src)
-{
-    char *err = NULL;
-    leveldb_iter_get_error(src->it, &err);
-    if (err != NULL) {
-        return lsm_ldb_err(src->errmsg, "iterate", err);
+    if (src->vit_open) {
+        lsm_vit_close(&src->vit);
     }
-    return 0;
+    lsm_buf_fini(&src->tmp);
+    memset(src, 0, sizeof *src);
 }
 
 /* Past the span's end (user key @k)? */
@@ -98,7 +227,7 @@ static int next_cur(struct lsm_src *src)
 {
     src->valid = false;
     if (!leveldb_iter_valid(src->it)) {
-        return iter_status(src);
+        return iter_status(src->it, src->errmsg);
     }
     size_t klen, vlen;
     const uint8_t *k = (const uint8_t *)leveldb_iter_key(src->it, &klen);
@@ -116,66 +245,43 @@ static int next_cur(struct lsm_src *src)
         lsm_buf_add(&src->val, v + LSM_CUR_HDR, vlen - LSM_CUR_HDR) != 0) {
         return LSM_ENOMEM;
     }
-    lsm_meta_decode(v, &src->meta);
+    lsm_cur_decode(v, &src->meta);
     src->tomb = false;
     src->valid = true;
     leveldb_iter_next(src->it);
     return 0;
 }
 
-/* Take the history entry under the iterator as the candidate version of src->key. */
-static int take_hist(struct lsm_src *src, int64_t rev)
-{
-    size_t vlen;
-    const uint8_t *v = (const uint8_t *)leveldb_iter_value(src->it, &vlen);
-    if (vlen < LSM_HIST_HDR) {
-        lsm_set_err(src->errmsg, "history record of %zu bytes", vlen);
-        return LSM_ECORRUPT;
-    }
-    src->tomb = (v[0] & LSM_HIST_TOMB) != 0;
-    lsm_meta_decode(v + 1, &src->meta);
-    src->meta.mod_rev = rev;
-    src->val.len = 0;
-    return lsm_buf_add(&src->val, v + LSM_HIST_HDR, vlen - LSM_HIST_HDR);
-}
-
-/* One user key's versions are consecutive: keep the newest at or below src->rev. */
+/* A key's versions are consecutive in the version iterator: keep the newest at or below
+ * src->rev. */
 static int next_hist(struct lsm_src *src)
 {
+    struct lsm_vit *v = &src->vit;
     for (;;) {
         src->valid = false;
-        if (!leveldb_iter_valid(src->it)) {
-            return iter_status(src);
-        }
-        size_t klen;
-        const uint8_t *k = (const uint8_t *)leveldb_iter_key(src->it, &klen);
-        if (klen < 1 || k[0] != LSM_P_HIST) {
+        if (!v->valid || past_end(&src->sp, v->key.p, v->key.len)) {
             return 0;
         }
-        int64_t r;
-        int rv = lsm_key_hist_parse(k, klen, &src->key, &r, NULL);
-        if (rv != 0) {
-            lsm_set_err(src->errmsg, "bad history key");
-            return rv;
-        }
-        if (past_end(&src->sp, src->key.p, src->key.len)) {
-            return 0;
+        src->key.len = 0;
+        if (lsm_buf_add(&src->key, v->key.p, v->key.len) != 0) {
+            return LSM_ENOMEM;
         }
         bool have = false;
-        while (leveldb_iter_valid(src->it)) {
-            k = (const uint8_t *)leveldb_iter_key(src->it, &klen);
-            if (k[0] != LSM_P_HIST || lsm_key_hist_parse(k, klen, &src->hkey, &r, NULL) != 0 ||
-                lsm_keycmp(src->hkey.p, src->hkey.len, src->key.p, src->key.len) != 0) {
-                break;
-            }
-            if (r <= src->rev) {
-                if ((rv = take_hist(src, r)) != 0) {
-                    return rv;
+        do {
+            if (v->meta.mod_rev <= src->rev) {
+                src->tomb = v->tomb;
+                src->meta = v->meta;
+                src->val.len = 0;
+                if (lsm_buf_add(&src->val, v->val, v->vlen) != 0) {
+                    return LSM_ENOMEM;
                 }
                 have = true;
             }
-            leveldb_iter_next(src->it);
-        }
+            int rv = lsm_vit_next(v);
+            if (rv != 0) {
+                return rv;
+            }
+        } while (v->valid && lsm_keycmp(v->key.p, v->key.len, src->key.p, src->key.len) == 0);
         if (have && (src->with_tombs || !src->tomb)) {
             src->valid = true;
             return 0;
@@ -189,11 +295,14 @@ int lsm_src_next(struct lsm_src *src)
         src->single_pending = false;
         return src_get_single(src);
     }
+    if (src->rev != 0) {
+        return next_hist(src);
+    }
     if (src->it == NULL) {
         src->valid = false;
         return 0;
     }
-    return src->rev == 0 ? next_cur(src) : next_hist(src);
+    return next_cur(src);
 }
 
 /* Decode the history record under @it if it belongs to @key. */
@@ -208,9 +317,10 @@ static int hist_take(leveldb_iterator_t *it,
 {
     size_t hlen, vlen;
     int64_t r;
+    uint32_t sub;
     const uint8_t *hk = (const uint8_t *)leveldb_iter_key(it, &hlen);
     *found = false;
-    if (hlen < 1 || hk[0] != LSM_P_HIST || lsm_key_hist_parse(hk, hlen, uk, &r, NULL) != 0 ||
+    if (hlen < 1 || hk[0] != LSM_P_HIST || lsm_key_hist_parse(hk, hlen, uk, &r, &sub) != 0 ||
         lsm_keycmp(uk->p, uk->len, key, klen) != 0) {
         return 0;
     }
@@ -221,9 +331,55 @@ static int hist_take(leveldb_iterator_t *it,
     *tomb = (v[0] & LSM_HIST_TOMB) != 0;
     lsm_meta_decode(v + 1, m);
     m->mod_rev = r;
+    m->sub = sub;
     val->len = 0;
     *found = true;
     return lsm_buf_add(val, v + LSM_HIST_HDR, vlen - LSM_HIST_HDR);
+}
+
+/* The current record of @key, if it is the version at (@rev, @sub).  @kb: scratch. */
+static int cur_read_at(leveldb_t *db,
+                       const leveldb_readoptions_t *ro,
+                       const uint8_t *key,
+                       size_t klen,
+                       int64_t rev,
+                       uint32_t sub,
+                       bool *found,
+                       struct lsm_buf *val,
+                       struct lsm_meta *m,
+                       bool *tomb,
+                       struct lsm_buf *kb,
+                       char *errmsg)
+{
+    if (lsm_key_cur(kb, key, klen) != 0) {
+        return LSM_ENOMEM;
+    }
+    char *err = NULL;
+    size_t vlen = 0;
+    char *v = leveldb_get(db, ro, (const char *)kb->p, kb->len, &vlen, &err);
+    if (err != NULL) {
+        return lsm_ldb_err(errmsg, "get", err);
+    }
+    if (v == NULL) {
+        return 0;
+    }
+    int rv = 0;
+    struct lsm_meta cm;
+    if (vlen < LSM_CUR_HDR) {
+        lsm_set_err(errmsg, "current record of %zu bytes", vlen);
+        rv = LSM_ECORRUPT;
+    } else {
+        lsm_cur_decode((const uint8_t *)v, &cm);
+        if (cm.mod_rev == rev && cm.sub == sub) {
+            *m = cm;
+            *tomb = false;
+            val->len = 0;
+            rv = lsm_buf_add(val, v + LSM_CUR_HDR, vlen - LSM_CUR_HDR);
+            *found = rv == 0;
+        }
+    }
+    leveldb_free(v);
+    return rv;
 }
 
 int lsm_hist_read(leveldb_t *db,
@@ -274,6 +430,9 @@ int lsm_hist_read(leveldb_t *db,
         }
     }
     leveldb_iter_destroy(it);
+    if (rv == 0 && exact && !*found) {
+        rv = cur_read_at(db, ro, key, klen, rev, sub, found, val, m, tomb, &hk, errmsg);
+    }
     lsm_buf_fini(&hk);
     lsm_buf_fini(&uk);
     return rv;

@@ -88,6 +88,31 @@ static int meta_read(struct lsm_store *s, const char *name, uint64_t *a, uint64_
     return 0;
 }
 
+/* A new store records its layout version; an existing one must have this build's. */
+static int check_format(struct lsm_store *s, uint64_t rev)
+{
+    uint64_t format;
+    int rv = meta_read(s, LSM_META_FORMAT, &format, NULL);
+    if (rv != 0 || format == LSM_FORMAT) {
+        return rv;
+    }
+    if (format != 0 || s->applied_index != 0 || rev != 0) {
+        lsm_set_err(s->errmsg,
+                    "store layout version %llu, this build reads version %d (lsm/FORMAT.md): "
+                    "restore a snapshot saved from the old data dir with the old build's tools",
+                    (unsigned long long)format, LSM_FORMAT);
+        return LSM_ECORRUPT;
+    }
+    uint8_t v[8];
+    lsm_put64(v, LSM_FORMAT);
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(wo, 1); /* once, at creation */
+    char *err = NULL;
+    leveldb_put(s->db, wo, LSM_META_FORMAT, strlen(LSM_META_FORMAT), (char *)v, sizeof v, &err);
+    leveldb_writeoptions_destroy(wo);
+    return err != NULL ? lsm_ldb_err(s->errmsg, "record layout version", err) : 0;
+}
+
 static int load_state(struct lsm_store *s)
 {
     uint64_t rev, crev, done;
@@ -100,6 +125,9 @@ static int load_state(struct lsm_store *s)
     }
     if (rv == 0) {
         rv = meta_read(s, LSM_META_COMPACTED, &done, NULL);
+    }
+    if (rv == 0) {
+        rv = check_format(s, rev);
     }
     if (rv != 0) {
         return rv;

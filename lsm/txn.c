@@ -370,7 +370,8 @@ static int exec_put(struct lsm_actx *c, const struct lsm_put_req *req, struct ls
     };
     const uint8_t *val = req->ignore_value ? prev.value : req->value.data;
     size_t vlen = req->ignore_value ? prev.value_len : req->value.len;
-    rv = lsm_actx_write(c, req->key.data, req->key.len, true, val, vlen, &m, found ? &prev : NULL);
+    rv = lsm_actx_write(c, req->key.data, req->key.len, true, val, vlen, &m, found ? &prev : NULL,
+                        om.sub);
     if (rv == 0 && found && req->prev_kv) {
         res->u.put.has_prev = true;
         res->u.put.prev_kv = prev;
@@ -383,6 +384,7 @@ static int exec_put(struct lsm_actx *c, const struct lsm_put_req *req, struct ls
 struct del_collect
 {
     struct lsm_kv *kvs;
+    uint32_t *subs; /* each kv's sub-revision */
     size_t n, cap;
 };
 
@@ -401,11 +403,16 @@ static int del_visit(void *arg,
             return LSM_ENOMEM;
         }
         d->kvs = kvs;
+        uint32_t *subs = realloc(d->subs, cap * sizeof *subs);
+        if (subs == NULL) {
+            return LSM_ENOMEM;
+        }
+        d->subs = subs;
         d->cap = cap;
     }
     int rv = lsm_kv_fill(&d->kvs[d->n], key, klen, val, vlen, true, m);
     if (rv == 0) {
-        d->n++;
+        d->subs[d->n++] = m->sub;
     }
     return rv;
 }
@@ -417,18 +424,21 @@ static int exec_delete(struct lsm_actx *c, const struct lsm_delete_req *req, str
     struct del_collect d = {0};
     int rv = lsm_actx_scan(c, &sp, 0, del_visit, &d);
     for (size_t i = 0; i < d.n && rv == 0; i++) {
-        rv = lsm_actx_write(c, d.kvs[i].key, d.kvs[i].key_len, false, NULL, 0, NULL, &d.kvs[i]);
+        rv = lsm_actx_write(c, d.kvs[i].key, d.kvs[i].key_len, false, NULL, 0, NULL, &d.kvs[i],
+                            d.subs[i]);
     }
     res->u.del.deleted = (int64_t)d.n;
     if (rv == 0 && req->prev_kv) {
         res->u.del.prev_kvs = d.kvs;
         res->u.del.n_prev_kvs = d.n;
+        free(d.subs);
         return 0;
     }
     for (size_t i = 0; i < d.n; i++) {
         lsm_kv_fini(&d.kvs[i]);
     }
     free(d.kvs);
+    free(d.subs);
     return rv;
 }
 

@@ -1,4 +1,5 @@
 /* Store-level behaviour: checkpoint -> open_from_tables, HashKV, reopen, concurrent readers. */
+#include <leveldb/c.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -253,6 +254,50 @@ static void reopen_keeps_applied_index(void **state)
     fx_free(f);
 }
 
+/* Set (len 8) or remove (NULL) the layout version record of a closed store, behind its back. */
+static void set_format(const char *db, const uint8_t *v)
+{
+    char *err = NULL;
+    leveldb_options_t *o = leveldb_options_create();
+    leveldb_t *ldb = leveldb_open(o, db, &err);
+    assert_null(err);
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    if (v != NULL) {
+        leveldb_put(ldb, wo, "m/format", 8, (const char *)v, 8, &err);
+    } else {
+        leveldb_delete(ldb, wo, "m/format", 8, &err);
+    }
+    assert_null(err);
+    leveldb_writeoptions_destroy(wo);
+    leveldb_close(ldb);
+    leveldb_options_destroy(o);
+}
+
+/* A store of another layout (or an old one without the record) is refused with a message, and
+ * left as it was: putting the record back opens it with its data. */
+static void other_layout_refused(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    fill(f, 10, "a");
+    lsm_close(f->s);
+    f->s = NULL;
+    char err[256];
+    struct lsm_store *s = NULL;
+    uint8_t v1[8] = {1}, v2[8] = {2};
+    set_format(f->db, v1);
+    assert_int_equal(lsm_open(f->db, NULL, &s, err), LSM_ECORRUPT);
+    assert_null(s);
+    assert_non_null(strstr(err, "layout version 1"));
+    set_format(f->db, NULL);
+    assert_int_equal(lsm_open(f->db, NULL, &s, err), LSM_ECORRUPT);
+    assert_non_null(strstr(err, "layout version 0"));
+    set_format(f->db, v2);
+    fx_open(f);
+    assert_int_equal(f->index, 10);
+    fx_free(f);
+}
+
 /* Compaction in small batches, interrupted by close, resumes at open and ends in the same
  * logical state (same HashKV) as an uninterrupted one. */
 static void compaction_resumes_after_close(void **state)
@@ -312,6 +357,7 @@ int main(void)
         cmocka_unit_test(concurrent_reads_see_whole_groups),
         cmocka_unit_test(reopen_keeps_applied_index),
         cmocka_unit_test(compaction_resumes_after_close),
+        cmocka_unit_test(other_layout_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
