@@ -277,7 +277,7 @@ struct lsm_options
 {
     size_t block_cache_bytes;  /* LevelDB block cache; 0 = 8 MiB */
     int bloom_bits_per_key;    /* 0 = 10; negative = no bloom filter */
-    size_t write_buffer_bytes; /* LevelDB memtable; 0 = 4 MiB (two may exist at once) */
+    size_t write_buffer_bytes; /* LevelDB memtable; 0 = 16 MiB (two may exist at once) */
     int max_open_files;        /* LevelDB table cache; 0 = 500 */
     size_t max_txn_ops;        /* etcd --max-txn-ops; 0 = 128 */
     size_t compact_batch;      /* history entries deleted per compaction batch; 0 = 1000 */

@@ -25,7 +25,7 @@ void lsm_options_default(struct lsm_options *o)
 {
     o->block_cache_bytes = 8u << 20;
     o->bloom_bits_per_key = 10;
-    o->write_buffer_bytes = 4u << 20;
+    o->write_buffer_bytes = 16u << 20;
     o->max_open_files = 500;
     o->max_txn_ops = 128;
     o->compact_batch = 1000;
