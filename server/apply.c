@@ -34,6 +34,42 @@ static void queue_push(struct srv_queue *q, struct srv_job *j)
     pthread_mutex_unlock(&q->mu);
 }
 
+/* The apply queue: take every queued job once no apply is running, and mark one running.
+ * NULL once stopped and drained. */
+static struct srv_job *apply_take(struct srv_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    while ((q->head == NULL || q->busy) && !q->stop) {
+        pthread_cond_wait(&q->cond, &q->mu);
+    }
+    struct srv_job *j = q->busy ? NULL : q->head;
+    q->head = q->tail = NULL;
+    q->busy = j != NULL;
+    pthread_mutex_unlock(&q->mu);
+    return j;
+}
+
+/* Claim the apply side for an inline apply: only when nothing is queued or running, so
+ * entries still apply in log order. */
+static bool apply_claim_idle(struct srv_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    bool ok = q->head == NULL && !q->busy && !q->stop;
+    q->busy = ok || q->busy;
+    pthread_mutex_unlock(&q->mu);
+    return ok;
+}
+
+static void apply_release(struct srv_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->busy = false;
+    if (q->head != NULL) {
+        pthread_cond_signal(&q->cond);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
 /* Take every queued job (a list), waiting for one; NULL once stopped and drained. */
 static struct srv_job *queue_take_all(struct srv_queue *q)
 {
@@ -89,7 +125,7 @@ static struct srv_done *make_done(const struct lsm_result *res,
 
 #define GROUP_CONFS 8
 
-struct group
+struct apply_group
 {
     uint64_t conf_index[GROUP_CONFS]; /* configuration entries of the group, in order */
     struct raft_conf confs[GROUP_CONFS];
@@ -103,7 +139,7 @@ struct group
     struct srv_arena arena;
 };
 
-static int group_reserve(struct group *g, size_t n)
+static int group_reserve(struct apply_group *g, size_t n)
 {
     if (n <= g->cap) {
         return 0;
@@ -149,7 +185,7 @@ static Kvdb__InternalRequest *decode_entry(const struct srv_job *j, const struct
 
 /* Add one entry (its request already decoded into @ir, owned by the group from now on). */
 static void group_add(struct srv *s,
-                      struct group *g,
+                      struct apply_group *g,
                       const struct srv_job *j,
                       const struct srv_job_ent *e,
                       Kvdb__InternalRequest *ir)
@@ -206,7 +242,7 @@ static void group_add(struct srv *s,
     }
 }
 
-static void group_reset(struct group *g)
+static void group_reset(struct apply_group *g)
 {
     for (size_t i = 0; i < g->n; i++) {
         if (g->irs[i] != NULL) {
@@ -249,7 +285,7 @@ static void post_reply(struct srv *s,
 }
 
 /* The effects of entry @i that are not store operations, and its reply when proposed here. */
-static void finish_entry(struct srv *s, struct group *g, size_t i, const struct lsm_result *res)
+static void finish_entry(struct srv *s, struct apply_group *g, size_t i, const struct lsm_result *res)
 {
     const Kvdb__InternalRequest *ir = g->irs[i];
     if (ir == NULL || res->skipped) {
@@ -312,7 +348,7 @@ static void finish_entry(struct srv *s, struct group *g, size_t i, const struct 
 }
 
 /* Apply the group as one LSM batch (one LevelDB write), then its other effects and replies. */
-static int flush_group(struct srv *s, struct group *g)
+static int flush_group(struct srv *s, struct apply_group *g)
 {
     if (g->n == 0) {
         return 0;
@@ -367,7 +403,7 @@ static int flush_group(struct srv *s, struct group *g)
 
 /* Apply every queued job: one LSM group (one LevelDB write batch) for all of them, cut only
  * before a lease revoke, which must see the keys the entries before it attached. */
-static int apply_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
+static int apply_jobs(struct srv *s, struct apply_group *g, struct srv_job *jobs)
 {
     size_t n = 0;
     for (struct srv_job *j = jobs; j != NULL; j = j->next) {
@@ -436,7 +472,7 @@ static void run_install(struct srv *s, struct srv_job *j)
 }
 
 /* Apply the jobs in order: runs of apply jobs as one LSM group each, installs in between. */
-static int run_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
+static int run_jobs(struct srv *s, struct apply_group *g, struct srv_job *jobs)
 {
     while (jobs != NULL) {
         struct srv_job *end = jobs;
@@ -472,35 +508,52 @@ static int run_jobs(struct srv *s, struct group *g, struct srv_job *jobs)
     return 0;
 }
 
+/* The store can no longer follow the log: stop the member (the loop reads this). */
+static void apply_failed(struct srv *s, int rv)
+{
+    atomic_store(&s->apply_dead, true);
+    srv_log(SRV_LOG_ERROR, "apply", "apply failed: %s: %s", lsm_strerror(rv),
+            lsm_errmsg(s->lsm));
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        d->kind = SRV_DONE_FATAL;
+        srv_post_done(s, d);
+    }
+}
+
+static void group_free(struct apply_group *g)
+{
+    if (g != NULL) {
+        free(g->ents);
+        free(g->ops);
+        free(g->irs);
+        free(g->errs);
+    }
+}
+
 static void *apply_main(void *arg)
 {
     struct srv *s = arg;
-    struct group g;
+    struct apply_group g;
     memset(&g, 0, sizeof g);
     struct srv_job *jobs;
-    while ((jobs = queue_take_all(&s->applyq)) != NULL) {
-        int rv = run_jobs(s, &g, jobs);
+    while ((jobs = apply_take(&s->applyq)) != NULL) {
+        int rv = 0;
+        if (atomic_load(&s->apply_dead)) {
+            free_jobs(jobs);
+        } else {
+            rv = run_jobs(s, &g, jobs);
+        }
+        apply_release(&s->applyq);
         if (rv != 0) {
-            /* The store can no longer follow the log: stop the member (the loop reads this). */
-            srv_log(SRV_LOG_ERROR, "apply", "apply failed: %s: %s", lsm_strerror(rv),
-                    lsm_errmsg(s->lsm));
-            struct srv_done *d = calloc(1, sizeof *d);
-            if (d != NULL) {
-                d->kind = SRV_DONE_FATAL;
-                srv_post_done(s, d);
-            }
+            apply_failed(s, rv);
             break;
         }
     }
-    free(g.ents);
-    free(g.ops);
-    free(g.irs);
-    free(g.errs);
+    group_free(&g);
     return NULL;
 }
 
-/* Background threads (snapshot build, send, receive, client stream) are detached but counted,
- * so that srv_close() frees nothing they still use. */
 struct bg
 {
     struct srv *s;
@@ -574,6 +627,9 @@ void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *ms
     queue_push(&s->applyq, j);
 }
 
+#define INLINE_MAX_ENTRIES 8
+#define INLINE_MAX_BYTES (64u << 10)
+
 void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n)
 {
     size_t bytes = 0;
@@ -604,6 +660,27 @@ void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n)
     }
     j->n_ents = n;
     j->type = SRV_JOB_APPLY;
+    /* A small group while the apply thread is idle is applied right here: the hand-off to the
+     * apply thread and back (two wake-ups) costs more than the apply itself, which is what a
+     * lone client waits on.  Not when a snapshot is due (its checkpoint flushes LevelDB's
+     * memtable) or for big groups, which would hold up the loop. */
+    if (n <= INLINE_MAX_ENTRIES && bytes <= INLINE_MAX_BYTES && s->inline_group != NULL &&
+        !atomic_load(&s->apply_dead) && apply_claim_idle(&s->applyq)) {
+        int rv = 0;
+        if (srv_snap_due(s, ents[n - 1].index)) {
+            j->next = NULL;
+            pthread_mutex_lock(&s->applyq.mu);
+            s->applyq.head = s->applyq.tail = j; /* queue was empty: claimed above */
+            pthread_mutex_unlock(&s->applyq.mu);
+        } else {
+            rv = run_jobs(s, s->inline_group, j);
+        }
+        apply_release(&s->applyq);
+        if (rv != 0) {
+            apply_failed(s, rv);
+        }
+        return;
+    }
     queue_push(&s->applyq, j);
 }
 
@@ -837,7 +914,11 @@ int srv_apply_start(struct srv *s)
     pthread_rwlock_init(&s->lsm_lock, NULL);
     pthread_mutex_init(&s->snap_mu, NULL);
     pthread_cond_init(&s->applied_cond, NULL);
-    if (pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
+    s->inline_group = calloc(1, sizeof *s->inline_group);
+    if (s->inline_group == NULL ||
+        pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
+        free(s->inline_group);
+        s->inline_group = NULL;
         return SRV_ENOMEM;
     }
     if (pthread_create(&s->read_thread, NULL, read_main, s) != 0) {
@@ -872,6 +953,9 @@ void srv_apply_stop(struct srv *s)
     pthread_mutex_unlock(&s->applied_mu);
     pthread_join(s->read_thread, NULL);
     free_jobs(s->applyq.head);
+    group_free(s->inline_group);
+    free(s->inline_group);
+    s->inline_group = NULL;
     s->threads_started = false;
     srv_done_drain(s);
 }

@@ -250,10 +250,17 @@ static void *finish_main(void *arg)
     return NULL;
 }
 
+bool srv_snap_due(struct srv *s, uint64_t applied)
+{
+    /* Not due, or the previous one is still being written. */
+    return applied >= s->last_snap_index + s->cfg.snapshot_count &&
+           !atomic_load(&s->snap_building);
+}
+
 void srv_snap_after_apply(struct srv *s, uint64_t applied)
 {
-    if (applied < s->last_snap_index + s->cfg.snapshot_count || atomic_load(&s->snap_building)) {
-        return; /* not due, or the previous one is still being written */
+    if (!srv_snap_due(s, applied)) {
+        return;
     }
     struct pending_snap *p = checkpoint(s);
     if (p == NULL) {

@@ -319,6 +319,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
         srv_kv_reissue_reads(s, true);
     }
     srv_node_drive(s);
+    srv_done_drain(s); /* replies of entries applied on this thread just now */
     srv_conn_flush_all(s);
 }
 

@@ -22,6 +22,8 @@
 
 #define SRV_ERRMSG 256
 #define SRV_MAX_TXN_DEPTH 16 /* nested txns (etcd bounds them too) */
+/* WAL batches up to this size are written and synced on the loop thread (node.c). */
+#define SRV_WAL_INLINE_BYTES 4096
 
 /* ---- connections (client.c, peer.c) ---- */
 
@@ -237,6 +239,7 @@ struct srv_queue
     struct srv_job *head;
     struct srv_job *tail;
     bool stop;
+    bool busy; /* apply queue: jobs are being applied (by the apply thread or inline) */
 };
 
 struct srv
@@ -313,6 +316,8 @@ struct srv
     bool threads_started;
     struct srv_queue applyq;
     struct srv_queue readq;
+    struct apply_group *inline_group; /* scratch of the applies run on the loop thread */
+    atomic_bool apply_dead;           /* an apply failed: nothing more is applied */
     pthread_mutex_t done_mu;
     struct srv_done *done_head;
     struct srv_done *done_tail;
@@ -508,6 +513,8 @@ void srv_watch_read_submit(struct srv *s,
 /* snap.c: snapshots */
 int srv_snap_init(struct srv *s, char *errmsg);
 void srv_snap_after_apply(struct srv *s, uint64_t applied);
+/* Would applying through @applied start a snapshot?  Apply side (the thread applying). */
+bool srv_snap_due(struct srv *s, uint64_t applied);
 void srv_snap_created(struct srv *s, const struct raft_snap_meta *meta);
 void srv_snap_compact(struct srv *s);
 bool srv_snap_send(struct srv *s, const struct raft_snap_req *req);

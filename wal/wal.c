@@ -463,7 +463,7 @@ static size_t release(struct wal *w)
     return k;
 }
 
-static void publish(struct wal *w, int rv, const struct wal_batch *b)
+static void publish(struct wal *w, int rv, const struct wal_batch *b, bool notify)
 {
     if (rv != 0 && w->failed == 0) {
         w->failed = rv;
@@ -475,9 +475,11 @@ static void publish(struct wal *w, int rv, const struct wal_batch *b)
         w->stats.bytes_written += b->len;
     }
     pthread_cond_broadcast(&w->done);
-    uint64_t one = 1;
-    ssize_t r = write(w->event_fd, &one, sizeof one);
-    (void)r; /* A saturated counter still reads as readable. */
+    if (notify || rv != 0) {
+        uint64_t one = 1;
+        ssize_t r = write(w->event_fd, &one, sizeof one);
+        (void)r; /* A saturated counter still reads as readable. */
+    }
 }
 
 /* After the batch is durable and reported: cut when the segment is full. */
@@ -492,9 +494,51 @@ static int after_batch(struct wal *w)
     pthread_mutex_lock(&w->mu);
     w->stats.segments_cut += cuts;
     if (rv != 0) {
-        publish(w, rv, NULL);
+        publish(w, rv, NULL, true);
     }
     pthread_mutex_unlock(&w->mu);
+    return rv;
+}
+
+/* Take the pending batch for writing.  Called with mu held. */
+static void take_pending(struct wal *w)
+{
+    struct wal_batch tmp = w->writing;
+    w->writing = w->pending;
+    w->pending = tmp;
+    batch_reset(&w->pending, w->writing.ticket + 1);
+    w->busy = true;
+}
+
+int wal_flush_here(struct wal *w, size_t max_bytes, bool *done)
+{
+    *done = false;
+    pthread_mutex_lock(&w->mu);
+    int rv = w->failed;
+    if (rv != 0 || w->busy || w->pending.len == 0 || w->pending.len > max_bytes ||
+        w->pending.has_snap ||
+        (uint64_t)w->cur.off + w->pending.len >= w->opts.segment_size) {
+        if (rv != 0) {
+            snprintf(w->errmsg, sizeof w->errmsg, "sync: %s", w->fail_msg);
+        }
+        pthread_mutex_unlock(&w->mu);
+        return rv;
+    }
+    take_pending(w);
+    pthread_mutex_unlock(&w->mu);
+    rv = write_batch(w, &w->writing);
+    pthread_mutex_lock(&w->mu);
+    publish(w, rv, &w->writing, false);
+    w->busy = false;
+    if (w->pending.len > 0) {
+        pthread_cond_signal(&w->work);
+    }
+    rv = w->failed;
+    if (rv != 0) {
+        snprintf(w->errmsg, sizeof w->errmsg, "sync: %s", w->fail_msg);
+    }
+    pthread_mutex_unlock(&w->mu);
+    *done = rv == 0;
     return rv;
 }
 
@@ -503,16 +547,16 @@ static void *writer_main(void *arg)
     struct wal *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->stop && (w->pending.len == 0 || w->failed != 0)) {
+        while (!w->stop && (w->pending.len == 0 || w->failed != 0 || w->busy)) {
             pthread_cond_wait(&w->work, &w->mu);
+        }
+        if (w->busy) {
+            break; /* stopping while wal_flush_here writes: impossible, the loop stops us */
         }
         if (w->pending.len == 0 || w->failed != 0) {
             break;
         }
-        struct wal_batch tmp = w->writing;
-        w->writing = w->pending;
-        w->pending = tmp;
-        batch_reset(&w->pending, w->writing.ticket + 1);
+        take_pending(w);
         pthread_mutex_unlock(&w->mu);
 
         int rv = write_batch(w, &w->writing);
@@ -521,12 +565,13 @@ static void *writer_main(void *arg)
         size_t freed = rv == 0 && w->writing.has_snap ? release(w) : 0;
         pthread_mutex_lock(&w->mu);
         w->stats.segments_freed += freed;
-        publish(w, rv, &w->writing);
+        publish(w, rv, &w->writing, true);
         pthread_mutex_unlock(&w->mu);
         if (rv == 0) {
             after_batch(w);
         }
         pthread_mutex_lock(&w->mu);
+        w->busy = false;
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;

@@ -205,6 +205,14 @@ int wal_durable(struct wal *w, struct wal_durable *d);
 int wal_notify_fd(const struct wal *w);
 void wal_notify_drain(struct wal *w);
 
+/* Write and sync the queued batch on the calling thread, if the writer thread is idle, the
+ * batch is at most @max_bytes, does not fill the segment and carries no snapshot marker
+ * (those go to the writer thread).  Saves the two thread wake-ups of a hand-off, which is most
+ * of the overhead of a lone small write.  *@done tells whether it wrote; on success everything
+ * queued before the call is durable (no eventfd notification for it).  Errors: the sticky I/O
+ * error (the wal has failed, as for the writer thread).  Loop thread. */
+int wal_flush_here(struct wal *w, size_t max_bytes, bool *done);
+
 /* Block until batch @ticket is durable (0 = everything queued so far).  For tools and tests; the
  * loop never calls it.  Returns 0 if that batch is durable, even if the wal failed later.
  * Errors: the sticky I/O error if it failed before the batch was durable. */

@@ -75,9 +75,10 @@ struct wal
     int failed; /* Sticky error code, 0 while healthy. */
     char fail_msg[WAL_ERRMSG_SIZE];
     bool stop;
+    bool busy; /* A batch is being written (by the writer or wal_flush_here's caller). */
     struct wal_stats stats;
 
-    /* Writer thread. */
+    /* Writer side: the writer thread, or wal_flush_here()'s caller, whichever set busy. */
     struct wal_batch writing;
     char werr[WAL_ERRMSG_SIZE]; /* Writer's error context, copied to fail_msg. */
     struct wal_cur cur;

@@ -115,6 +115,31 @@ static void fsync_failure_is_sticky(void **state)
     assert_true(reopen_last(f) == 10);
 }
 
+/* The same through wal_flush_here: whichever thread writes the batch, the error reaches the
+ * caller and the WAL stays failed. */
+static void fsync_failure_on_caller(void **state)
+{
+    struct fx *f = *state;
+    struct wal *w = open_with_ten(f);
+    wal_fault_fs_arm(f->fs, WAL_FAULT_FSYNC, 1, EIO, false);
+    uint64_t t;
+    bool done = true;
+    assert_int_equal(tw_append(w, 11, 12, 1, &t), 0);
+    int rv = wal_flush_here(w, 1 << 20, &done);
+    assert_false(done);
+    if (rv == 0) {
+        assert_int_equal(wal_sync_wait(w, t), WAL_EIO); /* the writer thread took it */
+    } else {
+        assert_int_equal(rv, WAL_EIO);
+    }
+    assert_non_null(strstr(wal_errmsg(w), "fdatasync"));
+    assert_failed(w, WAL_EIO, 10);
+    assert_int_equal(wal_flush_here(w, 1 << 20, &done), WAL_EIO);
+    wal_fault_fs_crash(f->fs);
+    wal_close(w);
+    assert_true(reopen_last(f) == 10);
+}
+
 static void write_failure_reaches_caller(void **state)
 {
     struct fx *f = *state;
@@ -309,6 +334,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(fsync_failure_is_sticky, setup, teardown),
+        cmocka_unit_test_setup_teardown(fsync_failure_on_caller, setup, teardown),
         cmocka_unit_test_setup_teardown(write_failure_reaches_caller, setup, teardown),
         cmocka_unit_test_setup_teardown(enospc_keeps_its_code, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_fsync_without_crash_is_all_or_nothing, setup,

@@ -306,6 +306,45 @@ static void notify_fd_fires(void **state)
     wal_close(w);
 }
 
+/* wal_flush_here writes a small batch on the caller when the writer is idle: durable on return,
+ * replayed like any other.  Big batches are left to the writer. */
+static void flush_here_writes_on_caller(void **state)
+{
+    struct fx *f = *state;
+    struct wal *w = open_ok(f, NULL);
+    int inline_writes = 0;
+    uint64_t next = 1;
+    for (int i = 0; i < 200; i++, next += 2) {
+        uint64_t t;
+        bool done = false;
+        assert_int_equal(tw_append(w, next, next + 1, 1, &t), 0);
+        assert_int_equal(wal_flush_here(w, 1 << 20, &done), 0);
+        if (done) {
+            /* The writer may have taken the batch first; when it did not, no waiting. */
+            struct wal_durable d;
+            assert_int_equal(wal_durable(w, &d), 0);
+            assert_true(d.ticket >= t && d.index == next + 1);
+            inline_writes++;
+        }
+    }
+    assert_true(inline_writes > 0);
+    /* Larger than the limit: not written here. */
+    uint64_t t;
+    bool done = true;
+    assert_int_equal(tw_append(w, next, next + 99, 1, &t), 0);
+    assert_int_equal(wal_flush_here(w, 64, &done), 0);
+    assert_false(done);
+    assert_int_equal(wal_sync_wait(w, t), 0);
+    wal_close(w);
+    struct wal_recovered rec;
+    w = open_ok(f, &rec);
+    assert_true(rec.last_index == next + 99);
+    for (uint64_t i = 1; i <= next + 99; i++) {
+        assert_true(tw_check(wal_memtable(w), i, 1));
+    }
+    wal_close(w);
+}
+
 static char *open_segment_path(struct fx *f, char *buf, size_t n)
 {
     DIR *d = opendir(f->dir);
@@ -498,6 +537,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(second_open_is_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(other_process_is_locked_out, setup, teardown),
         cmocka_unit_test_setup_teardown(notify_fd_fires, setup, teardown),
+        cmocka_unit_test_setup_teardown(flush_here_writes_on_caller, setup, teardown),
         cmocka_unit_test_setup_teardown(torn_tail_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(release_keeps_segment_holding_marker, setup, teardown),
         cmocka_unit_test_setup_teardown(crash_between_cut_renames, setup, teardown),
