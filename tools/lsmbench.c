@@ -1,6 +1,7 @@
 /* kvdb-lsmbench: throughput and latency figures for the lsm state machine.
  *
  *   kvdb-lsmbench [--dir DIR] [--keys N] [--value BYTES] [--skip-compaction] [--baseline]
+ *                 [--no-compression]
  *
  * Phases: fdatasync latency of DIR's disk; load N keys in apply groups of 128 puts; single-put
  * applies; warm point gets (1 and 2 threads); 100-key ranges; RSS; then N overwrites (N old
@@ -303,20 +304,23 @@ static void compaction_phase(struct writer *w)
     lsm_compact_wait(w->s, st.revision);
 }
 
-/* The ceiling: bare LevelDB with lsm's default options, one 256-byte record per put (lsm
- * writes three records per put: current state, history, revision log). */
-static void raw_baseline(const char *dir)
+/* The ceiling: bare LevelDB with lsm's options, one 256-byte record per put and no read (lsm
+ * reads the current record, then writes it and the revision log entry, plus the replaced
+ * version into history on an overwrite). */
+static void raw_baseline(const char *dir, const struct lsm_options *lo)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/raw", dir);
     leveldb_options_t *o = leveldb_options_create();
-    leveldb_cache_t *cache = leveldb_cache_create_lru(8u << 20);
-    leveldb_filterpolicy_t *bloom = leveldb_filterpolicy_create_bloom(10);
+    leveldb_cache_t *cache = leveldb_cache_create_lru(lo->block_cache_bytes);
+    leveldb_filterpolicy_t *bloom = leveldb_filterpolicy_create_bloom(lo->bloom_bits_per_key);
     leveldb_options_set_create_if_missing(o, 1);
     leveldb_options_set_cache(o, cache);
     leveldb_options_set_filter_policy(o, bloom);
-    leveldb_options_set_write_buffer_size(o, 4u << 20);
-    leveldb_options_set_max_open_files(o, 500);
+    leveldb_options_set_write_buffer_size(o, lo->write_buffer_bytes);
+    leveldb_options_set_max_open_files(o, lo->max_open_files);
+    leveldb_options_set_compression(
+        o, lo->no_compression ? leveldb_no_compression : leveldb_snappy_compression);
     char *err = NULL;
     leveldb_t *db = leveldb_open(o, path, &err);
     if (err != NULL) {
@@ -367,6 +371,8 @@ int main(int argc, char **argv)
     char dir[4096] = "";
     bool compaction = true;
     bool baseline = false;
+    struct lsm_options opts;
+    lsm_options_default(&opts);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             snprintf(dir, sizeof dir, "%s", argv[++i]);
@@ -378,10 +384,12 @@ int main(int argc, char **argv)
             compaction = false;
         } else if (!strcmp(argv[i], "--baseline")) {
             baseline = true;
+        } else if (!strcmp(argv[i], "--no-compression")) {
+            opts.no_compression = true; /* the server's --backend-compression none */
         } else {
             fprintf(stderr,
                     "usage: %s [--dir DIR] [--keys N] [--value BYTES] "
-                    "[--skip-compaction] [--baseline]\n",
+                    "[--skip-compaction] [--baseline] [--no-compression]\n",
                     argv[0]);
             return 2;
         }
@@ -403,12 +411,12 @@ int main(int argc, char **argv)
     }
     fsync_latency(dir);
     if (baseline) {
-        raw_baseline(dir);
+        raw_baseline(dir, &opts);
     }
     char db[4200], err[256];
     snprintf(db, sizeof db, "%s/db", dir);
     static struct writer w;
-    int rv = lsm_open(db, NULL, &w.s, err);
+    int rv = lsm_open(db, &opts, &w.s, err);
     if (rv != 0) {
         die("open", rv, err);
     }
