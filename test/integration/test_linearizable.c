@@ -1,8 +1,8 @@
 /* Linearizability of a register on a real 3-member cluster: concurrent clients write unique
  * values and read linearizably through different members while the leader is killed with
  * kill -9 and restarted, or paused (SIGSTOP) and resumed; the recorded history must be
- * linearizable (lin.h).  The checker is
- * first shown to reject non-linearizable histories. */
+ * linearizable (test/lib/linz.h, the checker the embedded nemesis uses too; its own tests are
+ * unit_linz_*), and a mutated copy of it must not be. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,60 +18,12 @@
 #include <unistd.h>
 
 #include "test/integration/harness.h"
-#include "test/integration/lin.h"
+#include "test/lib/linz.h"
 #include "test/lib/seed.h"
 
 #define N 3
 #define CLIENTS 4
 #define OPS_PER_CLIENT 120
-
-/* ---- the checker on hand-made histories ---- */
-
-#define W(v, a, b)                \
-    {                             \
-        LIN_WRITE, v, a, b, false \
-    }
-#define WU(v, a)                 \
-    {                            \
-        LIN_WRITE, v, a, 0, true \
-    }
-#define R(v, a, b)               \
-    {                            \
-        LIN_READ, v, a, b, false \
-    }
-
-static void checker_accepts_linearizable(void **state)
-{
-    (void)state;
-    const struct lin_op seq[] = {R(0, 0, 1), W(1, 2, 3), R(1, 4, 5), W(2, 6, 7), R(2, 8, 9)};
-    assert_int_equal(1, lin_check_register(seq, 5));
-    /* A read concurrent with a write may see either value, in a consistent order. */
-    const struct lin_op conc[] = {W(1, 0, 10), R(0, 1, 2), R(1, 3, 4), R(1, 11, 12)};
-    assert_int_equal(1, lin_check_register(conc, 4));
-    /* An unknown write may take effect late, or never. */
-    const struct lin_op late[] = {WU(1, 0), R(0, 5, 6), R(1, 7, 8)};
-    assert_int_equal(1, lin_check_register(late, 3));
-    const struct lin_op never[] = {WU(1, 0), R(0, 5, 6), R(0, 7, 8)};
-    assert_int_equal(1, lin_check_register(never, 3));
-    assert_int_equal(1, lin_check_register(NULL, 0));
-}
-
-static void checker_rejects_non_linearizable(void **state)
-{
-    (void)state;
-    /* Stale read after a later write completed. */
-    const struct lin_op stale[] = {W(1, 0, 1), W(2, 2, 3), R(1, 4, 5)};
-    assert_int_equal(0, lin_check_register(stale, 3));
-    /* Once a concurrent write is seen, a later read may not go back. */
-    const struct lin_op back[] = {W(1, 0, 10), R(1, 1, 2), R(0, 3, 4)};
-    assert_int_equal(0, lin_check_register(back, 3));
-    /* A value nobody wrote. */
-    const struct lin_op ghost[] = {W(1, 0, 1), R(7, 2, 3)};
-    assert_int_equal(0, lin_check_register(ghost, 2));
-    /* An unknown write cannot be undone either. */
-    const struct lin_op undo[] = {WU(1, 0), R(1, 5, 6), R(0, 7, 8)};
-    assert_int_equal(0, lin_check_register(undo, 3));
-}
 
 /* ---- the real cluster ---- */
 
@@ -80,54 +32,47 @@ struct client
     size_t idx;
     char endpoints[IH_MAX_MEMBERS * 64]; /* rotated so that clients start on different members */
     uint64_t seed;
-    struct lin_op ops[OPS_PER_CLIENT];
-    size_t n;
-    atomic_size_t done; /* ops attempted, for the nemesis to pace itself */
+    struct test_hist *hist; /* shared by the clients (it locks) */
+    atomic_size_t done;     /* ops attempted, for the nemesis to pace itself */
     pthread_t thread;
 };
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* Run one op and record it; failed reads and writes that surely did not run are dropped. */
+/* Run one op and record it: a write that was never sent failed; one with any other error
+ * (timeout, lost connection, DEADLINE_EXCEEDED) may have run and stays unknown. */
 static void one_op(struct client *cl, struct kvc *k, uint64_t seq)
 {
-    struct lin_op op = {.invoke = now_us()};
+    size_t id;
     int rv;
     if (test_rand(&cl->seed) % 2 == 0) {
-        op.kind = LIN_WRITE;
-        op.value = (uint64_t)(cl->idx + 1) << 32 | seq;
         char v[32];
-        snprintf(v, sizeof v, "%llu", (unsigned long long)op.value);
+        snprintf(v, sizeof v, "%llu", (unsigned long long)((uint64_t)(cl->idx + 1) << 32 | seq));
+        assert_int_equal(0, test_hist_invoke(cl->hist, (uint32_t)cl->idx, TEST_OP_PUT, "reg", v,
+                                             NULL, &id));
         Kvdb__PutResponse *r = NULL;
         rv = kvc_put(k, "reg", 3, v, strlen(v), &r);
         if (rv == 0) {
             kvdb__put_response__free_unpacked(r, NULL);
+            test_hist_ok(cl->hist, id, NULL, false);
         } else if (rv == KVC_ECONNECT) {
-            return; /* never sent anywhere */
+            test_hist_fail(cl->hist, id);
         }
-        op.unknown = rv != 0; /* timeout, lost connection, DEADLINE_EXCEEDED: may have run */
-    } else {
-        op.kind = LIN_READ;
-        Kvdb__RangeResponse *r = NULL;
-        rv = kvc_get(k, "reg", 3, false, &r);
-        if (rv != 0) {
-            return; /* a failed read has no effect */
-        }
-        if (r->n_kvs > 0) {
-            char v[32] = "";
-            size_t len = r->kvs[0]->value.len < 31 ? r->kvs[0]->value.len : 31;
-            memcpy(v, r->kvs[0]->value.data, len);
-            op.value = strtoull(v, NULL, 10);
-        }
-        kvdb__range_response__free_unpacked(r, NULL);
+        return;
     }
-    op.ret = now_us();
-    cl->ops[cl->n++] = op;
+    assert_int_equal(0, test_hist_invoke(cl->hist, (uint32_t)cl->idx, TEST_OP_GET, "reg", NULL,
+                                         NULL, &id));
+    Kvdb__RangeResponse *r = NULL;
+    rv = kvc_get(k, "reg", 3, false, &r);
+    if (rv != 0) {
+        test_hist_fail(cl->hist, id); /* a failed read has no effect */
+        return;
+    }
+    char v[32] = "";
+    if (r->n_kvs > 0) {
+        size_t len = r->kvs[0]->value.len < 31 ? r->kvs[0]->value.len : 31;
+        memcpy(v, r->kvs[0]->value.data, len);
+    }
+    test_hist_ok(cl->hist, id, r->n_kvs > 0 ? v : NULL, false);
+    kvdb__range_response__free_unpacked(r, NULL);
 }
 
 static void *client_run(void *arg)
@@ -153,6 +98,7 @@ struct fix
 {
     struct ih_cluster c;
     struct client cl[CLIENTS];
+    struct test_hist hist;
     bool started;
 };
 
@@ -162,7 +108,8 @@ static int setup_try(void **state)
 {
     struct fix *f = calloc(1, sizeof *f);
     *state = f;
-    if (f == NULL || ih_cluster_init(&f->c, N, NULL) != 0 || ih_cluster_start(&f->c, 30000) != 0) {
+    if (f == NULL || test_hist_init(&f->hist) != 0 || ih_cluster_init(&f->c, N, NULL) != 0 ||
+        ih_cluster_start(&f->c, 30000) != 0) {
         return -1;
     }
     return 0;
@@ -179,6 +126,7 @@ static int teardown(void **state)
     }
     int rv = ih_cluster_stop(&f->c); /* a crashed or leaking member fails the test */
     ih_cluster_destroy(&f->c);
+    test_hist_fini(&f->hist);
     free(f);
     return rv;
 }
@@ -209,6 +157,7 @@ static void start_clients(struct fix *f, uint64_t seed)
         struct client *cl = &f->cl[i];
         cl->idx = i;
         cl->seed = seed + i * 0x9e3779b97f4a7c15ull;
+        cl->hist = &f->hist;
         size_t off = 0;
         for (size_t j = 0; j < N; j++) {
             off += (size_t)snprintf(cl->endpoints + off, sizeof cl->endpoints - off, "%s%s",
@@ -221,40 +170,63 @@ static void start_clients(struct fix *f, uint64_t seed)
     f->started = true;
 }
 
-/* The merged history must be linearizable, and the checker must reject a mutated copy. */
+/* @quiet: a violation is the expected answer (the mutated copy): do not print it. */
+static enum test_linz_verdict verdict(struct test_hist *h, bool quiet)
+{
+    struct test_linz_opts budget = {.max_states = 20000000, .max_ns = 60000000000};
+    struct test_linz_result r;
+    char err[TEST_LINZ_ERRMSG_SIZE] = "";
+    assert_int_equal(0, test_linz_check(h, &budget, &r, err));
+    enum test_linz_verdict v = r.verdict;
+    if (v != TEST_LINZ_OK && !quiet) {
+        test_linz_result_print(&r, stderr);
+    }
+    test_linz_result_fini(&r);
+    return v;
+}
+
+/* The history must be linearizable, and the checker must reject a mutated copy. */
 static void check_history(struct fix *f)
 {
-    static struct lin_op all[CLIENTS * OPS_PER_CLIENT];
-    size_t n = 0, writes = 0, unknown = 0;
-    for (size_t i = 0; i < CLIENTS; i++) {
-        for (size_t j = 0; j < f->cl[i].n; j++) {
-            all[n++] = f->cl[i].ops[j];
-            writes += all[n - 1].kind == LIN_WRITE;
-            unknown += all[n - 1].unknown;
-        }
+    struct test_hist *h = &f->hist;
+    size_t writes = 0, unknown = 0, failed = 0;
+    for (size_t i = 0; i < h->n_ops; i++) {
+        writes += h->ops[i].kind == TEST_OP_PUT;
+        unknown += h->ops[i].outcome == TEST_OUT_UNKNOWN;
+        failed += h->ops[i].outcome == TEST_OUT_FAILED;
     }
-    fprintf(stderr, "[integ] history: %zu ops (%zu writes, %zu unknown)\n", n, writes, unknown);
-    assert_true(n >= CLIENTS * OPS_PER_CLIENT / 2); /* the cluster did serve most of them */
-    assert_int_equal(1, lin_check_register(all, n));
+    fprintf(stderr, "[integ] history: %zu ops (%zu writes, %zu unknown, %zu failed)\n",
+            h->n_ops, writes, unknown, failed);
+    assert_true(h->n_ops - failed >= CLIENTS * OPS_PER_CLIENT / 2); /* most were served */
+    if (verdict(h, false) != TEST_LINZ_OK) {
+        test_hist_save(h, "/tmp/kvdb-integ-linearizable.hist");
+        fail_msg("not linearizable; history saved to /tmp/kvdb-integ-linearizable.hist "
+                 "(kvdb-linz re-checks it)");
+    }
 
     /* The checker is not vacuous on this very history: a read that saw a value although a
-     * write had completed before it started, made to see the initial value instead, must be
-     * rejected (no deletes: the register never returns to 0). */
-    uint64_t first_write_done = UINT64_MAX;
-    for (size_t i = 0; i < n; i++) {
-        if (all[i].kind == LIN_WRITE && !all[i].unknown && all[i].ret < first_write_done) {
-            first_write_done = all[i].ret;
+     * write had completed before it started, made to see the initial value (absent) instead,
+     * must be rejected (no deletes: the register never becomes absent again). */
+    int64_t first_write_done = INT64_MAX;
+    for (size_t i = 0; i < h->n_ops; i++) {
+        const struct test_op *op = &h->ops[i];
+        if (op->kind == TEST_OP_PUT && op->outcome == TEST_OUT_OK &&
+            op->ret_ns < first_write_done) {
+            first_write_done = op->ret_ns;
         }
     }
-    size_t victim = n;
-    for (size_t i = 0; i < n && victim == n; i++) {
-        if (all[i].kind == LIN_READ && all[i].invoke > first_write_done) {
+    size_t victim = h->n_ops;
+    for (size_t i = 0; i < h->n_ops && victim == h->n_ops; i++) {
+        const struct test_op *op = &h->ops[i];
+        if (op->kind == TEST_OP_GET && op->outcome == TEST_OUT_OK &&
+            op->call_ns > first_write_done) {
             victim = i;
         }
     }
-    assert_true(victim < n);
-    all[victim].value = 0;
-    assert_int_equal(0, lin_check_register(all, n));
+    assert_true(victim < h->n_ops);
+    free(h->ops[victim].result);
+    h->ops[victim].result = NULL;
+    assert_int_equal(TEST_LINZ_VIOLATION, verdict(h, true));
 }
 
 /* Wait until the members other than @old agree on a leader that is not @old. */
@@ -364,8 +336,6 @@ int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(checker_accepts_linearizable),
-        cmocka_unit_test(checker_rejects_non_linearizable),
         cmocka_unit_test_setup_teardown(register_linearizable_across_leader_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(register_linearizable_across_follower_kill, setup,
                                         teardown),
