@@ -1,6 +1,7 @@
 /* Background history compaction (etcd keyIndex.compact semantics) in bounded batches. */
 #include <assert.h>
 #include <sched.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -185,6 +186,7 @@ static void reclaim_deepest(struct lsm_store *s, int64_t target)
 
 static void *compactor_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-lsm-compact");
     struct lsm_store *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {

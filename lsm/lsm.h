@@ -279,6 +279,9 @@ struct lsm_options
     int bloom_bits_per_key;    /* 0 = 10; negative = no bloom filter */
     size_t write_buffer_bytes; /* LevelDB memtable; 0 = 16 MiB (two may exist at once) */
     int max_open_files;        /* LevelDB table cache; 0 = 500 */
+    size_t max_file_bytes;     /* LevelDB table file size; 0 = 8 MiB (LevelDB's own default,
+                                * 2 MiB, makes 1,600 tables at 10M keys: more than the table
+                                * cache holds, and every miss reopens a table) */
     size_t max_txn_ops;        /* etcd --max-txn-ops; 0 = 128 */
     size_t compact_batch;      /* history entries deleted per compaction batch; 0 = 1000 */
     bool no_compression;       /* new tables uncompressed; false = snappy.  Saves the snappy

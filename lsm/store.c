@@ -27,6 +27,7 @@ void lsm_options_default(struct lsm_options *o)
     o->bloom_bits_per_key = 10;
     o->write_buffer_bytes = 16u << 20;
     o->max_open_files = 500;
+    o->max_file_bytes = 8u << 20;
     o->max_txn_ops = 128;
     o->compact_batch = 1000;
 }
@@ -48,6 +49,9 @@ static void options_resolve(struct lsm_options *o, const struct lsm_options *in)
     }
     if (in->max_open_files) {
         o->max_open_files = in->max_open_files;
+    }
+    if (in->max_file_bytes) {
+        o->max_file_bytes = in->max_file_bytes;
     }
     if (in->max_txn_ops) {
         o->max_txn_ops = in->max_txn_ops;
@@ -151,6 +155,7 @@ static int ldb_open(struct lsm_store *s)
     }
     leveldb_options_set_write_buffer_size(s->lopts, o->write_buffer_bytes);
     leveldb_options_set_max_open_files(s->lopts, o->max_open_files);
+    leveldb_options_set_max_file_size(s->lopts, o->max_file_bytes);
     leveldb_options_set_create_if_missing(s->lopts, 1);
     leveldb_options_set_compression(
         s->lopts, o->no_compression ? leveldb_no_compression : leveldb_snappy_compression);

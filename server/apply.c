@@ -2,6 +2,7 @@
  * (ranges once the applied index reaches their read index).  Both post finished requests back
  * to the loop through s->done_* and the ev_async watcher. */
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -533,6 +534,7 @@ static void group_free(struct apply_group *g)
 
 static void *apply_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-apply");
     struct srv *s = arg;
     struct apply_group g;
     memset(&g, 0, sizeof g);
@@ -563,6 +565,7 @@ struct bg
 
 static void *bg_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-bg");
     struct bg b = *(struct bg *)arg;
     free(arg);
     b.fn(b.arg);
@@ -840,6 +843,7 @@ void srv_watch_read_submit(struct srv *s,
 
 static void *read_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-read");
     struct srv *s = arg;
     struct srv_job *jobs;
     while ((jobs = queue_take_all(&s->readq)) != NULL) {

@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -330,6 +331,7 @@ static int send_blob(struct client_stream *cs, const void *p, size_t n, uint64_t
  * in manifest order (sizes are in the manifest).  kvdb-snapshot reads it. */
 static void *client_stream_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-snap-stream");
     struct client_stream *cs = arg;
     char path[PATH_MAX], err[SNAP_ERRMSG_SIZE] = "";
     struct snap_manifest m;
@@ -645,6 +647,7 @@ static int stream_out(struct send_job *j, struct snap_sender *snd, int fd)
 
 static void *sender_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-snap-send");
     struct send_job *j = arg;
     struct srv *s = j->s;
     char err[SNAP_ERRMSG_SIZE] = "";
@@ -776,6 +779,7 @@ static int stream_in(struct recv_job *j,
 
 static void *receiver_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-snap-recv");
     struct recv_job *j = arg;
     struct srv *s = j->s;
     struct snap_receiver *r = NULL;

@@ -1,7 +1,7 @@
 /* kvdb-lsmbench: throughput and latency figures for the lsm state machine.
  *
  *   kvdb-lsmbench [--dir DIR] [--keys N] [--value BYTES] [--skip-compaction] [--baseline]
- *                 [--no-compression]
+ *                 [--no-compression] [--max-file-mib N]
  *
  * Phases: fdatasync latency of DIR's disk; load N keys in apply groups of 128 puts; single-put
  * applies; warm point gets (1 and 2 threads); 100-key ranges; RSS; then N overwrites (N old
@@ -319,6 +319,7 @@ static void raw_baseline(const char *dir, const struct lsm_options *lo)
     leveldb_options_set_filter_policy(o, bloom);
     leveldb_options_set_write_buffer_size(o, lo->write_buffer_bytes);
     leveldb_options_set_max_open_files(o, lo->max_open_files);
+    leveldb_options_set_max_file_size(o, lo->max_file_bytes);
     leveldb_options_set_compression(
         o, lo->no_compression ? leveldb_no_compression : leveldb_snappy_compression);
     char *err = NULL;
@@ -384,12 +385,14 @@ int main(int argc, char **argv)
             compaction = false;
         } else if (!strcmp(argv[i], "--baseline")) {
             baseline = true;
+        } else if (!strcmp(argv[i], "--max-file-mib") && i + 1 < argc) {
+            opts.max_file_bytes = (size_t)strtoull(argv[++i], NULL, 10) << 20;
         } else if (!strcmp(argv[i], "--no-compression")) {
             opts.no_compression = true; /* the server's --backend-compression none */
         } else {
             fprintf(stderr,
                     "usage: %s [--dir DIR] [--keys N] [--value BYTES] "
-                    "[--skip-compaction] [--baseline] [--no-compression]\n",
+                    "[--skip-compaction] [--baseline] [--no-compression] [--max-file-mib N]\n",
                     argv[0]);
             return 2;
         }

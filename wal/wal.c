@@ -309,6 +309,7 @@ static int make_spare(struct wal *w, struct wal_spare *sp, char *errmsg)
 
 static void *pipeline_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-wal-files");
     struct wal *w = arg;
     pthread_mutex_lock(&w->pmu);
     for (;;) {
@@ -544,6 +545,7 @@ int wal_flush_here(struct wal *w, size_t max_bytes, bool *done)
 
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "kv-wal-writer");
     struct wal *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
