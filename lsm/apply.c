@@ -96,6 +96,10 @@ int lsm_actx_get(struct lsm_actx *c,
         *m = r->m;
         return 0;
     }
+    if (lsm_kf_absent(c->s, key, klen)) {
+        *found = false; /* a new key: no read */
+        return 0;
+    }
     if (lsm_key_cur(&c->kb, key, klen) != 0) {
         return LSM_ENOMEM;
     }
@@ -298,6 +302,9 @@ int lsm_actx_write(struct lsm_actx *c,
     }
     c->hist[c->n_hist++] = r; /* owns r from here on */
     r->m.sub = c->sub;
+    if (live) {
+        lsm_kf_add(c->s, key, klen); /* before the batch is written: a superset is harmless */
+    }
     int rv = ovl_set(&c->ovl, &c->n_ovl, &c->cap_ovl, r);
     if (rv == 0) {
         rv = batch_write(c, r, prev, prev_sub);

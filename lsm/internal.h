@@ -27,6 +27,18 @@ struct lsm_view
     atomic_int refs;
 };
 
+/* keyfilter.c: keys with a current record, so that puts of new keys skip a read. */
+struct lsm_kfilter
+{
+    _Atomic uint64_t *words; /* NULL: disabled */
+    size_t n_words;
+    uint64_t mask;                  /* bits - 1 (a power of two) */
+    atomic_bool complete;           /* holds every key of the apply thread's state */
+    const leveldb_snapshot_t *snap; /* the builder's, taken at open */
+    pthread_t builder;
+    bool builder_started;
+};
+
 struct lsm_store
 {
     leveldb_t *db;
@@ -62,6 +74,8 @@ struct lsm_store
     int64_t compacted_done; /* guarded by mu */
     uint64_t db_size;       /* guarded by mu: last directory scan */
     int64_t db_size_at_ms;  /* guarded by mu: when (CLOCK_MONOTONIC ms), 0 = never */
+
+    struct lsm_kfilter kf;
 };
 
 /* Decoded metadata of a key version (the mvcc fields besides key and value). */
@@ -205,6 +219,17 @@ int lsm_hist_read(leveldb_t *db,
                   struct lsm_meta *m,
                   bool *tomb,
                   char *errmsg);
+
+/* ---- keyfilter.c ---- */
+/* After load_state: take the saved filter, or start a build, or none (opts).  LSM_ENOMEM. */
+int lsm_kf_open(struct lsm_store *s);
+/* Stop the builder; save a complete filter.  Before LevelDB closes; no apply may follow. */
+void lsm_kf_close(struct lsm_store *s);
+/* Record a key that gets a current record.  Apply thread (and the builder). */
+void lsm_kf_add(struct lsm_store *s, const uint8_t *key, size_t len);
+/* True only if @key certainly has no current record.  Apply thread. */
+bool lsm_kf_absent(struct lsm_store *s, const uint8_t *key, size_t len);
+bool lsm_kf_complete(struct lsm_store *s);
 
 /* ---- compact.c ---- */
 int lsm_compactor_start(struct lsm_store *s);

@@ -279,6 +279,10 @@ struct lsm_options
     int bloom_bits_per_key;    /* 0 = 10; negative = no bloom filter */
     size_t write_buffer_bytes; /* LevelDB memtable; 0 = 16 MiB (two may exist at once) */
     int max_open_files;        /* LevelDB table cache; 0 = 500 */
+    size_t key_filter_bytes;   /* Bloom filter of existing keys, so puts of new keys skip a
+                                * read; 0 = 8 MiB (about 10 bits per key at 6M keys; more
+                                * keys only raise its false positives); see no_key_filter */
+    bool no_key_filter;        /* no such filter: every put reads the key's current record */
     size_t max_file_bytes;     /* LevelDB table file size; 0 = 8 MiB (LevelDB's own default,
                                 * 2 MiB, makes 1,600 tables at 10M keys: more than the table
                                 * cache holds, and every miss reopens a table) */
@@ -359,6 +363,7 @@ struct lsm_status
     int64_t compact_revision;  /* reads below it fail with LSM_ECOMPACTED */
     int64_t compacted_through; /* history physically removed up to here */
     uint64_t db_size_bytes;    /* bytes of files in the LevelDB directory (<= 1 s old) */
+    bool key_filter_complete;  /* the key filter is in use (loaded, built, or a new store) */
 };
 
 /* The published state.  db_size_bytes comes from a directory scan done at most once a second

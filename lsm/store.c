@@ -28,6 +28,7 @@ void lsm_options_default(struct lsm_options *o)
     o->write_buffer_bytes = 16u << 20;
     o->max_open_files = 500;
     o->max_file_bytes = 8u << 20;
+    o->key_filter_bytes = 8u << 20;
     o->max_txn_ops = 128;
     o->compact_batch = 1000;
 }
@@ -52,6 +53,12 @@ static void options_resolve(struct lsm_options *o, const struct lsm_options *in)
     }
     if (in->max_file_bytes) {
         o->max_file_bytes = in->max_file_bytes;
+    }
+    if (in->key_filter_bytes) {
+        o->key_filter_bytes = in->key_filter_bytes;
+    }
+    if (in->no_key_filter) {
+        o->key_filter_bytes = 0;
     }
     if (in->max_txn_ops) {
         o->max_txn_ops = in->max_txn_ops;
@@ -190,6 +197,9 @@ int lsm_open(const char *dir, const struct lsm_options *opts, struct lsm_store *
         rv = load_state(s);
     }
     if (rv == 0) {
+        rv = lsm_kf_open(s);
+    }
+    if (rv == 0) {
         rv = lsm_view_publish(s);
     }
     if (rv == 0) {
@@ -210,6 +220,9 @@ void lsm_close(struct lsm_store *s)
         return;
     }
     lsm_compactor_stop(s);
+    if (s->db != NULL) {
+        lsm_kf_close(s);
+    }
     if (s->view != NULL) {
         lsm_view_release(s, s->view);
         s->view = NULL;
@@ -320,6 +333,7 @@ void lsm_status_get(struct lsm_store *s, struct lsm_status *st)
     int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     pthread_mutex_lock(&s->mu);
     st->compacted_through = s->compacted_done;
+    st->key_filter_complete = lsm_kf_complete(s);
     /* The directory scan costs a stat per file: callers may ask per request (quota checks). */
     bool stale = s->db_size_at_ms == 0 || now_ms - s->db_size_at_ms >= 1000;
     pthread_mutex_unlock(&s->mu);
