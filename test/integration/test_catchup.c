@@ -12,64 +12,16 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include "test/integration/harness.h"
+#include "test/integration/fixture.h"
 #include "test/integration/writer.h"
 
 #define N 3
 
-struct fix
-{
-    struct ih_cluster c;
-    struct kvc *k[N];   /* one client per member, talking to that member only */
-    struct ih_writer w; /* stopped by teardown even when a test fails midway */
-};
-
-static int setup(void **state);
-
-static int setup_try(void **state)
+static int setup(void **state)
 {
     static const char *const extra[] = {"--snapshot-count", "100", "--snapshot-catchup-entries",
                                         "20", NULL};
-    struct fix *f = calloc(1, sizeof *f);
-    *state = f;
-    if (f == NULL || ih_cluster_init(&f->c, N, extra) != 0 || ih_cluster_start(&f->c, 30000) != 0) {
-        return -1;
-    }
-    return 0;
-}
-
-static void close_clients(struct fix *f)
-{
-    for (size_t i = 0; i < N; i++) {
-        kvc_close(f->k[i]);
-        f->k[i] = NULL;
-    }
-}
-
-static int teardown(void **state)
-{
-    struct fix *f = *state;
-    if (f == NULL) {
-        return 0;
-    }
-    ih_writer_stop(&f->w);
-    ih_writer_fini(&f->w);
-    close_clients(f);
-    int rv = ih_cluster_stop(&f->c); /* a crashed or leaking member fails the test */
-    ih_cluster_destroy(&f->c);
-    free(f);
-    return rv;
-}
-
-/* cmocka skips the teardown when the setup fails: clean up here (members, temp dir, memory). */
-static int setup(void **state)
-{
-    if (setup_try(state) != 0) {
-        teardown(state);
-        *state = NULL;
-        return -1;
-    }
-    return 0;
+    return ih_fix_setup(state, N, extra, 30000, false);
 }
 
 /* Whether member @m's log has a line containing @needle. */
@@ -88,7 +40,7 @@ static bool log_has(const struct ih_member *m, const char *needle)
 }
 
 /* Poll member @i's serializable (local) read of @key until it returns @want. */
-static bool eventually_local(struct fix *f, size_t i, const char *key, const char *want)
+static bool eventually_local(struct ih_fix *f, size_t i, const char *key, const char *want)
 {
     uint64_t deadline = ih_now_ms() + 30000;
     while (ih_now_ms() < deadline) {
@@ -106,7 +58,7 @@ static bool eventually_local(struct fix *f, size_t i, const char *key, const cha
  * it sees every acknowledged write, and it did so by installing a snapshot. */
 static void follower_down_during_compaction_catches_up(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     int l = ih_cluster_leader(&f->c, 10000);
     assert_true(l >= 0);
     size_t down = (size_t)(l + 1) % N;
@@ -143,7 +95,7 @@ int main(void)
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(follower_down_during_compaction_catches_up, setup,
-                                        teardown),
+                                        ih_fix_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,71 +12,18 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include "test/integration/harness.h"
+#include "test/integration/fixture.h"
 #include "test/integration/writer.h"
 #include "test/lib/seed.h"
 
 #define N 3
 
-struct fix
-{
-    struct ih_cluster c;
-    struct kvc *k[N];   /* one client per member, talking to that member only */
-    struct ih_writer w; /* stopped by teardown even when a test fails midway */
-};
-
-static int setup(void **state);
-
-static int setup_try(void **state)
-{
-    struct fix *f = calloc(1, sizeof *f);
-    *state = f;
-    if (f == NULL || ih_cluster_init(&f->c, N, NULL) != 0 || ih_cluster_start(&f->c, 30000) != 0) {
-        return -1;
-    }
-    for (size_t i = 0; i < N; i++) {
-        if ((f->k[i] = ih_client(&f->c, i, 10000)) == NULL) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void close_clients(struct fix *f)
-{
-    for (size_t i = 0; i < N; i++) {
-        kvc_close(f->k[i]);
-        f->k[i] = NULL;
-    }
-}
-
-static int teardown(void **state)
-{
-    struct fix *f = *state;
-    if (f == NULL) {
-        return 0;
-    }
-    ih_writer_stop(&f->w);
-    ih_writer_fini(&f->w);
-    close_clients(f);
-    int rv = ih_cluster_stop(&f->c); /* a crashed or leaking member fails the test */
-    ih_cluster_destroy(&f->c);
-    free(f);
-    return rv;
-}
-
-/* cmocka skips the teardown when the setup fails: clean up here (members, temp dir, memory). */
 static int setup(void **state)
 {
-    if (setup_try(state) != 0) {
-        teardown(state);
-        *state = NULL;
-        return -1;
-    }
-    return 0;
+    return ih_fix_setup(state, N, NULL, 30000, true);
 }
 
-static Kvdb__StatusResponse *status(struct fix *f, size_t i)
+static Kvdb__StatusResponse *status(struct ih_fix *f, size_t i)
 {
     Kvdb__StatusResponse *st = NULL;
     assert_int_equal(0, ih_status(f->c.m[i].client_port, 2000, &st));
@@ -86,7 +33,7 @@ static Kvdb__StatusResponse *status(struct fix *f, size_t i)
 /* Every member reports the same cluster, leader and member list; member IDs differ. */
 static void cluster_forms(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     Kvdb__StatusResponse *st[N];
     for (size_t i = 0; i < N; i++) {
         st[i] = status(f, i);
@@ -112,7 +59,7 @@ static void cluster_forms(void **state)
 /* A write sent to a follower is forwarded to the leader, and is read back from every member. */
 static void follower_write_forwarded(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     int l = ih_cluster_leader(&f->c, 10000);
     assert_true(l >= 0);
     for (size_t i = 0; i < N; i++) {
@@ -134,7 +81,7 @@ static void follower_write_forwarded(void **state)
  * linearizably from every member at once: no member may return an older value. */
 static void linearizable_reads_everywhere(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     uint64_t seed = test_seed("linearizable_reads_everywhere");
     for (int round = 0; round < 60; round++) {
         char v[32], got[32];
@@ -157,7 +104,7 @@ static void linearizable_reads_everywhere(void **state)
 }
 
 /* Poll member @i's serializable (local) read of @key until it returns @want. */
-static bool eventually_local(struct fix *f, size_t i, const char *key, const char *want)
+static bool eventually_local(struct ih_fix *f, size_t i, const char *key, const char *want)
 {
     uint64_t deadline = ih_now_ms() + 30000;
     while (ih_now_ms() < deadline) {
@@ -174,7 +121,7 @@ static bool eventually_local(struct fix *f, size_t i, const char *key, const cha
  * acknowledged write survives, and the old leader restarts and catches up. */
 static void kill_leader(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     int old = ih_cluster_leader(&f->c, 10000);
     assert_true(old >= 0);
     Kvdb__StatusResponse *st = status(f, (size_t)old);
@@ -185,7 +132,6 @@ static void kill_leader(void **state)
     struct ih_writer *w = &f->w;
     assert_int_equal(0, ih_writer_start(w, &f->c, "w/", 100000, 8));
     assert_int_equal(0, ih_writer_wait_acked(w, 100, 30000));
-    close_clients(f);
     assert_int_equal(0, ih_member_stop(&f->c, (size_t)old, SIGKILL));
     size_t before = atomic_load(&w->acked);
 
@@ -220,10 +166,10 @@ int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(cluster_forms, setup, teardown),
-        cmocka_unit_test_setup_teardown(follower_write_forwarded, setup, teardown),
-        cmocka_unit_test_setup_teardown(linearizable_reads_everywhere, setup, teardown),
-        cmocka_unit_test_setup_teardown(kill_leader, setup, teardown),
+        cmocka_unit_test_setup_teardown(cluster_forms, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(follower_write_forwarded, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(linearizable_reads_everywhere, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(kill_leader, setup, ih_fix_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

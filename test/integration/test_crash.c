@@ -12,65 +12,22 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include "test/integration/harness.h"
+#include "test/integration/fixture.h"
 #include "test/integration/writer.h"
-
-struct fix
-{
-    struct ih_cluster c;
-    struct ih_writer w; /* stopped by teardown even when a test fails midway */
-};
-
-static int setup_n(void **state, size_t n);
-
-static int setup_n_try(void **state, size_t n)
-{
-    struct fix *f = calloc(1, sizeof *f);
-    *state = f;
-    if (f == NULL || ih_cluster_init(&f->c, n, NULL) != 0 || ih_cluster_start(&f->c, 30000) != 0) {
-        return -1;
-    }
-    return 0;
-}
 
 static int setup1(void **state)
 {
-    return setup_n(state, 1);
+    return ih_fix_setup(state, 1, NULL, 30000, false);
 }
 
 static int setup3(void **state)
 {
-    return setup_n(state, 3);
-}
-
-static int teardown(void **state)
-{
-    struct fix *f = *state;
-    if (f == NULL) {
-        return 0;
-    }
-    ih_writer_stop(&f->w);
-    ih_writer_fini(&f->w);
-    int rv = ih_cluster_stop(&f->c); /* a crashed or leaking member fails the test */
-    ih_cluster_destroy(&f->c);
-    free(f);
-    return rv;
-}
-
-/* cmocka skips the teardown when the setup fails: clean up here (members, temp dir, memory). */
-static int setup_n(void **state, size_t n)
-{
-    if (setup_n_try(state, n) != 0) {
-        teardown(state);
-        *state = NULL;
-        return -1;
-    }
-    return 0;
+    return ih_fix_setup(state, 3, NULL, 30000, false);
 }
 
 /* Signal every member (@sig) as close together as we can, reap them (a SIGTERM must end in a
  * clean exit 0, also with requests in flight), then start them all again. */
-static void stop_all(struct fix *f, int sig)
+static void stop_all(struct ih_fix *f, int sig)
 {
     for (size_t i = 0; i < f->c.n; i++) {
         ih_member_signal(&f->c, i, sig);
@@ -82,7 +39,7 @@ static void stop_all(struct fix *f, int sig)
 }
 
 /* Check the writer's acknowledged writes through every member (linearizable reads). */
-static void check_everywhere(struct fix *f, long at_least)
+static void check_everywhere(struct ih_fix *f, long at_least)
 {
     for (size_t i = 0; i < f->c.n; i++) {
         struct kvc *k = ih_client(&f->c, i, 15000);
@@ -93,7 +50,7 @@ static void check_everywhere(struct fix *f, long at_least)
     }
 }
 
-static void crash_rounds(struct fix *f, unsigned window, int sig)
+static void crash_rounds(struct ih_fix *f, unsigned window, int sig)
 {
     assert_int_equal(0, ih_writer_start(&f->w, &f->c, "crash/", 1000000, window));
     for (int round = 0; round < 2; round++) {
@@ -131,9 +88,9 @@ int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(crash_all_members_while_writing, setup3, teardown),
-        cmocka_unit_test_setup_teardown(crash_single_member_while_writing, setup1, teardown),
-        cmocka_unit_test_setup_teardown(sigterm_all_members_while_writing, setup3, teardown),
+        cmocka_unit_test_setup_teardown(crash_all_members_while_writing, setup3, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(crash_single_member_while_writing, setup1, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(sigterm_all_members_while_writing, setup3, ih_fix_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,50 +13,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "test/integration/harness.h"
+#include "test/integration/fixture.h"
 
-struct fix
-{
-    struct ih_cluster c;
-    struct kvc *k;
-};
-
-static int setup(void **state);
-
-static int setup_try(void **state)
-{
-    struct fix *f = calloc(1, sizeof *f);
-    *state = f;
-    if (f == NULL || ih_cluster_init(&f->c, 1, NULL) != 0 || ih_cluster_start(&f->c, 20000) != 0) {
-        return -1;
-    }
-    f->k = ih_client(&f->c, 0, 10000);
-    return f->k != NULL ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    struct fix *f = *state;
-    if (f == NULL) {
-        return 0;
-    }
-    kvc_close(f->k);
-    /* A member that crashed or leaked (sanitizer exit code) fails the test here. */
-    int rv = ih_cluster_stop(&f->c);
-    ih_cluster_destroy(&f->c);
-    free(f);
-    return rv;
-}
-
-/* cmocka skips the teardown when the setup fails: clean up here (members, temp dir, memory). */
 static int setup(void **state)
 {
-    if (setup_try(state) != 0) {
-        teardown(state);
-        *state = NULL;
-        return -1;
-    }
-    return 0;
+    return ih_fix_setup(state, 1, NULL, 20000, true);
 }
 
 /* A Range call; on 0, *@out is owned by the caller. */
@@ -107,14 +68,14 @@ static void assert_kv(const Kvdb__KeyValue *kv, const char *key, const char *val
  * delete. */
 static void put_get_delete(void **state)
 {
-    struct fix *f = *state;
-    int64_t r1 = ih_put(f->k, "a", "1");
+    struct ih_fix *f = *state;
+    int64_t r1 = ih_put(f->k[0], "a", "1");
     assert_true(r1 > 0);
-    int64_t r2 = ih_put(f->k, "a", "2");
+    int64_t r2 = ih_put(f->k[0], "a", "2");
     assert_int_equal(r2, r1 + 1);
 
     Kvdb__RangeResponse *g = NULL;
-    assert_int_equal(0, range(f->k, "a", NULL, 0, 0, &g));
+    assert_int_equal(0, range(f->k[0], "a", NULL, 0, 0, &g));
     assert_int_equal(g->n_kvs, 1);
     assert_kv(g->kvs[0], "a", "2");
     assert_int_equal(g->kvs[0]->create_revision, r1);
@@ -124,22 +85,22 @@ static void put_get_delete(void **state)
     kvdb__range_response__free_unpacked(g, NULL);
 
     Kvdb__DeleteRangeResponse *d = NULL;
-    assert_int_equal(0, kvc_delete(f->k, "a", 1, &d));
+    assert_int_equal(0, kvc_delete(f->k[0], "a", 1, &d));
     assert_int_equal(d->deleted, 1);
     assert_int_equal(d->header->revision, r2 + 1);
     kvdb__delete_range_response__free_unpacked(d, NULL);
-    assert_int_equal(0, ih_get(f->k, "a", false, NULL, 0));
-    assert_int_equal(0, ih_get(f->k, "a", true, NULL, 0));
+    assert_int_equal(0, ih_get(f->k[0], "a", false, NULL, 0));
+    assert_int_equal(0, ih_get(f->k[0], "a", true, NULL, 0));
 
     /* Deleting nothing does not create a revision. */
-    assert_int_equal(0, kvc_delete(f->k, "a", 1, &d));
+    assert_int_equal(0, kvc_delete(f->k[0], "a", 1, &d));
     assert_int_equal(d->deleted, 0);
     assert_int_equal(d->header->revision, r2 + 1);
     kvdb__delete_range_response__free_unpacked(d, NULL);
 
     /* Recreated: a fresh create revision and version 1. */
-    int64_t r4 = ih_put(f->k, "a", "3");
-    assert_int_equal(0, range(f->k, "a", NULL, 0, 0, &g));
+    int64_t r4 = ih_put(f->k[0], "a", "3");
+    assert_int_equal(0, range(f->k[0], "a", NULL, 0, 0, &g));
     assert_int_equal(g->kvs[0]->create_revision, r4);
     assert_int_equal(g->kvs[0]->version, 1);
     kvdb__range_response__free_unpacked(g, NULL);
@@ -160,10 +121,10 @@ static void put_get_delete(void **state)
 /* Prefix ranges come back sorted by key; limit truncates with more=true and the full count. */
 static void range_prefix_limit(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     const char *keys[] = {"p/c", "p/a", "q/x", "p/b", "o/z"};
     for (size_t i = 0; i < 5; i++) {
-        assert_true(ih_put(f->k, keys[i], keys[i]) > 0);
+        assert_true(ih_put(f->k[0], keys[i], keys[i]) > 0);
     }
     uint8_t end[8];
     size_t n = kvc_prefix_end("p/", 2, end);
@@ -173,7 +134,7 @@ static void range_prefix_limit(void **state)
     assert_string_equal(endstr, "p0");
 
     Kvdb__RangeResponse *g = NULL;
-    assert_int_equal(0, range(f->k, "p/", endstr, 0, 0, &g));
+    assert_int_equal(0, range(f->k[0], "p/", endstr, 0, 0, &g));
     assert_int_equal(g->n_kvs, 3);
     assert_int_equal(g->count, 3);
     assert_false(g->more);
@@ -182,7 +143,7 @@ static void range_prefix_limit(void **state)
     assert_kv(g->kvs[2], "p/c", "p/c");
     kvdb__range_response__free_unpacked(g, NULL);
 
-    assert_int_equal(0, range(f->k, "p/", endstr, 0, 2, &g));
+    assert_int_equal(0, range(f->k[0], "p/", endstr, 0, 2, &g));
     assert_int_equal(g->n_kvs, 2);
     assert_int_equal(g->count, 3);
     assert_true(g->more);
@@ -197,7 +158,7 @@ static void range_prefix_limit(void **state)
     r.range_end.data = (uint8_t *)"";
     r.range_end.len = 1;
     r.keys_only = true;
-    assert_int_equal(0, kvc_call(f->k, KVDB__METHOD__METHOD_RANGE, &r.base,
+    assert_int_equal(0, kvc_call(f->k[0], KVDB__METHOD__METHOD_RANGE, &r.base,
                                  &kvdb__range_response__descriptor, (ProtobufCMessage **)&g));
     assert_int_equal(g->n_kvs, 3);
     assert_kv(g->kvs[0], "p/b", "");
@@ -208,58 +169,58 @@ static void range_prefix_limit(void **state)
 /* Reads at a past revision see the value as of then; a future revision is OUT_OF_RANGE. */
 static void revisions(void **state)
 {
-    struct fix *f = *state;
-    int64_t r1 = ih_put(f->k, "r", "v1");
-    int64_t r2 = ih_put(f->k, "r", "v2");
+    struct ih_fix *f = *state;
+    int64_t r1 = ih_put(f->k[0], "r", "v1");
+    int64_t r2 = ih_put(f->k[0], "r", "v2");
     Kvdb__DeleteRangeResponse *d = NULL;
-    assert_int_equal(0, kvc_delete(f->k, "r", 1, &d));
+    assert_int_equal(0, kvc_delete(f->k[0], "r", 1, &d));
     int64_t r3 = d->header->revision;
     kvdb__delete_range_response__free_unpacked(d, NULL);
     assert_int_equal(r3, r2 + 1);
 
     Kvdb__RangeResponse *g = NULL;
-    assert_int_equal(0, range(f->k, "r", NULL, r1, 0, &g));
+    assert_int_equal(0, range(f->k[0], "r", NULL, r1, 0, &g));
     assert_int_equal(g->n_kvs, 1);
     assert_kv(g->kvs[0], "r", "v1");
     kvdb__range_response__free_unpacked(g, NULL);
-    assert_int_equal(0, range(f->k, "r", NULL, r2, 0, &g));
+    assert_int_equal(0, range(f->k[0], "r", NULL, r2, 0, &g));
     assert_kv(g->kvs[0], "r", "v2");
     kvdb__range_response__free_unpacked(g, NULL);
-    assert_int_equal(0, range(f->k, "r", NULL, r3, 0, &g));
+    assert_int_equal(0, range(f->k[0], "r", NULL, r3, 0, &g));
     assert_int_equal(g->n_kvs, 0);
     kvdb__range_response__free_unpacked(g, NULL);
 
-    assert_int_equal(KVC_ESERVER, range(f->k, "r", NULL, r3 + 100, 0, &g));
-    assert_int_equal(kvc_server_code(f->k), KVDB__ERROR_CODE__OUT_OF_RANGE);
+    assert_int_equal(KVC_ESERVER, range(f->k[0], "r", NULL, r3 + 100, 0, &g));
+    assert_int_equal(kvc_server_code(f->k[0]), KVDB__ERROR_CODE__OUT_OF_RANGE);
 }
 
 /* Compaction drops history below its revision: older reads and repeated or future compactions
  * are OUT_OF_RANGE, the compacted revision itself and newer stay readable. */
 static void compaction_errors(void **state)
 {
-    struct fix *f = *state;
-    int64_t r1 = ih_put(f->k, "c", "v1");
-    int64_t r2 = ih_put(f->k, "c", "v2");
-    int64_t r3 = ih_put(f->k, "c", "v3");
+    struct ih_fix *f = *state;
+    int64_t r1 = ih_put(f->k[0], "c", "v1");
+    int64_t r2 = ih_put(f->k[0], "c", "v2");
+    int64_t r3 = ih_put(f->k[0], "c", "v3");
     assert_true(r1 > 0 && r2 > r1 && r3 > r2);
-    assert_int_equal(0, compact(f->k, r2));
+    assert_int_equal(0, compact(f->k[0], r2));
 
     Kvdb__RangeResponse *g = NULL;
-    assert_int_equal(KVC_ESERVER, range(f->k, "c", NULL, r1, 0, &g));
-    assert_int_equal(kvc_server_code(f->k), KVDB__ERROR_CODE__OUT_OF_RANGE);
-    assert_int_equal(0, range(f->k, "c", NULL, r2, 0, &g));
+    assert_int_equal(KVC_ESERVER, range(f->k[0], "c", NULL, r1, 0, &g));
+    assert_int_equal(kvc_server_code(f->k[0]), KVDB__ERROR_CODE__OUT_OF_RANGE);
+    assert_int_equal(0, range(f->k[0], "c", NULL, r2, 0, &g));
     assert_kv(g->kvs[0], "c", "v2");
     kvdb__range_response__free_unpacked(g, NULL);
-    assert_int_equal(0, range(f->k, "c", NULL, 0, 0, &g));
+    assert_int_equal(0, range(f->k[0], "c", NULL, 0, 0, &g));
     assert_kv(g->kvs[0], "c", "v3");
     kvdb__range_response__free_unpacked(g, NULL);
 
-    assert_int_equal(KVC_ESERVER, compact(f->k, r1));
-    assert_int_equal(kvc_server_code(f->k), KVDB__ERROR_CODE__OUT_OF_RANGE);
-    assert_int_equal(KVC_ESERVER, compact(f->k, r3 + 100));
-    assert_int_equal(kvc_server_code(f->k), KVDB__ERROR_CODE__OUT_OF_RANGE);
+    assert_int_equal(KVC_ESERVER, compact(f->k[0], r1));
+    assert_int_equal(kvc_server_code(f->k[0]), KVDB__ERROR_CODE__OUT_OF_RANGE);
+    assert_int_equal(KVC_ESERVER, compact(f->k[0], r3 + 100));
+    assert_int_equal(kvc_server_code(f->k[0]), KVDB__ERROR_CODE__OUT_OF_RANGE);
     /* The member still takes writes after refusing. */
-    assert_int_equal(ih_put(f->k, "c", "v4"), r3 + 1);
+    assert_int_equal(ih_put(f->k[0], "c", "v4"), r3 + 1);
 }
 
 static Kvdb__RequestOp *put_op(Kvdb__RequestOp *op,
@@ -282,8 +243,8 @@ static Kvdb__RequestOp *put_op(Kvdb__RequestOp *op,
  * fails runs the failure ops. */
 static void txn(void **state)
 {
-    struct fix *f = *state;
-    int64_t r0 = ih_put(f->k, "t", "old");
+    struct ih_fix *f = *state;
+    int64_t r0 = ih_put(f->k[0], "t", "old");
     Kvdb__Compare cmp;
     kvdb__compare__init(&cmp);
     Kvdb__Compare *cmps[] = {&cmp};
@@ -316,20 +277,20 @@ static void txn(void **state)
     t.n_failure = 1;
 
     Kvdb__TxnResponse *resp = NULL;
-    assert_int_equal(0, kvc_call(f->k, KVDB__METHOD__METHOD_TXN, &t.base,
+    assert_int_equal(0, kvc_call(f->k[0], KVDB__METHOD__METHOD_TXN, &t.base,
                                  &kvdb__txn_response__descriptor, (ProtobufCMessage **)&resp));
     assert_true(resp->succeeded);
     assert_int_equal(resp->n_responses, 2);
     assert_int_equal(resp->header->revision, r0 + 1); /* both puts in one revision */
     kvdb__txn_response__free_unpacked(resp, NULL);
     char v[32];
-    assert_int_equal(1, ih_get(f->k, "t", false, v, sizeof v));
+    assert_int_equal(1, ih_get(f->k[0], "t", false, v, sizeof v));
     assert_string_equal(v, "new");
-    assert_int_equal(1, ih_get(f->k, "t2", false, v, sizeof v));
+    assert_int_equal(1, ih_get(f->k[0], "t2", false, v, sizeof v));
     assert_string_equal(v, "also");
 
     /* Same txn again: "t" is no longer "old", so the failure branch reads it. */
-    assert_int_equal(0, kvc_call(f->k, KVDB__METHOD__METHOD_TXN, &t.base,
+    assert_int_equal(0, kvc_call(f->k[0], KVDB__METHOD__METHOD_TXN, &t.base,
                                  &kvdb__txn_response__descriptor, (ProtobufCMessage **)&resp));
     assert_false(resp->succeeded);
     assert_int_equal(resp->n_responses, 1);
@@ -367,20 +328,20 @@ static void check_keys(struct kvc *k, const char *prefix, int n, const int64_t *
 }
 
 /* Restart after @sig: the member recovers every acknowledged write with its revision. */
-static void restart_after(struct fix *f, int sig, const char *prefix)
+static void restart_after(struct ih_fix *f, int sig, const char *prefix)
 {
     enum { N = 200 };
     int64_t revs[N];
-    write_keys(f->k, prefix, N, revs);
-    kvc_close(f->k);
-    f->k = NULL;
+    write_keys(f->k[0], prefix, N, revs);
+    kvc_close(f->k[0]);
+    f->k[0] = NULL;
     assert_int_equal(0, ih_member_stop(&f->c, 0, sig));
     assert_int_equal(0, ih_cluster_start(&f->c, 20000));
-    f->k = ih_client(&f->c, 0, 10000);
-    assert_non_null(f->k);
-    check_keys(f->k, prefix, N, revs);
+    f->k[0] = ih_client(&f->c, 0, 10000);
+    assert_non_null(f->k[0]);
+    check_keys(f->k[0], prefix, N, revs);
     /* New writes continue the revision sequence. */
-    assert_int_equal(ih_put(f->k, "after", "x"), revs[N - 1] + 1);
+    assert_int_equal(ih_put(f->k[0], "after", "x"), revs[N - 1] + 1);
 }
 
 static void restart_sigterm_keeps_writes(void **state)
@@ -405,7 +366,7 @@ static void restart_kill9_keeps_writes(void **state)
  * serving. */
 static void data_dir_locked(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     struct ih_cluster twin = f->c;
     struct ih_member *m = &twin.m[0];
     m->pid = 0;
@@ -422,7 +383,7 @@ static void data_dir_locked(void **state)
     assert_int_equal(twin.m[0].pid, 0); /* it exited by itself */
     assert_true(WIFEXITED(twin.m[0].last_status));
     assert_int_not_equal(WEXITSTATUS(twin.m[0].last_status), 0);
-    assert_true(ih_put(f->k, "still", "here") > 0);
+    assert_true(ih_put(f->k[0], "still", "here") > 0);
     assert_true(ih_member_is_alive(&f->c, 0));
 }
 
@@ -448,7 +409,7 @@ static uint8_t *wrap(uint8_t *p, const uint8_t *end, uint8_t tag)
  * overflowed its stack.  Now: a clear INVALID_ARGUMENT, the member alive. */
 static void deeply_nested_txn_is_refused(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     enum { DEPTH = 50000 };
     size_t cap = (size_t)DEPTH * 12 + 16;
     uint8_t *buf = malloc(cap);
@@ -479,11 +440,11 @@ static void deeply_nested_txn_is_refused(void **state)
  * Any number of SIGTERMs must end in a clean exit 0. */
 static void repeated_sigterm_during_shutdown(void **state)
 {
-    struct fix *f = *state;
+    struct ih_fix *f = *state;
     for (int i = 0; i < 50; i++) {
         char key[16];
         snprintf(key, sizeof key, "k%d", i);
-        assert_true(ih_put(f->k, key, "v") > 0);
+        assert_true(ih_put(f->k[0], key, "v") > 0);
     }
     uint64_t deadline = ih_now_ms() + 20000;
     while (ih_member_is_alive(&f->c, 0) && ih_now_ms() < deadline) {
@@ -499,17 +460,17 @@ int main(void)
 {
     alarm(170); /* a hung member must not hang the suite: SIGALRM kills the children too */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(put_get_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(range_prefix_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(revisions, setup, teardown),
-        cmocka_unit_test_setup_teardown(compaction_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(txn, setup, teardown),
-        cmocka_unit_test_setup_teardown(restart_sigterm_keeps_writes, setup, teardown),
-        cmocka_unit_test_setup_teardown(restart_sigint_keeps_writes, setup, teardown),
-        cmocka_unit_test_setup_teardown(restart_kill9_keeps_writes, setup, teardown),
-        cmocka_unit_test_setup_teardown(data_dir_locked, setup, teardown),
-        cmocka_unit_test_setup_teardown(deeply_nested_txn_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(repeated_sigterm_during_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(put_get_delete, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(range_prefix_limit, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(revisions, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(compaction_errors, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(txn, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(restart_sigterm_keeps_writes, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(restart_sigint_keeps_writes, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(restart_kill9_keeps_writes, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(data_dir_locked, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(deeply_nested_txn_is_refused, setup, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(repeated_sigterm_during_shutdown, setup, ih_fix_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

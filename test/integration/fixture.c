@@ -1,0 +1,38 @@
+#include "test/integration/fixture.h"
+
+#include <stdlib.h>
+
+int ih_fix_teardown(void **state)
+{
+    struct ih_fix *f = *state;
+    if (f == NULL) {
+        return 0;
+    }
+    ih_writer_stop(&f->w);
+    ih_writer_fini(&f->w);
+    for (size_t i = 0; i < IH_MAX_MEMBERS; i++) {
+        kvc_close(f->k[i]);
+        f->k[i] = NULL;
+    }
+    int rv = ih_cluster_stop(&f->c);
+    ih_cluster_destroy(&f->c);
+    free(f);
+    *state = NULL;
+    return rv;
+}
+
+int ih_fix_setup(void **state, size_t n, const char *const *extra, unsigned start_ms, bool clients)
+{
+    struct ih_fix *f = calloc(1, sizeof *f);
+    *state = f;
+    bool ok = f != NULL && ih_cluster_init(&f->c, n, extra) == 0 &&
+              ih_cluster_start(&f->c, start_ms) == 0;
+    for (size_t i = 0; ok && clients && i < n; i++) {
+        ok = (f->k[i] = ih_client(&f->c, i, 10000)) != NULL;
+    }
+    if (!ok) {
+        ih_fix_teardown(state);
+        return -1;
+    }
+    return 0;
+}
