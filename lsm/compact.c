@@ -1,6 +1,8 @@
 /* Background history compaction (etcd keyIndex.compact semantics) in bounded batches. */
 #include <assert.h>
 #include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,9 +186,17 @@ static void reclaim_deepest(struct lsm_store *s, int64_t target)
     leveldb_compact_range(s->db, NULL, 0, NULL, 0);
 }
 
+void lsm_background_thread(const char *name)
+{
+    pthread_setname_np(pthread_self(), name);
+    /* Per thread on Linux (a thread id is a PRIO_PROCESS id).  Raising nice needs no
+     * privilege; failing to is harmless. */
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+}
+
 static void *compactor_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "kv-lsm-compact");
+    lsm_background_thread("kv-lsm-compact");
     struct lsm_store *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {

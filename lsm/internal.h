@@ -232,6 +232,9 @@ bool lsm_kf_absent(struct lsm_store *s, const uint8_t *key, size_t len);
 bool lsm_kf_complete(struct lsm_store *s);
 
 /* ---- compact.c ---- */
+/* Name the calling background thread and give it the lowest CPU priority (nice 19), so that
+ * when it competes with the apply thread for a core the apply thread runs. */
+void lsm_background_thread(const char *name);
 int lsm_compactor_start(struct lsm_store *s);
 void lsm_compactor_stop(struct lsm_store *s);
 void lsm_compactor_kick(struct lsm_store *s, int64_t target);

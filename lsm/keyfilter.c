@@ -149,7 +149,7 @@ static void *kf_build_main(void *arg)
 {
     struct lsm_store *s = arg;
     struct lsm_kfilter *f = &s->kf;
-    pthread_setname_np(pthread_self(), "kv-lsm-keys");
+    lsm_background_thread("kv-lsm-keys");
     leveldb_readoptions_t *ro = leveldb_readoptions_create();
     leveldb_readoptions_set_fill_cache(ro, 0); /* a full scan would evict the hot set */
     leveldb_readoptions_set_snapshot(ro, f->snap);
