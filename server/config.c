@@ -99,7 +99,11 @@ void srv_config_defaults(struct srv_config *c)
     srv_url_parse("127.0.0.1:2379", &c->listen_client);
     strcpy(c->cluster_token, "kvdb-cluster");
     c->cluster_state = SRV_CLUSTER_NEW;
-    c->snapshot_count = 10000;
+    /* Each snapshot flushes LevelDB's memtable and waits for LevelDB's background thread
+     * (lsm_checkpoint): every 10,000 entries that was a stall every 0.15 s under 256 clients
+     * (p99 66-91 ms); 50,000 gives p99 12 ms with the raft log memtable (the entries since the
+     * last snapshot) at ~100 MiB peak RSS.  etcd 3.4 uses 100,000, etcd 3.6 10,000. */
+    c->snapshot_count = 50000;
     c->snapshot_catchup = 5000;
     c->heartbeat_ms = 100;
     c->election_ms = 1000;
@@ -430,7 +434,7 @@ void srv_config_usage(void *out)
             "  --initial-cluster N=URL,...        initial members (this member alone)\n"
             "  --initial-cluster-token TOKEN      cluster token (kvdb-cluster)\n"
             "  --initial-cluster-state new|existing (new)\n"
-            "  --snapshot-count N                 applied entries per snapshot (10000)\n"
+            "  --snapshot-count N                 applied entries per snapshot (50000)\n"
             "  --snapshot-catchup-entries N       log kept behind a snapshot (5000)\n"
             "  --heartbeat-interval MS            (100)\n"
             "  --election-timeout MS              (1000)\n"
