@@ -287,7 +287,7 @@ struct lsm_options
                                 * 2 MiB, makes 1,600 tables at 10M keys: more than the table
                                 * cache holds, and every miss reopens a table) */
     size_t max_txn_ops;        /* etcd --max-txn-ops; 0 = 128 */
-    size_t compact_batch;      /* history entries deleted per compaction batch; 0 = 1000 */
+    size_t compact_batch;      /* history entries deleted per compaction batch; 0 = 128 */
     bool no_compression;       /* new tables uncompressed; false = snappy.  Saves the snappy
                                 * decompression on each put's read of the current record, at
                                 * about twice the disk (docs/bench-server.md: faster with 200k

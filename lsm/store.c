@@ -30,7 +30,7 @@ void lsm_options_default(struct lsm_options *o)
     o->max_file_bytes = 8u << 20;
     o->key_filter_bytes = 8u << 20;
     o->max_txn_ops = 128;
-    o->compact_batch = 1000;
+    o->compact_batch = 128;
 }
 
 static void options_resolve(struct lsm_options *o, const struct lsm_options *in)

@@ -5,8 +5,8 @@
  *
  * Phases: fdatasync latency of DIR's disk; load N keys in apply groups of 128 puts; single-put
  * applies; warm point gets (1 and 2 threads); 100-key ranges; RSS; then N overwrites (N old
- * revisions) and apply latency (groups of 128, and single puts) without and during the
- * compaction of those revisions.  --baseline first measures bare LevelDB (puts and gets) on the
+ * revisions) and apply latency, paced (groups of 128 at 200/s, single puts at 5,000/s), for
+ * 10 s without and then during the compaction of those revisions.  --baseline first measures bare LevelDB (puts and gets) on the
  * same disk, the ceiling for lsm's figures.  Prints one line per figure. */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -231,10 +231,14 @@ static void reads(struct lsm_store *s, int threads, bool range, uint64_t per_thr
 }
 
 /* Latency of @groups applies of @size puts each, in ms. */
+/* Apply @groups groups of @size puts at @rate groups per second (paced, so that the phases
+ * with and without a compaction load the store alike and compare interference, not
+ * saturation), or until history compaction reaches @wait_rev (> 0). */
 static void apply_latency(struct writer *w,
                           const char *label,
                           size_t groups,
                           size_t size,
+                          double rate,
                           struct lsm_store *s,
                           int64_t wait_rev)
 {
@@ -242,7 +246,13 @@ static void apply_latency(struct writer *w,
     size_t n = 0;
     double t0 = now();
     for (; n < groups; n++) {
-        double t = now();
+        double due = t0 + (double)n / rate, t = now();
+        if (t < due) {
+            struct timespec ts = {(time_t)(due - t),
+                                  (long)((due - t - (double)(time_t)(due - t)) * 1e9)};
+            nanosleep(&ts, NULL);
+            t = now();
+        }
         put_group(w, rnd() % n_keys, size, false);
         lat[n] = (now() - t) * 1e3;
         if (wait_rev > 0 && n >= 100 && n % 64 == 0) {
@@ -260,9 +270,9 @@ static void apply_latency(struct writer *w,
     double p99 = pct(lat, n, 0.99);
     double max = lat[n - 1];
     printf(
-        "apply latency, groups of %zu, %s: p50 %.3f ms, p99 %.3f ms, max %.3f ms "
-        "(%zu groups, %.0f puts/s)\n",
-        size, label, p50, p99, max, n, (double)(n * size) / dt);
+        "apply latency, groups of %zu at %.0f/s, %s: p50 %.3f ms, p99 %.3f ms, max %.3f ms "
+        "(%zu groups in %.1f s)\n",
+        size, rate, label, p50, p99, max, n, dt);
     free(lat);
 }
 
@@ -275,8 +285,10 @@ static void compaction_phase(struct writer *w)
     struct lsm_status st;
     lsm_status_get(w->s, &st);
     int64_t target = st.revision;
-    apply_latency(w, "no compaction", 3000, 128, w->s, 0);
-    apply_latency(w, "no compaction", 20000, 1, w->s, 0);
+    /* 200 groups of 128 (25,600 puts/s) and 5,000 single puts per second: a busy member's
+     * apply rates, 10 s without a compaction, then for as long as one runs. */
+    apply_latency(w, "no compaction", 2000, 128, 200, w->s, 0);
+    apply_latency(w, "no compaction", 50000, 1, 5000, w->s, 0);
     struct lsm_op c = {.type = LSM_OP_COMPACT, .u.compact.revision = target};
     struct lsm_entry e = {++w->index, 1, &c};
     struct lsm_apply_out out;
@@ -286,7 +298,7 @@ static void compaction_phase(struct writer *w)
         die("compact", rv ? rv : out.results[0].err, lsm_errmsg(w->s));
     }
     lsm_apply_out_fini(&out);
-    apply_latency(w, "during compaction", 1000000, 128, w->s, target);
+    apply_latency(w, "during compaction", 1000000, 128, 200, w->s, target);
     lsm_compact_wait(w->s, target);
     printf("compaction of %" PRIu64 " old revisions: %.1f s\n", n_keys, now() - t);
     /* Once more with single puts, against a second compaction of the same size. */
@@ -300,7 +312,7 @@ static void compaction_phase(struct writer *w)
         die("compact", LSM_EIO, lsm_errmsg(w->s));
     }
     lsm_apply_out_fini(&out);
-    apply_latency(w, "during compaction", 100000000, 1, w->s, st.revision);
+    apply_latency(w, "during compaction", 100000000, 1, 5000, w->s, st.revision);
     lsm_compact_wait(w->s, st.revision);
 }
 
