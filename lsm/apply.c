@@ -205,8 +205,8 @@ static int event_add(struct lsm_actx *c, struct lsm_rec *r, const struct lsm_kv 
     struct lsm_meta dm = {.mod_rev = r->m.mod_rev};
     int rv = lsm_kv_fill(&e->kv, r->key, r->klen, r->val, r->vlen, r->live, r->live ? &r->m : &dm);
     if (rv == 0 && prev != NULL) {
-        struct lsm_meta pm = {prev->create_revision, prev->mod_revision, prev->version,
-                              prev->lease, 0};
+        struct lsm_meta pm = {prev->create_revision, prev->mod_revision, prev->version, prev->lease,
+                              0};
         e->has_prev = true;
         rv = lsm_kv_fill(&e->prev_kv, prev->key, prev->key_len, prev->value, prev->value_len, true,
                          &pm);
@@ -242,13 +242,15 @@ static int hist_put(struct lsm_actx *c,
 
 /* The current record holds a key's newest version; the version it replaces moves to history,
  * and a delete leaves a tombstone there.  A first put writes no history at all. */
-static int batch_write(struct lsm_actx *c, struct lsm_rec *r, const struct lsm_kv *prev,
+static int batch_write(struct lsm_actx *c,
+                       struct lsm_rec *r,
+                       const struct lsm_kv *prev,
                        uint32_t prev_sub)
 {
     int rv = 0;
     if (prev != NULL) {
-        struct lsm_meta pm = {prev->create_revision, prev->mod_revision, prev->version,
-                              prev->lease, prev_sub};
+        struct lsm_meta pm = {prev->create_revision, prev->mod_revision, prev->version, prev->lease,
+                              prev_sub};
         rv = hist_put(c, r->key, r->klen, false, &pm, prev->value, prev->value_len);
     }
     if (rv == 0 && !r->live) {

@@ -6,8 +6,8 @@
  * Only the apply thread reads it.  It is authoritative ("complete") once it holds every key of
  * some state at or before the apply thread's: the store was empty at open, or the file saved
  * at the last clean close matches the applied index (it is removed once read), or the builder
- * thread has scanned the current records of a snapshot taken at open.  Until then every put reads.  Keys are never
- * removed (a delete leaves its bits: a false positive only costs the read). */
+ * thread has scanned the current records of a snapshot taken at open.  Until then every put reads.
+ * Keys are never removed (a delete leaves its bits: a false positive only costs the read). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

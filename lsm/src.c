@@ -95,8 +95,12 @@ static const uint8_t *section_key(leveldb_iterator_t *it, char prefix, size_t *l
 }
 
 /* Load the version under v->h (@from_hist) or v->c. */
-static int vit_take(struct lsm_vit *v, bool from_hist, const uint8_t *k, size_t klen,
-                    int64_t rev, uint32_t sub)
+static int vit_take(struct lsm_vit *v,
+                    bool from_hist,
+                    const uint8_t *k,
+                    size_t klen,
+                    int64_t rev,
+                    uint32_t sub)
 {
     size_t vlen;
     const uint8_t *val = (const uint8_t *)leveldb_iter_value(from_hist ? v->h : v->c, &vlen);
@@ -164,8 +168,8 @@ int lsm_vit_next(struct lsm_vit *v)
         return 0;
     }
     /* On equal user keys history goes first: a key's current record is its newest version. */
-    bool from_hist = hk != NULL && (ck == NULL || lsm_keycmp(v->hk.p, v->hk.len, ck + 1,
-                                                             clen - 1) <= 0);
+    bool from_hist =
+        hk != NULL && (ck == NULL || lsm_keycmp(v->hk.p, v->hk.len, ck + 1, clen - 1) <= 0);
     return from_hist ? vit_take(v, true, hk, hlen, rev, sub) : vit_take(v, false, ck, clen, 0, 0);
 }
 

@@ -11,20 +11,20 @@
  * through the same read options, so give them a snapshot when the store may change meanwhile. */
 struct lsm_vit
 {
-    leveldb_iterator_t *h; /* 'h' records */
-    leveldb_iterator_t *c; /* 'c' records */
+    leveldb_iterator_t *h;   /* 'h' records */
+    leveldb_iterator_t *c;   /* 'c' records */
     leveldb_iterator_t *adv; /* the one to step before loading the next version */
     char *errmsg;
     struct lsm_buf hk; /* user key under h (parsed) */
     /* After lsm_vit_next() returns 0: valid says whether the fields below hold a version. */
     bool valid;
-    bool cur;               /* a current record (never a tombstone) */
-    bool tomb;              /* a tombstone (history only) */
-    struct lsm_buf key;     /* user key */
-    struct lsm_meta meta;   /* with mod_rev and sub */
-    const uint8_t *val;     /* borrowed until the next call */
+    bool cur;             /* a current record (never a tombstone) */
+    bool tomb;            /* a tombstone (history only) */
+    struct lsm_buf key;   /* user key */
+    struct lsm_meta meta; /* with mod_rev and sub */
+    const uint8_t *val;   /* borrowed until the next call */
     size_t vlen;
-    const uint8_t *raw;     /* the LevelDB key, borrowed until the next call */
+    const uint8_t *raw; /* the LevelDB key, borrowed until the next call */
     size_t rawlen;
 };
 
@@ -51,8 +51,8 @@ struct lsm_src
     int64_t rev; /* 0 = current state */
     bool with_tombs;
     char *errmsg;
-    leveldb_iterator_t *it;  /* current state */
-    struct lsm_vit vit;      /* history: positioned on the first version not yet consumed */
+    leveldb_iterator_t *it; /* current state */
+    struct lsm_vit vit;     /* history: positioned on the first version not yet consumed */
     bool vit_open;
     bool single_pending; /* current single key: one get, no iterator */
     bool valid;

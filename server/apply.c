@@ -286,7 +286,10 @@ static void post_reply(struct srv *s,
 }
 
 /* The effects of entry @i that are not store operations, and its reply when proposed here. */
-static void finish_entry(struct srv *s, struct apply_group *g, size_t i, const struct lsm_result *res)
+static void finish_entry(struct srv *s,
+                         struct apply_group *g,
+                         size_t i,
+                         const struct lsm_result *res)
 {
     const Kvdb__InternalRequest *ir = g->irs[i];
     if (ir == NULL || res->skipped) {
@@ -513,8 +516,7 @@ static int run_jobs(struct srv *s, struct apply_group *g, struct srv_job *jobs)
 static void apply_failed(struct srv *s, int rv)
 {
     atomic_store(&s->apply_dead, true);
-    srv_log(SRV_LOG_ERROR, "apply", "apply failed: %s: %s", lsm_strerror(rv),
-            lsm_errmsg(s->lsm));
+    srv_log(SRV_LOG_ERROR, "apply", "apply failed: %s: %s", lsm_strerror(rv), lsm_errmsg(s->lsm));
     struct srv_done *d = calloc(1, sizeof *d);
     if (d != NULL) {
         d->kind = SRV_DONE_FATAL;
@@ -919,8 +921,7 @@ int srv_apply_start(struct srv *s)
     pthread_mutex_init(&s->snap_mu, NULL);
     pthread_cond_init(&s->applied_cond, NULL);
     s->inline_group = calloc(1, sizeof *s->inline_group);
-    if (s->inline_group == NULL ||
-        pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
+    if (s->inline_group == NULL || pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
         free(s->inline_group);
         s->inline_group = NULL;
         return SRV_ENOMEM;

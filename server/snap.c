@@ -254,8 +254,7 @@ static void *finish_main(void *arg)
 bool srv_snap_due(struct srv *s, uint64_t applied)
 {
     /* Not due, or the previous one is still being written. */
-    return applied >= s->last_snap_index + s->cfg.snapshot_count &&
-           !atomic_load(&s->snap_building);
+    return applied >= s->last_snap_index + s->cfg.snapshot_count && !atomic_load(&s->snap_building);
 }
 
 void srv_snap_after_apply(struct srv *s, uint64_t applied)

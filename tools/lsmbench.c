@@ -6,8 +6,9 @@
  * Phases: fdatasync latency of DIR's disk; load N keys in apply groups of 128 puts; single-put
  * applies; warm point gets (1 and 2 threads); 100-key ranges; RSS; then N overwrites (N old
  * revisions) and apply latency, paced (groups of 128 at 200/s, single puts at 5,000/s), for
- * 10 s without and then during the compaction of those revisions.  --baseline first measures bare LevelDB (puts and gets) on the
- * same disk, the ceiling for lsm's figures.  Prints one line per figure. */
+ * 10 s without and then during the compaction of those revisions.  --baseline first measures bare
+ * LevelDB (puts and gets) on the same disk, the ceiling for lsm's figures.  Prints one line per
+ * figure. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>

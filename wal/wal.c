@@ -517,8 +517,7 @@ int wal_flush_here(struct wal *w, size_t max_bytes, bool *done)
     pthread_mutex_lock(&w->mu);
     int rv = w->failed;
     if (rv != 0 || w->busy || w->pending.len == 0 || w->pending.len > max_bytes ||
-        w->pending.has_snap ||
-        (uint64_t)w->cur.off + w->pending.len >= w->opts.segment_size) {
+        w->pending.has_snap || (uint64_t)w->cur.off + w->pending.len >= w->opts.segment_size) {
         if (rv != 0) {
             snprintf(w->errmsg, sizeof w->errmsg, "sync: %s", w->fail_msg);
         }

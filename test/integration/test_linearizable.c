@@ -46,8 +46,8 @@ static void one_op(struct client *cl, struct kvc *k, uint64_t seq)
     if (test_rand(&cl->seed) % 2 == 0) {
         char v[32];
         snprintf(v, sizeof v, "%llu", (unsigned long long)((uint64_t)(cl->idx + 1) << 32 | seq));
-        assert_int_equal(0, test_hist_invoke(cl->hist, (uint32_t)cl->idx, TEST_OP_PUT, "reg", v,
-                                             NULL, &id));
+        assert_int_equal(
+            0, test_hist_invoke(cl->hist, (uint32_t)cl->idx, TEST_OP_PUT, "reg", v, NULL, &id));
         Kvdb__PutResponse *r = NULL;
         rv = kvc_put(k, "reg", 3, v, strlen(v), &r);
         if (rv == 0) {
@@ -58,8 +58,8 @@ static void one_op(struct client *cl, struct kvc *k, uint64_t seq)
         }
         return;
     }
-    assert_int_equal(0, test_hist_invoke(cl->hist, (uint32_t)cl->idx, TEST_OP_GET, "reg", NULL,
-                                         NULL, &id));
+    assert_int_equal(
+        0, test_hist_invoke(cl->hist, (uint32_t)cl->idx, TEST_OP_GET, "reg", NULL, NULL, &id));
     Kvdb__RangeResponse *r = NULL;
     rv = kvc_get(k, "reg", 3, false, &r);
     if (rv != 0) {
@@ -195,13 +195,14 @@ static void check_history(struct fix *f)
         unknown += h->ops[i].outcome == TEST_OUT_UNKNOWN;
         failed += h->ops[i].outcome == TEST_OUT_FAILED;
     }
-    fprintf(stderr, "[integ] history: %zu ops (%zu writes, %zu unknown, %zu failed)\n",
-            h->n_ops, writes, unknown, failed);
+    fprintf(stderr, "[integ] history: %zu ops (%zu writes, %zu unknown, %zu failed)\n", h->n_ops,
+            writes, unknown, failed);
     assert_true(h->n_ops - failed >= CLIENTS * OPS_PER_CLIENT / 2); /* most were served */
     if (verdict(h, false) != TEST_LINZ_OK) {
         test_hist_save(h, "/tmp/kvdb-integ-linearizable.hist");
-        fail_msg("not linearizable; history saved to /tmp/kvdb-integ-linearizable.hist "
-                 "(kvdb-linz re-checks it)");
+        fail_msg(
+            "not linearizable; history saved to /tmp/kvdb-integ-linearizable.hist "
+            "(kvdb-linz re-checks it)");
     }
 
     /* The checker is not vacuous on this very history: a read that saw a value although a
@@ -339,8 +340,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(register_linearizable_across_leader_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(register_linearizable_across_follower_kill, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(register_linearizable_across_leader_pause, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
