@@ -23,6 +23,7 @@ const char *lsm_strerror(int code)
 
 void lsm_options_default(struct lsm_options *o)
 {
+    memset(o, 0, sizeof *o); /* every flag off; callers set fields after this */
     o->block_cache_bytes = 8u << 20;
     o->bloom_bits_per_key = 10;
     o->write_buffer_bytes = 16u << 20;

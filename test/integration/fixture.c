@@ -2,6 +2,14 @@
 
 #include <stdlib.h>
 
+void ih_fix_close_clients(struct ih_fix *f)
+{
+    for (size_t i = 0; i < IH_MAX_MEMBERS; i++) {
+        kvc_close(f->k[i]);
+        f->k[i] = NULL;
+    }
+}
+
 int ih_fix_teardown(void **state)
 {
     struct ih_fix *f = *state;
@@ -10,10 +18,7 @@ int ih_fix_teardown(void **state)
     }
     ih_writer_stop(&f->w);
     ih_writer_fini(&f->w);
-    for (size_t i = 0; i < IH_MAX_MEMBERS; i++) {
-        kvc_close(f->k[i]);
-        f->k[i] = NULL;
-    }
+    ih_fix_close_clients(f);
     int rv = ih_cluster_stop(&f->c);
     ih_cluster_destroy(&f->c);
     free(f);

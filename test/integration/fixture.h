@@ -21,6 +21,9 @@ struct ih_fix
  * a setup fails). */
 int ih_fix_setup(void **state, size_t n, const char *const *extra, unsigned start_ms, bool clients);
 
+/* Close the clients (a test that restarts members opens new ones). */
+void ih_fix_close_clients(struct ih_fix *f);
+
 /* Stop the writer, close the clients, stop and remove the cluster.  Nonzero when a member
  * crashed or leaked (its sanitizer exit code), which fails the test. */
 int ih_fix_teardown(void **state);

@@ -132,6 +132,7 @@ static void kill_leader(void **state)
     struct ih_writer *w = &f->w;
     assert_int_equal(0, ih_writer_start(w, &f->c, "w/", 100000, 8));
     assert_int_equal(0, ih_writer_wait_acked(w, 100, 30000));
+    ih_fix_close_clients(f);
     assert_int_equal(0, ih_member_stop(&f->c, (size_t)old, SIGKILL));
     size_t before = atomic_load(&w->acked);
 
