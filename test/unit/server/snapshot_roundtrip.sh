@@ -6,7 +6,16 @@
 set -euo pipefail
 bin=$1
 dir=$(mktemp -d /tmp/kvdb-snaprt-XXXXXX)
-cleanup() { pkill -f -- "--data-dir $dir/" 2>/dev/null || true; rm -rf "$dir"; }
+# Wait for the members to exit before removing their directories: a member stopping writes
+# its store's key filter file, and rm -rf fails on a directory that gains a file meanwhile.
+cleanup() {
+    pkill -f -- "--data-dir $dir/" 2>/dev/null || true
+    for _ in $(seq 100); do
+        pgrep -f -- "--data-dir $dir/" >/dev/null || break
+        sleep 0.1
+    done
+    rm -rf "$dir"
+}
 trap cleanup EXIT
 # Ports: random in 10000-31999, below the kernel's ephemeral range (a client socket there
 # blocks a listener); a fresh member whose port is taken starts over on another pair

@@ -7,11 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "wal/wal.h"
 
 /* A fresh directory under $TMPDIR (or /tmp); @buf gets its path. */
+static inline int64_t tw_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static inline void tw_mkdtemp(char *buf, size_t n)
 {
     const char *t = getenv("TMPDIR");
