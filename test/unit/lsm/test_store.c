@@ -304,11 +304,23 @@ static bool key_filter_ready(struct fx *f)
     return false;
 }
 
-static void sh(const char *fmt, const char *arg)
+/* Run a shell command naming @path as %1$s (any number of times). */
+static void sh(const char *fmt, const char *path)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, fmt, arg, arg);
+    snprintf(cmd, sizeof cmd, fmt, path);
     assert_int_equal(system(cmd), 0);
+}
+
+/* Open @f's store again, wait for its key filter, put keys 0..@n-1 once more and check them
+ * against @v (bumped). */
+static void reopen_fill_check(struct fx *f, int64_t *v, int n, const char *tag)
+{
+    fx_open(f);
+    assert_true(key_filter_ready(f));
+    fill(f, n, tag);
+    bump(v, n, 1);
+    check_fill(f, n, v, tag);
 }
 
 /* The key filter lets puts of new keys skip the read of their current record.  It must never
@@ -342,33 +354,21 @@ static void key_filter_never_misses_a_key(void **state)
 
     /* A filter saved at an older applied index is not trusted: keys 600..699 came later. */
     lsm_close(f->s);
-    sh("cp '%s' '%s.old'", path);
+    sh("cp '%1$s' '%1$s.old'", path);
     fx_open(f);
     fill(f, 700, "d");
     bump(v, 700, 1);
     lsm_close(f->s);
-    sh("mv '%s.old' '%s'", path);
-    fx_open(f);
-    assert_true(key_filter_ready(f)); /* rebuilt from the store */
-    fill(f, 700, "e");
-    bump(v, 700, 1);
-    check_fill(f, 700, v, "e");
+    sh("mv '%1$s.old' '%1$s'", path);
+    reopen_fill_check(f, v, 700, "e"); /* rebuilt from the store */
 
     /* A corrupt file, and no file (a crash): rebuilt too. */
     lsm_close(f->s);
-    sh("printf x | dd of='%s' bs=1 seek=100 conv=notrunc status=none; true '%s'", path);
-    fx_open(f);
-    assert_true(key_filter_ready(f));
-    fill(f, 700, "f");
-    bump(v, 700, 1);
-    check_fill(f, 700, v, "f");
+    sh("printf x | dd of='%1$s' bs=1 seek=100 conv=notrunc status=none", path);
+    reopen_fill_check(f, v, 700, "f");
     lsm_close(f->s);
-    sh("rm '%s'; true '%s'", path);
-    fx_open(f);
-    assert_true(key_filter_ready(f));
-    fill(f, 800, "g");
-    bump(v, 800, 1);
-    check_fill(f, 800, v, "g");
+    sh("rm '%1$s'", path);
+    reopen_fill_check(f, v, 800, "g"); /* keys 700..799 are new */
     fx_free(f);
 }
 
