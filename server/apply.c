@@ -138,6 +138,7 @@ struct apply_group
     size_t n;
     size_t cap;
     struct srv_arena arena;
+    bool on_loop; /* the loop thread's group: never takes a snapshot (it would stall the loop) */
 };
 
 static int group_reserve(struct apply_group *g, size_t n)
@@ -401,7 +402,9 @@ static int flush_group(struct srv *s, struct apply_group *g)
     uint64_t applied = out.applied_index;
     lsm_apply_out_fini(&out);
     group_reset(g);
-    srv_snap_after_apply(s, applied);
+    if (!g->on_loop) {
+        srv_snap_after_apply(s, applied); /* else the next group found due goes to the thread */
+    }
     return 0;
 }
 
@@ -671,20 +674,16 @@ void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n)
      * memtable) or for big groups, which would hold up the loop. */
     if (n <= INLINE_MAX_ENTRIES && bytes <= INLINE_MAX_BYTES && s->inline_group != NULL &&
         !atomic_load(&s->apply_dead) && apply_claim_idle(&s->applyq)) {
-        int rv = 0;
-        if (srv_snap_due(s, ents[n - 1].index)) {
-            j->next = NULL;
-            pthread_mutex_lock(&s->applyq.mu);
-            s->applyq.head = s->applyq.tail = j; /* queue was empty: claimed above */
-            pthread_mutex_unlock(&s->applyq.mu);
-        } else {
-            rv = run_jobs(s, s->inline_group, j);
-        }
+        /* Read while the apply side is ours: the apply thread writes the snapshot state. */
+        bool due = srv_snap_due(s, ents[n - 1].index);
+        int rv = due ? 0 : run_jobs(s, s->inline_group, j);
         apply_release(&s->applyq);
         if (rv != 0) {
             apply_failed(s, rv);
         }
-        return;
+        if (!due) {
+            return;
+        }
     }
     queue_push(&s->applyq, j);
 }
@@ -921,6 +920,9 @@ int srv_apply_start(struct srv *s)
     pthread_mutex_init(&s->snap_mu, NULL);
     pthread_cond_init(&s->applied_cond, NULL);
     s->inline_group = calloc(1, sizeof *s->inline_group);
+    if (s->inline_group != NULL) {
+        s->inline_group->on_loop = true;
+    }
     if (s->inline_group == NULL || pthread_create(&s->apply_thread, NULL, apply_main, s) != 0) {
         free(s->inline_group);
         s->inline_group = NULL;
