@@ -551,9 +551,8 @@ static void *writer_main(void *arg)
         while (!w->stop && (w->pending.len == 0 || w->failed != 0 || w->busy)) {
             pthread_cond_wait(&w->work, &w->mu);
         }
-        if (w->busy) {
-            break; /* stopping while wal_flush_here writes: impossible, the loop stops us */
-        }
+        /* wal_close and wal_flush_here both run on the loop thread: never at once. */
+        assert(!w->busy);
         if (w->pending.len == 0 || w->failed != 0) {
             break;
         }
