@@ -68,7 +68,11 @@ static bool unknown_outcome(struct kvc *k, int rv)
     return true;
 }
 
-static void record_result(struct client *cl, struct kvc *k, size_t id, int rv, const char *res,
+static void record_result(struct client *cl,
+                          struct kvc *k,
+                          size_t id,
+                          int rv,
+                          const char *res,
                           bool succeeded)
 {
     struct run *r = cl->r;
@@ -135,7 +139,10 @@ static void do_del(struct client *cl, struct kvc *k, const char *key)
 }
 
 /* cas as a txn: if value(key) == expected (version(key) == 0 for "absent") then put new. */
-static void do_cas(struct client *cl, struct kvc *k, const char *key, const char *expected,
+static void do_cas(struct client *cl,
+                   struct kvc *k,
+                   const char *key,
+                   const char *expected,
                    const char *val)
 {
     size_t id;
@@ -286,13 +293,12 @@ static void nemesis_step(struct run *r, uint64_t *rng, bool *removed, unsigned *
     case F_FSYNC_FAIL:
         if (leader >= 0) {
             /* The leader's next fsync fails: it stops rather than acknowledge unsynced data. */
-            srv_fp_set("wal_fsync", srv_embed_member_id(c, (unsigned)leader), SRV_FP_ERROR, 100,
-                       1, 0);
+            srv_fp_set("wal_fsync", srv_embed_member_id(c, (unsigned)leader), SRV_FP_ERROR, 100, 1,
+                       0);
             for (int i = 0; i < 40 && srv_embed_is_running(c, (unsigned)leader); i++) {
                 sleep_ms(25);
             }
-            srv_fp_set("wal_fsync", srv_embed_member_id(c, (unsigned)leader), SRV_FP_OFF, 0, 0,
-                       0);
+            srv_fp_set("wal_fsync", srv_embed_member_id(c, (unsigned)leader), SRV_FP_OFF, 0, 0, 0);
             srv_embed_restart(c, (unsigned)leader, err);
         }
         break;

@@ -13,8 +13,12 @@
 #include "client/kvc.h"
 #include "server/embed.h"
 
-static int auth_call(struct kvc *k, Kvdb__Method m, const char *name, const char *pw,
-                     const char *role, Kvdb__Permission *perm)
+static int auth_call(struct kvc *k,
+                     Kvdb__Method m,
+                     const char *name,
+                     const char *pw,
+                     const char *role,
+                     Kvdb__Permission *perm)
 {
     Kvdb__AuthRequest r;
     kvdb__auth_request__init(&r);
@@ -85,12 +89,10 @@ static void users_roles_and_tokens(void **state)
     perm.range_end.len = 4;
     assert_int_equal(
         auth_call(admin, KVDB__METHOD__METHOD_ROLE_GRANT_PERMISSION, "app", NULL, NULL, &perm), 0);
-    assert_int_equal(auth_call(admin, KVDB__METHOD__METHOD_USER_ADD, "alice", "pw", NULL, NULL),
-                     0);
+    assert_int_equal(auth_call(admin, KVDB__METHOD__METHOD_USER_ADD, "alice", "pw", NULL, NULL), 0);
     assert_int_equal(
         auth_call(admin, KVDB__METHOD__METHOD_USER_GRANT_ROLE, "alice", NULL, "app", NULL), 0);
-    assert_int_equal(auth_call(admin, KVDB__METHOD__METHOD_AUTH_ENABLE, NULL, NULL, NULL, NULL),
-                     0);
+    assert_int_equal(auth_call(admin, KVDB__METHOD__METHOD_AUTH_ENABLE, NULL, NULL, NULL, NULL), 0);
 
     /* Without a token: refused. */
     assert_int_equal(put(admin, "app/x"), KVC_ESERVER);

@@ -47,8 +47,7 @@ static int put_lease(struct kvc *k, const char *key, int64_t lease)
     r.value.len = 1;
     r.lease = lease;
     ProtobufCMessage *resp = NULL;
-    int rv = kvc_call(k, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor,
-                      &resp);
+    int rv = kvc_call(k, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor, &resp);
     if (resp != NULL) {
         protobuf_c_message_free_unpacked(resp, NULL);
     }

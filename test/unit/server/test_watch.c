@@ -97,7 +97,11 @@ static struct kvc *watcher(struct fix *f, unsigned member)
     return w;
 }
 
-static void open_watch(struct kvc *w, const char *key, const char *end, int64_t rev, bool prev,
+static void open_watch(struct kvc *w,
+                       const char *key,
+                       const char *end,
+                       int64_t rev,
+                       bool prev,
                        bool no_delete)
 {
     Kvdb__WatchCreateRequest r;
