@@ -41,3 +41,17 @@ int ih_fix_setup(void **state, size_t n, const char *const *extra, unsigned star
     }
     return 0;
 }
+
+struct ih_fix *ih_fix_start(size_t n, const char *const *extra, unsigned start_ms, size_t member)
+{
+    void *state = NULL;
+    if (ih_fix_setup(&state, n, extra, start_ms, false) != 0) {
+        return NULL;
+    }
+    struct ih_fix *f = state;
+    if ((f->k[0] = ih_client(&f->c, member, 10000)) == NULL) {
+        ih_fix_teardown(&state);
+        return NULL;
+    }
+    return f;
+}

@@ -21,6 +21,11 @@ struct ih_fix
  * a setup fails). */
 int ih_fix_setup(void **state, size_t n, const char *const *extra, unsigned start_ms, bool clients);
 
+/* For a group fixture kept in a static: start @n members like ih_fix_setup and open one client,
+ * k[0], on member @member ((size_t)-1: all members, failing over).  NULL on failure (everything
+ * released).  Release with ih_fix_teardown on a pointer to it. */
+struct ih_fix *ih_fix_start(size_t n, const char *const *extra, unsigned start_ms, size_t member);
+
 /* Close the clients (a test that restarts members opens new ones). */
 void ih_fix_close_clients(struct ih_fix *f);
 

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "proto/raftpb.pb-c.h"
-#include "test/integration/harness.h"
+#include "test/integration/fixture.h"
 #include "test/lib/seed.h"
 
 #define N 3
@@ -20,55 +20,37 @@
 #define MAX_TXN_OPS 4
 #define CLIENT_HARD_MAX (64u << 20) /* server/client.c: larger frames close the connection */
 
-static struct ih_cluster cluster;
-static struct kvc *k0; /* talks to member 0 only */
+static struct ih_fix *fx; /* fx->k[0]: talks to member 0 only */
 
-static int group_setup(void **state);
-
-static int group_setup_try(void **state)
+static int group_setup(void **state)
 {
     (void)state;
     static const char *const extra[] = {"--max-request-bytes", "4096", "--max-txn-ops", "4", NULL};
-    if (ih_cluster_init(&cluster, N, extra) != 0 || ih_cluster_start(&cluster, 30000) != 0) {
-        return -1;
-    }
-    k0 = ih_client(&cluster, 0, 10000);
-    return k0 != NULL ? 0 : -1;
+    fx = ih_fix_start(N, extra, 30000, 0);
+    return fx != NULL ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    kvc_close(k0);
-    int rv = ih_cluster_stop(&cluster); /* a crashed or leaking member fails here */
-    ih_cluster_destroy(&cluster);
-    return rv;
-}
-
-/* cmocka skips the teardown when the setup fails: clean up here (members, temp dir, memory). */
-static int group_setup(void **state)
-{
-    if (group_setup_try(state) != 0) {
-        group_teardown(state);
-        *state = NULL;
-        return -1;
-    }
-    return 0;
+    void *f = fx;
+    fx = NULL;
+    return ih_fix_teardown(&f); /* a crashed or leaking member fails here */
 }
 
 /* Every member runs, one leads, and member 0 still takes a write and reads it back. */
 static void assert_cluster_serves(void)
 {
     for (size_t i = 0; i < N; i++) {
-        assert_true(ih_member_is_alive(&cluster, i));
+        assert_true(ih_member_is_alive(&fx->c, i));
     }
-    assert_true(ih_cluster_leader(&cluster, 20000) >= 0);
+    assert_true(ih_cluster_leader(&fx->c, 20000) >= 0);
     static int n;
     char key[32], v[32];
     snprintf(key, sizeof key, "alive-%d", n++);
-    assert_true(ih_put(k0, key, key) > 0);
+    assert_true(ih_put(fx->k[0], key, key) > 0);
     for (size_t i = 0; i < N; i++) {
-        struct kvc *k = ih_client(&cluster, i, 10000);
+        struct kvc *k = ih_client(&fx->c, i, 10000);
         assert_non_null(k);
         assert_int_equal(1, ih_get(k, key, false, v, sizeof v));
         assert_string_equal(v, key);
@@ -80,7 +62,7 @@ static void assert_cluster_serves(void)
  * (checking the id echoes), or -1 if the connection closed. */
 static int raw_call(int method, const void *body, size_t n, char *msg, size_t cap)
 {
-    int fd = ih_raw_dial(cluster.m[0].client_port);
+    int fd = ih_raw_dial(fx->c.m[0].client_port);
     assert_true(fd >= 0);
     assert_int_equal(0, ih_raw_send(fd, 77, method, body, n));
     Kvdb__Frame *f = NULL;
@@ -101,7 +83,7 @@ static int raw_call(int method, const void *body, size_t n, char *msg, size_t ca
 static void frame_not_protobuf(void **state)
 {
     (void)state;
-    int fd = ih_raw_dial(cluster.m[0].client_port);
+    int fd = ih_raw_dial(fx->c.m[0].client_port);
     assert_true(fd >= 0);
     const unsigned char junk[] = {0x0f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     assert_int_equal(0, ih_raw_write_frame(fd, junk, sizeof junk));
@@ -142,11 +124,11 @@ static void request_over_max_bytes(void **state)
     static char big[MAX_REQUEST + 100];
     memset(big, 'x', sizeof big);
     Kvdb__PutResponse *r = NULL;
-    assert_int_equal(KVC_ESERVER, kvc_put(k0, "big", 3, big, sizeof big, &r));
-    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__RESOURCE_EXHAUSTED);
-    assert_int_equal(0, ih_get(k0, "big", false, NULL, 0));
+    assert_int_equal(KVC_ESERVER, kvc_put(fx->k[0], "big", 3, big, sizeof big, &r));
+    assert_int_equal(kvc_server_code(fx->k[0]), KVDB__ERROR_CODE__RESOURCE_EXHAUSTED);
+    assert_int_equal(0, ih_get(fx->k[0], "big", false, NULL, 0));
     /* Just under the limit is fine. */
-    assert_int_equal(0, kvc_put(k0, "big", 3, big, MAX_REQUEST - 64, &r));
+    assert_int_equal(0, kvc_put(fx->k[0], "big", 3, big, MAX_REQUEST - 64, &r));
     kvdb__put_response__free_unpacked(r, NULL);
     assert_cluster_serves();
 }
@@ -156,8 +138,8 @@ static void request_over_max_bytes(void **state)
 static void frame_over_hard_limit(void **state)
 {
     (void)state;
-    int other = ih_raw_dial(cluster.m[0].client_port);
-    int fd = ih_raw_dial(cluster.m[0].client_port);
+    int other = ih_raw_dial(fx->c.m[0].client_port);
+    int fd = ih_raw_dial(fx->c.m[0].client_port);
     assert_true(other >= 0 && fd >= 0);
     uint32_t n = CLIENT_HARD_MAX + 1;
     unsigned char hdr[8] = {(unsigned char)n,
@@ -172,14 +154,14 @@ static void frame_over_hard_limit(void **state)
     assert_true(ih_raw_closed(fd, 10000));
     close(fd);
     /* The same with 0xffffffff. */
-    fd = ih_raw_dial(cluster.m[0].client_port);
+    fd = ih_raw_dial(fx->c.m[0].client_port);
     memset(hdr, 0xff, 4);
     assert_int_equal(0, ih_raw_write(fd, hdr, sizeof hdr));
     assert_true(ih_raw_closed(fd, 10000));
     close(fd);
 
     /* On the peer port too (its hard limit is larger, 256 MiB, but not 4 GiB). */
-    fd = ih_raw_dial(cluster.m[0].peer_port);
+    fd = ih_raw_dial(fx->c.m[0].peer_port);
     assert_true(fd >= 0);
     assert_int_equal(0, ih_raw_write(fd, hdr, sizeof hdr));
     assert_true(ih_raw_closed(fd, 10000));
@@ -199,7 +181,7 @@ static void frame_over_hard_limit(void **state)
 static void truncated_frames(void **state)
 {
     (void)state;
-    const uint16_t ports[] = {cluster.m[0].client_port, cluster.m[0].peer_port};
+    const uint16_t ports[] = {fx->c.m[0].client_port, fx->c.m[0].peer_port};
     for (size_t p = 0; p < 2; p++) {
         int fd = ih_raw_dial(ports[p]);
         assert_true(fd >= 0);
@@ -216,11 +198,11 @@ static void empty_key(void **state)
 {
     (void)state;
     Kvdb__PutResponse *pr = NULL;
-    assert_int_equal(KVC_ESERVER, kvc_put(k0, "", 0, "v", 1, &pr));
-    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    assert_int_equal(KVC_ESERVER, kvc_put(fx->k[0], "", 0, "v", 1, &pr));
+    assert_int_equal(kvc_server_code(fx->k[0]), KVDB__ERROR_CODE__INVALID_ARGUMENT);
     Kvdb__DeleteRangeResponse *dr = NULL;
-    assert_int_equal(KVC_ESERVER, kvc_delete(k0, "", 0, &dr));
-    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    assert_int_equal(KVC_ESERVER, kvc_delete(fx->k[0], "", 0, &dr));
+    assert_int_equal(kvc_server_code(fx->k[0]), KVDB__ERROR_CODE__INVALID_ARGUMENT);
     assert_cluster_serves();
 }
 
@@ -240,12 +222,12 @@ static void empty_key_in_txn_and_range(void **state)
     t.n_success = 1;
     Kvdb__TxnResponse *tr = NULL;
     assert_int_equal(KVC_ESERVER,
-                     kvc_call(k0, KVDB__METHOD__METHOD_TXN, &t.base,
+                     kvc_call(fx->k[0], KVDB__METHOD__METHOD_TXN, &t.base,
                               &kvdb__txn_response__descriptor, (ProtobufCMessage **)&tr));
-    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    assert_int_equal(kvc_server_code(fx->k[0]), KVDB__ERROR_CODE__INVALID_ARGUMENT);
     Kvdb__RangeResponse *rr = NULL;
-    assert_int_equal(KVC_ESERVER, kvc_get(k0, "", 0, false, &rr));
-    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    assert_int_equal(KVC_ESERVER, kvc_get(fx->k[0], "", 0, false, &rr));
+    assert_int_equal(kvc_server_code(fx->k[0]), KVDB__ERROR_CODE__INVALID_ARGUMENT);
     assert_cluster_serves();
 }
 
@@ -270,7 +252,7 @@ static int txn_with(size_t n_ops)
     t.success = opp;
     t.n_success = n_ops;
     Kvdb__TxnResponse *resp = NULL;
-    int rv = kvc_call(k0, KVDB__METHOD__METHOD_TXN, &t.base, &kvdb__txn_response__descriptor,
+    int rv = kvc_call(fx->k[0], KVDB__METHOD__METHOD_TXN, &t.base, &kvdb__txn_response__descriptor,
                       (ProtobufCMessage **)&resp);
     if (rv == 0) {
         kvdb__txn_response__free_unpacked(resp, NULL);
@@ -282,10 +264,10 @@ static void txn_too_many_ops(void **state)
 {
     (void)state;
     assert_int_equal(0, txn_with(MAX_TXN_OPS));
-    assert_int_equal(1, ih_get(k0, "txn-4-3", false, NULL, 0));
+    assert_int_equal(1, ih_get(fx->k[0], "txn-4-3", false, NULL, 0));
     assert_int_equal(KVC_ESERVER, txn_with(MAX_TXN_OPS + 1));
-    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
-    assert_int_equal(0, ih_get(k0, "txn-5-0", false, NULL, 0)); /* nothing of it applied */
+    assert_int_equal(kvc_server_code(fx->k[0]), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    assert_int_equal(0, ih_get(fx->k[0], "txn-5-0", false, NULL, 0)); /* nothing of it applied */
     assert_cluster_serves();
 }
 
@@ -320,10 +302,10 @@ static void nested_txn_too_many_ops(void **state)
     outer.n_success = 1;
     Kvdb__TxnResponse *resp = NULL;
     assert_int_equal(KVC_ESERVER,
-                     kvc_call(k0, KVDB__METHOD__METHOD_TXN, &outer.base,
+                     kvc_call(fx->k[0], KVDB__METHOD__METHOD_TXN, &outer.base,
                               &kvdb__txn_response__descriptor, (ProtobufCMessage **)&resp));
-    assert_int_equal(kvc_server_code(k0), KVDB__ERROR_CODE__INVALID_ARGUMENT);
-    assert_int_equal(0, ih_get(k0, "nested-0", false, NULL, 0));
+    assert_int_equal(kvc_server_code(fx->k[0]), KVDB__ERROR_CODE__INVALID_ARGUMENT);
+    assert_int_equal(0, ih_get(fx->k[0], "nested-0", false, NULL, 0));
     assert_cluster_serves();
 }
 
@@ -346,7 +328,7 @@ static bool peer_batch_closed(uint64_t cluster_id, uint64_t from, uint64_t to)
     b.n_msgs = 1;
     uint8_t buf[256];
     size_t n = kvdb__raftpb__batch__pack(&b, buf);
-    int fd = ih_raw_dial(cluster.m[0].peer_port);
+    int fd = ih_raw_dial(fx->c.m[0].peer_port);
     assert_true(fd >= 0);
     assert_int_equal(0, ih_raw_write_frame(fd, buf, n));
     bool closed = ih_raw_closed(fd, 5000);
@@ -357,7 +339,7 @@ static bool peer_batch_closed(uint64_t cluster_id, uint64_t from, uint64_t to)
 /* Count lines containing @needle in member 0's log. */
 static int log_count(const char *needle)
 {
-    FILE *f = fopen(cluster.m[0].log, "r");
+    FILE *f = fopen(fx->c.m[0].log, "r");
     assert_non_null(f);
     char line[1024];
     int n = 0;
@@ -374,11 +356,11 @@ static void peer_wrong_cluster_id(void **state)
 {
     (void)state;
     Kvdb__StatusResponse *st = NULL;
-    assert_int_equal(0, ih_status(cluster.m[0].client_port, 2000, &st));
+    assert_int_equal(0, ih_status(fx->c.m[0].client_port, 2000, &st));
     uint64_t cid = st->header->cluster_id, self = st->header->member_id;
     kvdb__status_response__free_unpacked(st, NULL);
     Kvdb__StatusResponse *st1 = NULL;
-    assert_int_equal(0, ih_status(cluster.m[1].client_port, 2000, &st1));
+    assert_int_equal(0, ih_status(fx->c.m[1].client_port, 2000, &st1));
     uint64_t peer = st1->header->member_id;
     kvdb__status_response__free_unpacked(st1, NULL);
 
@@ -396,7 +378,7 @@ static void peer_wrong_cluster_id(void **state)
 /* One raw request with an empty body on a new connection: 0 and *@code, or -1 (no reply). */
 static int empty_body_call(int method, int *code)
 {
-    int fd = ih_raw_dial(cluster.m[0].client_port);
+    int fd = ih_raw_dial(fx->c.m[0].client_port);
     assert_true(fd >= 0);
     assert_int_equal(0, ih_raw_send(fd, 4, method, NULL, 0));
     Kvdb__Frame *r = NULL;
@@ -419,7 +401,7 @@ static void range_with_empty_body(void **state)
     (void)state;
     int code = -1;
     assert_int_equal(0, empty_body_call(KVDB__METHOD__METHOD_RANGE, &code));
-    assert_true(ih_member_is_alive(&cluster, 0));
+    assert_true(ih_member_is_alive(&fx->c, 0));
     assert_int_equal(code, KVDB__ERROR_CODE__INVALID_ARGUMENT);
 }
 
@@ -431,10 +413,10 @@ static void write_with_empty_body(void **state)
     (void)state;
     int code = -1;
     assert_int_equal(0, empty_body_call(KVDB__METHOD__METHOD_TXN, &code));
-    assert_true(ih_member_is_alive(&cluster, 0));
+    assert_true(ih_member_is_alive(&fx->c, 0));
     assert_int_equal(code, KVDB__ERROR_CODE__OK);
     assert_int_equal(0, empty_body_call(KVDB__METHOD__METHOD_COMPACT, &code));
-    assert_true(ih_member_is_alive(&cluster, 0));
+    assert_true(ih_member_is_alive(&fx->c, 0));
 }
 
 /* Regression (found here, fixed in 58e11f8): a peer message carrying a snapshot
@@ -471,14 +453,14 @@ static void peer_snapshot_conf_without_learners(void **state)
     b.n_msgs = 1;
     uint8_t buf[256];
     size_t n = kvdb__raftpb__batch__pack(&b, buf);
-    int fd = ih_raw_dial(cluster.m[0].peer_port);
+    int fd = ih_raw_dial(fx->c.m[0].peer_port);
     assert_true(fd >= 0);
     assert_int_equal(0, ih_raw_write_frame(fd, buf, n));
     assert_true(ih_raw_closed(fd, 10000));
     close(fd);
     ih_sleep_ms(200);
-    assert_true(ih_member_is_alive(&cluster, 0));
-    assert_true(ih_put(k0, "still", "alive") > 0);
+    assert_true(ih_member_is_alive(&fx->c, 0));
+    assert_true(ih_put(fx->k[0], "still", "alive") > 0);
 }
 
 /* Random bytes at @port: @rounds connections, each a random mix of raw bytes and frames with
@@ -518,7 +500,7 @@ static void garbage_client_port(void **state)
     (void)state;
     uint64_t seed = test_seed("garbage_client_port");
     for (size_t i = 0; i < N; i++) {
-        spray(cluster.m[i].client_port, &seed, 100);
+        spray(fx->c.m[i].client_port, &seed, 100);
     }
     assert_cluster_serves();
 }
@@ -528,7 +510,7 @@ static void garbage_peer_port(void **state)
     (void)state;
     uint64_t seed = test_seed("garbage_peer_port");
     for (size_t i = 0; i < N; i++) {
-        spray(cluster.m[i].peer_port, &seed, 100);
+        spray(fx->c.m[i].peer_port, &seed, 100);
     }
     assert_cluster_serves();
 }

@@ -12,43 +12,29 @@
 #include <cmocka.h>
 #include <unistd.h>
 
-#include "test/integration/harness.h"
+#include "test/integration/fixture.h"
 #include "test/lib/seed.h"
 
 #define N 3
 
-static struct ih_cluster cluster;
-static struct kvc *kc; /* all members, fails over */
-static uint64_t rng;
+static struct ih_fix *fx; /* fx->k[0]: all members, fails over */
 
-static int group_setup_try(void **state)
+static int group_setup(void **state)
 {
     (void)state;
     static const char *const extra[] = {"--max-request-bytes", "4096", "--max-txn-ops", "4", NULL};
-    if (ih_cluster_init(&cluster, N, extra) != 0 || ih_cluster_start(&cluster, 30000) != 0) {
-        return -1;
-    }
-    kc = ih_client(&cluster, (size_t)-1, 10000);
-    return kc != NULL ? 0 : -1;
+    fx = ih_fix_start(N, extra, 30000, (size_t)-1);
+    return fx != NULL ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    kvc_close(kc);
-    int rv = ih_cluster_stop(&cluster); /* a crashed or leaking member fails here */
-    ih_cluster_destroy(&cluster);
-    return rv;
+    void *f = fx;
+    fx = NULL;
+    return ih_fix_teardown(&f); /* a crashed or leaking member fails here */
 }
-
-static int group_setup(void **state)
-{
-    if (group_setup_try(state) != 0) {
-        group_teardown(state);
-        return -1;
-    }
-    return 0;
-}
+static uint64_t rng;
 
 /* ---- random request parts (all memory from a per-request arena) ---- */
 
@@ -306,12 +292,12 @@ static void one_request(int i)
         break;
     }
     ProtobufCMessage *resp = NULL;
-    int rv = kvc_call(kc, m, req, desc, &resp);
+    int rv = kvc_call(fx->k[0], m, req, desc, &resp);
     if (rv == 0) {
         protobuf_c_message_free_unpacked(resp, NULL);
-    } else if (rv != KVC_ESERVER || !expected_code(kvc_server_code(kc))) {
+    } else if (rv != KVC_ESERVER || !expected_code(kvc_server_code(fx->k[0]))) {
         fprintf(stderr, "[integ] request %d (method %d): %s: code %d: %s\n", i, (int)m,
-                kvc_strerror(rv), (int)kvc_server_code(kc), kvc_errmsg(kc));
+                kvc_strerror(rv), (int)kvc_server_code(fx->k[0]), kvc_errmsg(fx->k[0]));
         fail_msg("unexpected outcome of request %d", i);
     }
     arena_free(&a);
@@ -320,7 +306,7 @@ static void one_request(int i)
 /* Everything member @i holds (a serializable read of all keys). */
 static Kvdb__RangeResponse *dump(size_t i)
 {
-    struct kvc *k = ih_client(&cluster, i, 10000);
+    struct kvc *k = ih_client(&fx->c, i, 10000);
     assert_non_null(k);
     Kvdb__RangeRequest r;
     kvdb__range_request__init(&r);
@@ -363,7 +349,7 @@ static void wait_applied_equal(void)
         bool same = true;
         for (size_t i = 0; i < N; i++) {
             Kvdb__StatusResponse *st = NULL;
-            assert_int_equal(0, ih_status(cluster.m[i].client_port, 2000, &st));
+            assert_int_equal(0, ih_status(fx->c.m[i].client_port, 2000, &st));
             idx[i] = st->raft_applied_index;
             kvdb__status_response__free_unpacked(st, NULL);
             same = same && idx[i] == idx[0];
@@ -384,9 +370,9 @@ static void random_requests_keep_replicas_identical(void **state)
         one_request(i);
     }
     for (size_t i = 0; i < N; i++) {
-        assert_true(ih_member_is_alive(&cluster, i));
+        assert_true(ih_member_is_alive(&fx->c, i));
     }
-    assert_true(ih_put(kc, "f/last", "x") > 0);
+    assert_true(ih_put(fx->k[0], "f/last", "x") > 0);
     wait_applied_equal();
     Kvdb__RangeResponse *ref = dump(0);
     assert_true(ref->n_kvs > 0);
