@@ -8,38 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <cmocka.h>
 #include <pthread.h>
 
-#include "client/kvc.h"
-#include "server/embed.h"
+#include "test/unit/server/fixture.h"
 #include "tools/compactor.h"
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static struct kvc *client(const char *eps)
-{
-    struct kvc *k;
-    char err[256];
-    struct kvc_options o = {.request_timeout_ms = 20000};
-    assert_int_equal(kvc_open(eps, &o, &k, err), 0);
-    return k;
-}
-
-static void put(struct kvc *k, const char *key, const char *v)
-{
-    Kvdb__PutResponse *r;
-    int rv = kvc_put(k, key, strlen(key), v, strlen(v), &r);
-    if (rv != 0) {
-        fail_msg("put %s: %s", key, kvc_errmsg(k));
-    }
-    kvdb__put_response__free_unpacked(r, NULL);
-}
+enum { TIMEOUT_MS = 20000 }; /* the clients' request timeout */
 
 /* A watcher on a follower sees every write of the run once and in order, while the leader is
  * killed in the middle. */
@@ -47,41 +22,29 @@ static void watch_exactly_once_across_leader_change(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    int leader = srv_embed_wait_leader(c, 10000);
-    assert_true(leader >= 0);
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
     unsigned follower = ((unsigned)leader + 1) % 3, other = ((unsigned)leader + 2) % 3;
-    struct kvc *w = client(srv_embed_endpoint(c, follower));
-    Kvdb__WatchCreateRequest r;
-    kvdb__watch_create_request__init(&r);
-    r.key.data = (uint8_t *)"w/";
-    r.key.len = 2;
-    r.range_end.data = (uint8_t *)"w0";
-    r.range_end.len = 2;
-    uint64_t stream;
-    assert_int_equal(kvc_watch(w, &r, &stream), 0);
-    Kvdb__WatchResponse *wr;
-    assert_int_equal(kvc_watch_next(w, 10000, &stream, &wr), 0);
-    assert_true(wr->created);
-    kvdb__watch_response__free_unpacked(wr, NULL);
+    struct kvc *w = sf_client(srv_embed_endpoint(c, follower), TIMEOUT_MS);
+    sf_watch(w, "w/", "w0", 0, false, false);
 
     /* Writes through the member that is neither leader nor the watcher's. */
     char eps[128];
     snprintf(eps, sizeof eps, "%s,%s", srv_embed_endpoint(c, other),
              srv_embed_endpoint(c, follower));
-    struct kvc *k = client(eps);
+    struct kvc *k = sf_client(eps, TIMEOUT_MS);
     enum { N = 60 };
     char key[16];
     for (int i = 0; i < N; i++) {
         snprintf(key, sizeof key, "w/%03d", i);
-        put(k, key, "v");
+        sf_put(k, key, "v");
         if (i == N / 2) {
             srv_embed_kill(c, (unsigned)leader);
             assert_true(srv_embed_wait_leader(c, 10000) >= 0);
         }
     }
+    uint64_t stream;
+    Kvdb__WatchResponse *wr;
     int seen = 0;
     int64_t last_rev = 0;
     while (seen < N) {
@@ -112,11 +75,9 @@ static void lease_expires_across_leader_change(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    int leader = srv_embed_wait_leader(c, 10000);
-    struct kvc *k = client(srv_embed_endpoints(c));
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), TIMEOUT_MS);
     Kvdb__LeaseGrantRequest g;
     kvdb__lease_grant_request__init(&g);
     g.ttl = 2;
@@ -132,15 +93,13 @@ static void lease_expires_across_leader_change(void **state)
     p.value.len = 1;
     p.lease = gr->id;
     kvdb__lease_grant_response__free_unpacked(gr, NULL);
-    ProtobufCMessage *pr;
-    assert_int_equal(
-        kvc_call(k, KVDB__METHOD__METHOD_PUT, &p.base, &kvdb__put_response__descriptor, &pr), 0);
-    protobuf_c_message_free_unpacked(pr, NULL);
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_PUT, &p.base, &kvdb__put_response__descriptor),
+                     0);
     srv_embed_kill(c, (unsigned)leader);
     assert_true(srv_embed_wait_leader(c, 10000) >= 0);
     bool gone = false;
     for (int i = 0; i < 100 && !gone; i++) {
-        sleep_ms(100);
+        sf_sleep_ms(100);
         Kvdb__RangeResponse *rr;
         if (kvc_get(k, "ephemeral", 9, false, &rr) == 0) {
             gone = rr->n_kvs == 0;
@@ -169,7 +128,7 @@ static void *race(void *arg)
     struct racer *r = arg;
     struct kvc *k;
     char err[256];
-    struct kvc_options o = {.request_timeout_ms = 20000};
+    struct kvc_options o = {.request_timeout_ms = TIMEOUT_MS};
     if (kvc_open(r->eps, &o, &k, err) != 0) {
         r->errors++;
     }
@@ -191,11 +150,8 @@ static void compactor_race_compacts_once_per_round(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
-    struct kvc *k = client(srv_embed_endpoints(c));
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), TIMEOUT_MS);
     enum { RACERS = 3, ROUNDS = 5 };
     pthread_barrier_t barrier;
     pthread_barrier_init(&barrier, NULL, RACERS + 1);
@@ -212,7 +168,7 @@ static void compactor_race_compacts_once_per_round(void **state)
     for (int round = 0; round < ROUNDS; round++) {
         for (int i = 0; i < 10; i++) { /* writes between compactions */
             snprintf(key, sizeof key, "data/%d", i);
-            put(k, key, "v");
+            sf_put(k, key, "v");
         }
         pthread_barrier_wait(&barrier); /* go */
         pthread_barrier_wait(&barrier); /* round done */
@@ -237,9 +193,8 @@ static void compactor_race_compacts_once_per_round(void **state)
     rq.key.data = (uint8_t *)"data/0";
     rq.key.len = 6;
     rq.revision = 2;
-    ProtobufCMessage *resp = NULL;
     assert_int_equal(
-        kvc_call(k, KVDB__METHOD__METHOD_RANGE, &rq.base, &kvdb__range_response__descriptor, &resp),
+        sf_call(k, KVDB__METHOD__METHOD_RANGE, &rq.base, &kvdb__range_response__descriptor),
         KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__OUT_OF_RANGE);
     pthread_barrier_destroy(&barrier);
@@ -253,11 +208,8 @@ static void quota_exceeded_and_cleared(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 1, .quota_bytes = 256 * 1024};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
-    struct kvc *k = client(srv_embed_endpoints(c));
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), TIMEOUT_MS);
     char key[32], val[1024];
     /* Letters that do not compress away (with snappy tables a run of one byte would fit the
      * quota after compaction whether or not the removed versions were reclaimed). */
@@ -282,7 +234,7 @@ static void quota_exceeded_and_cleared(void **state)
             refused = true;
         }
         if (i % 50 == 49) {
-            sleep_ms(600); /* the quota is checked twice a second */
+            sf_sleep_ms(600); /* the quota is checked twice a second */
         }
     }
     assert_true(refused);
@@ -302,14 +254,12 @@ static void quota_exceeded_and_cleared(void **state)
     Kvdb__CompactionRequest cr;
     kvdb__compaction_request__init(&cr);
     cr.revision = rev;
-    ProtobufCMessage *resp;
-    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_COMPACT, &cr.base,
-                              &kvdb__compaction_response__descriptor, &resp),
-                     0);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    assert_int_equal(
+        sf_call(k, KVDB__METHOD__METHOD_COMPACT, &cr.base, &kvdb__compaction_response__descriptor),
+        0);
     bool cleared = false;
     for (int i = 0; i < 100 && !cleared; i++) {
-        sleep_ms(200);
+        sf_sleep_ms(200);
         Kvdb__PutResponse *r;
         if (kvc_put(k, "after", 5, "ok", 2, &r) == 0) {
             kvdb__put_response__free_unpacked(r, NULL);
@@ -321,19 +271,6 @@ static void quota_exceeded_and_cleared(void **state)
     srv_embed_destroy(c);
 }
 
-static int call(struct kvc *k,
-                Kvdb__Method m,
-                const ProtobufCMessage *req,
-                const ProtobufCMessageDescriptor *d)
-{
-    ProtobufCMessage *resp = NULL;
-    int rv = kvc_call(k, m, req, d, &resp);
-    if (resp != NULL) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-    return rv;
-}
-
 /* Membership and maintenance methods, success and error paths: member add (bad URL, duplicate),
  * promote (not a learner, unknown), update, remove (unknown), move-leader (not a voter, then to
  * a voter), HashKV equal on every member. */
@@ -341,21 +278,19 @@ static void membership_and_maintenance_paths(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), TIMEOUT_MS);
+    sf_put(k, "a", "1");
     char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
-    struct kvc *k = client(srv_embed_endpoints(c));
-    put(k, "a", "1");
 
     Kvdb__MemberAddRequest add;
     kvdb__member_add_request__init(&add);
     char *bad[1] = {"not a url"};
     add.peer_urls = bad;
     add.n_peer_urls = 1;
-    assert_int_equal(
-        call(k, KVDB__METHOD__METHOD_MEMBER_ADD, &add.base, &kvdb__member_add_response__descriptor),
-        KVC_ESERVER);
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_ADD, &add.base,
+                             &kvdb__member_add_response__descriptor),
+                     KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__INVALID_ARGUMENT);
 
     /* A learner joins (embedding helper), cannot be promoted twice, then is promoted. */
@@ -365,22 +300,22 @@ static void membership_and_maintenance_paths(void **state)
     Kvdb__MemberPromoteRequest pr;
     kvdb__member_promote_request__init(&pr);
     pr.id = 12345;
-    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
-                          &kvdb__member_list_response__descriptor),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
+                             &kvdb__member_list_response__descriptor),
                      KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
     pr.id = srv_embed_member_id(c, 0);
-    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
-                          &kvdb__member_list_response__descriptor),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
+                             &kvdb__member_list_response__descriptor),
                      KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__FAILED_PRECONDITION);
     pr.id = lid;
     int rv = KVC_ESERVER;
     for (int i = 0; i < 50 && rv != 0; i++) { /* it may still be catching up */
-        rv = call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
-                  &kvdb__member_list_response__descriptor);
+        rv = sf_call(k, KVDB__METHOD__METHOD_MEMBER_PROMOTE, &pr.base,
+                     &kvdb__member_list_response__descriptor);
         if (rv != 0) {
-            sleep_ms(100);
+            sf_sleep_ms(100);
         }
     }
     assert_int_equal(rv, 0);
@@ -403,9 +338,9 @@ static void membership_and_maintenance_paths(void **state)
     kvdb__member_list_response__free_unpacked(ml, NULL);
     char *dup[1] = {url};
     add.peer_urls = dup;
-    assert_int_equal(
-        call(k, KVDB__METHOD__METHOD_MEMBER_ADD, &add.base, &kvdb__member_add_response__descriptor),
-        KVC_ESERVER);
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_ADD, &add.base,
+                             &kvdb__member_add_response__descriptor),
+                     KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__FAILED_PRECONDITION);
 
     /* Update keeps its URL (same address: a no-op change through the log). */
@@ -414,12 +349,12 @@ static void membership_and_maintenance_paths(void **state)
     up.id = lid;
     up.peer_urls = dup;
     up.n_peer_urls = 1;
-    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_UPDATE, &up.base,
-                          &kvdb__member_list_response__descriptor),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_UPDATE, &up.base,
+                             &kvdb__member_list_response__descriptor),
                      0);
     up.id = 999;
-    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_UPDATE, &up.base,
-                          &kvdb__member_list_response__descriptor),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_UPDATE, &up.base,
+                             &kvdb__member_list_response__descriptor),
                      KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
 
@@ -427,8 +362,8 @@ static void membership_and_maintenance_paths(void **state)
     Kvdb__MemberRemoveRequest rm;
     kvdb__member_remove_request__init(&rm);
     rm.id = 999;
-    assert_int_equal(call(k, KVDB__METHOD__METHOD_MEMBER_REMOVE, &rm.base,
-                          &kvdb__member_list_response__descriptor),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_REMOVE, &rm.base,
+                             &kvdb__member_list_response__descriptor),
                      KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
 
@@ -436,13 +371,13 @@ static void membership_and_maintenance_paths(void **state)
     Kvdb__MoveLeaderRequest mv;
     kvdb__move_leader_request__init(&mv);
     mv.targetid = 999;
-    assert_int_equal(call(k, KVDB__METHOD__METHOD_MOVE_LEADER, &mv.base,
-                          &kvdb__move_leader_response__descriptor),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MOVE_LEADER, &mv.base,
+                             &kvdb__move_leader_response__descriptor),
                      KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__INVALID_ARGUMENT);
     mv.targetid = lid;
-    assert_int_equal(call(k, KVDB__METHOD__METHOD_MOVE_LEADER, &mv.base,
-                          &kvdb__move_leader_response__descriptor),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MOVE_LEADER, &mv.base,
+                             &kvdb__move_leader_response__descriptor),
                      0);
     assert_int_equal(srv_embed_wait_leader(c, 10000), l);
 
@@ -454,7 +389,7 @@ static void membership_and_maintenance_paths(void **state)
     kvdb__put_response__free_unpacked(pb, NULL);
     uint32_t first = 0;
     for (unsigned m = 0; m < 4; m++) {
-        struct kvc *mk = client(srv_embed_endpoint(c, m));
+        struct kvc *mk = sf_client(srv_embed_endpoint(c, m), TIMEOUT_MS);
         Kvdb__HashKVRequest hr;
         kvdb__hash_kvrequest__init(&hr);
         hr.revision = rev_b;
@@ -463,7 +398,7 @@ static void membership_and_maintenance_paths(void **state)
             if (kvc_call(mk, KVDB__METHOD__METHOD_HASH_KV, &hr.base,
                          &kvdb__hash_kvresponse__descriptor, (ProtobufCMessage **)&h) != 0) {
                 h = NULL;
-                sleep_ms(50);
+                sf_sleep_ms(50);
             }
         }
         assert_non_null(h);

@@ -10,8 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "client/kvc.h"
-#include "server/embed.h"
+#include "test/unit/server/fixture.h"
 
 static int auth_call(struct kvc *k,
                      Kvdb__Method m,
@@ -26,12 +25,7 @@ static int auth_call(struct kvc *k,
     r.password = (char *)(pw != NULL ? pw : "");
     r.role = (char *)(role != NULL ? role : "");
     r.perm = perm;
-    ProtobufCMessage *resp = NULL;
-    int rv = kvc_call(k, m, &r.base, &kvdb__auth_response__descriptor, &resp);
-    if (resp != NULL) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-    return rv;
+    return sf_call(k, m, &r.base, &kvdb__auth_response__descriptor);
 }
 
 static int put(struct kvc *k, const char *key)
@@ -54,24 +48,12 @@ static int get(struct kvc *k, const char *key)
     return rv;
 }
 
-static struct kvc *client(const char *eps)
-{
-    struct kvc *k;
-    char err[256];
-    struct kvc_options o = {.request_timeout_ms = 15000};
-    assert_int_equal(kvc_open(eps, &o, &k, err), 0);
-    return k;
-}
-
 static void users_roles_and_tokens(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
-    struct kvc *admin = client(srv_embed_endpoints(c));
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *admin = sf_client(srv_embed_endpoints(c), 15000);
 
     /* Enabling needs the root user first. */
     assert_int_equal(auth_call(admin, KVDB__METHOD__METHOD_AUTH_ENABLE, NULL, NULL, NULL, NULL),
@@ -100,12 +82,12 @@ static void users_roles_and_tokens(void **state)
     kvc_close(admin);
 
     /* A wrong password is refused. */
-    struct kvc *bad = client(srv_embed_endpoints(c));
+    struct kvc *bad = sf_client(srv_embed_endpoints(c), 15000);
     assert_int_equal(kvc_authenticate(bad, "alice", "nope"), KVC_ESERVER);
     kvc_close(bad);
 
     /* alice: her prefix only. */
-    struct kvc *alice = client(srv_embed_endpoints(c));
+    struct kvc *alice = sf_client(srv_embed_endpoints(c), 15000);
     assert_int_equal(kvc_authenticate(alice, "alice", "pw"), 0);
     assert_int_equal(put(alice, "app/x"), 0);
     assert_int_equal(get(alice, "app/x"), 0);
@@ -125,16 +107,16 @@ static void users_roles_and_tokens(void **state)
     kvc_close(alice);
 
     /* The state is replicated and survives a restart. */
-    char err2[256];
-    assert_int_equal(srv_embed_restart(c, 0, err2), 0);
-    struct kvc *m0 = client(srv_embed_endpoint(c, 0));
+    char err[256];
+    assert_int_equal(srv_embed_restart(c, 0, err), 0);
+    struct kvc *m0 = sf_client(srv_embed_endpoint(c, 0), 15000);
     assert_int_equal(get(m0, "app/x"), KVC_ESERVER); /* still enabled there */
     assert_int_equal(kvc_server_code(m0), KVDB__ERROR_CODE__UNAUTHENTICATED);
     assert_int_equal(kvc_authenticate(m0, "root", "rootpw"), 0);
     assert_int_equal(get(m0, "app/after-failover"), 0);
     assert_int_equal(auth_call(m0, KVDB__METHOD__METHOD_AUTH_DISABLE, NULL, NULL, NULL, NULL), 0);
     kvc_close(m0);
-    struct kvc *anyone = client(srv_embed_endpoints(c));
+    struct kvc *anyone = sf_client(srv_embed_endpoints(c), 15000);
     assert_int_equal(put(anyone, "open-again"), 0);
     kvc_close(anyone);
     srv_embed_destroy(c);

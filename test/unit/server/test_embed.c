@@ -10,35 +10,15 @@
 #include <time.h>
 #include <cmocka.h>
 
-#include "client/kvc.h"
-#include "server/embed.h"
 #include "server/failpoint.h"
 #include "server/srv.h"
+#include "test/unit/server/fixture.h"
 
 static double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static struct kvc *client(const char *endpoints, unsigned timeout_ms)
-{
-    struct kvc_options o = {.request_timeout_ms = timeout_ms};
-    struct kvc *c = NULL;
-    char err[256];
-    assert_int_equal(kvc_open(endpoints, &o, &c, err), 0);
-    return c;
-}
-
-static void put(struct kvc *c, const char *k, const char *v)
-{
-    Kvdb__PutResponse *r = NULL;
-    int rv = kvc_put(c, k, strlen(k), v, strlen(v), &r);
-    if (rv != 0) {
-        fail_msg("put %s: %s: %s", k, kvc_strerror(rv), kvc_errmsg(c));
-    }
-    kvdb__put_response__free_unpacked(r, NULL);
 }
 
 /* The value of @k, or NULL; @serializable reads the member's local state. */
@@ -79,23 +59,20 @@ static void example_kill_the_leader(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    int leader = srv_embed_wait_leader(c, 10000);
-    assert_true(leader >= 0);
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
 
-    struct kvc *k = client(srv_embed_endpoints(c), 15000);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
     char key[32], val[32];
     for (int i = 0; i < 100; i++) {
         snprintf(key, sizeof key, "key-%03d", i);
         snprintf(val, sizeof val, "value-%d", i);
-        put(k, key, val);
+        sf_put(k, key, val);
     }
     srv_embed_kill(c, (unsigned)leader);
     int next = srv_embed_wait_leader(c, 10000);
     assert_true(next >= 0 && next != leader);
-    put(k, "after", "kill"); /* the client fails over to a live member */
+    sf_put(k, "after", "kill"); /* the client fails over to a live member */
     for (int i = 0; i < 100; i += 7) {
         snprintf(key, sizeof key, "key-%03d", i);
         snprintf(val, sizeof val, "value-%d", i);
@@ -104,8 +81,9 @@ static void example_kill_the_leader(void **state)
     kvc_close(k);
 
     /* The killed member restarts and catches up. */
+    char err[256];
     assert_int_equal(srv_embed_restart(c, (unsigned)leader, err), 0);
-    struct kvc *old = client(srv_embed_endpoint(c, (unsigned)leader), 15000);
+    struct kvc *old = sf_client(srv_embed_endpoint(c, (unsigned)leader), 15000);
     assert_value(old, "after", "kill");
     kvc_close(old);
     srv_embed_destroy(c);
@@ -117,22 +95,19 @@ static void partition_isolates_the_leader(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    int leader = srv_embed_wait_leader(c, 10000);
-    assert_true(leader >= 0);
-    struct kvc *k = client(srv_embed_endpoints(c), 15000);
-    put(k, "p", "before");
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
+    sf_put(k, "p", "before");
 
     srv_embed_isolate(c, (unsigned)leader);
     int next = srv_embed_wait_leader(c, 10000); /* the majority's new leader */
     assert_true(next >= 0 && next != leader);
     unsigned other = ((unsigned)leader + 1) % 3;
-    struct kvc *maj = client(srv_embed_endpoint(c, other), 15000);
-    put(maj, "p", "during");
+    struct kvc *maj = sf_client(srv_embed_endpoint(c, other), 15000);
+    sf_put(maj, "p", "during");
 
-    struct kvc *iso = client(srv_embed_endpoint(c, (unsigned)leader), 1500);
+    struct kvc *iso = sf_client(srv_embed_endpoint(c, (unsigned)leader), 1500);
     int rv;
     char *v = get(iso, "p", false, &rv);
     assert_int_not_equal(rv, 0); /* no quorum: no linearizable read */
@@ -144,7 +119,7 @@ static void partition_isolates_the_leader(void **state)
     kvc_close(iso);
 
     srv_embed_heal(c);
-    iso = client(srv_embed_endpoint(c, (unsigned)leader), 15000);
+    iso = sf_client(srv_embed_endpoint(c, (unsigned)leader), 15000);
     assert_value(iso, "p", "during");
     kvc_close(iso);
     kvc_close(maj);
@@ -158,15 +133,14 @@ static void slow_disk_slows_commits(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 1};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    assert_true(srv_embed_wait_leader(c, 10000) == 0);
-    struct kvc *k = client(srv_embed_endpoints(c), 15000);
-    put(k, "warm", "up");
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
+    assert_true(leader == 0);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
+    sf_put(k, "warm", "up");
     srv_embed_disk_delay(c, 0, 100);
     double t0 = now_ms();
-    put(k, "slow", "1");
+    sf_put(k, "slow", "1");
     double took = now_ms() - t0;
     assert_true(took >= 100.0);
     srv_embed_disk_delay(c, 0, 0);
@@ -182,18 +156,15 @@ static void failpoints_drop_messages_and_fail_fsync(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    int leader = srv_embed_wait_leader(c, 10000);
-    assert_true(leader >= 0);
-    struct kvc *k = client(srv_embed_endpoints(c), 20000);
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 20000);
 
     /* Through the leader: raft retransmits lost appends.  (A write forwarded by a follower is
      * one message; losing it loses the write, with an unknown outcome, as in etcd.) */
-    struct kvc *lk = client(srv_embed_endpoint(c, (unsigned)leader), 20000);
+    struct kvc *lk = sf_client(srv_embed_endpoint(c, (unsigned)leader), 20000);
     assert_int_equal(srv_fp_set("peer_send", 0, SRV_FP_DROP, 50, 0, 0), 0);
-    put(lk, "lossy", "ok");
+    sf_put(lk, "lossy", "ok");
     kvc_close(lk);
     assert_true(srv_fp_hits("peer_send") > 0);
     assert_int_equal(srv_fp_set("peer_send", 0, SRV_FP_OFF, 0, 0, 0), 0);
@@ -212,8 +183,8 @@ static void failpoints_drop_messages_and_fail_fsync(void **state)
     int next = srv_embed_wait_leader(c, 15000);
     assert_true(next >= 0 && next != leader);
     kvc_close(k);
-    k = client(srv_embed_endpoints(c), 20000);
-    put(k, "after-fault", "ok");
+    k = sf_client(srv_embed_endpoints(c), 20000);
+    sf_put(k, "after-fault", "ok");
     assert_value(k, "lossy", "ok");
     assert_value(k, "after-fault", "ok");
     srv_fp_clear_all();
@@ -227,15 +198,13 @@ static void members_join_and_leave(void **state)
 {
     (void)state;
     struct srv_embed_opts o = {.members = 3, .snapshot_count = 50, .snapshot_catchup = 10};
-    struct srv_embed *c;
+    struct srv_embed *c = sf_start(&o, NULL);
     char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
-    struct kvc *k = client(srv_embed_endpoints(c), 20000);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 20000);
     char key[32];
     for (int i = 0; i < 120; i++) { /* past a snapshot: the new members catch up by snapshot */
         snprintf(key, sizeof key, "m-%03d", i);
-        put(k, key, "v");
+        sf_put(k, key, "v");
     }
     int learner = srv_embed_add_member(c, true, err);
     if (learner < 0) {
@@ -245,17 +214,16 @@ static void members_join_and_leave(void **state)
     if (voter < 0) {
         fail_msg("add voter: %s", err);
     }
-    put(k, "after-join", "1");
+    sf_put(k, "after-join", "1");
     /* Both new members catch up (serializable reads of their own state). */
     for (int m = learner; m <= voter; m++) {
-        struct kvc *mk = client(srv_embed_endpoint(c, (unsigned)m), 20000);
+        struct kvc *mk = sf_client(srv_embed_endpoint(c, (unsigned)m), 20000);
         int rv = -1;
         char *v = NULL;
         for (int tries = 0; tries < 200 && v == NULL; tries++) {
             v = get(mk, "after-join", true, &rv);
             if (v == NULL) {
-                struct timespec ts = {0, 50 * 1000000L};
-                nanosleep(&ts, NULL);
+                sf_sleep_ms(50);
             }
         }
         assert_non_null(v);
@@ -272,8 +240,8 @@ static void members_join_and_leave(void **state)
      * away is lost, with a timeout, as in etcd). */
     assert_true(srv_embed_wait_leader(c, 10000) > 0);
     kvc_close(k);
-    k = client(srv_embed_endpoints(c), 20000);
-    put(k, "after-remove", "1");
+    k = sf_client(srv_embed_endpoints(c), 20000);
+    sf_put(k, "after-remove", "1");
     assert_value(k, "after-remove", "1");
     kvc_close(k);
     srv_embed_destroy(c);

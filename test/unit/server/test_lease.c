@@ -7,17 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <cmocka.h>
 
-#include "client/kvc.h"
-#include "server/embed.h"
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "test/unit/server/fixture.h"
 
 static int64_t grant(struct kvc *k, int64_t ttl)
 {
@@ -46,12 +38,7 @@ static int put_lease(struct kvc *k, const char *key, int64_t lease)
     r.value.data = (uint8_t *)"v";
     r.value.len = 1;
     r.lease = lease;
-    ProtobufCMessage *resp = NULL;
-    int rv = kvc_call(k, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor, &resp);
-    if (resp != NULL) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-    return rv;
+    return sf_call(k, KVDB__METHOD__METHOD_PUT, &r.base, &kvdb__put_response__descriptor);
 }
 
 static bool exists(struct kvc *k, const char *key)
@@ -68,13 +55,8 @@ static int keep_alive(struct kvc *k, int64_t id)
     Kvdb__LeaseKeepAliveRequest r;
     kvdb__lease_keep_alive_request__init(&r);
     r.id = id;
-    ProtobufCMessage *resp = NULL;
-    int rv = kvc_call(k, KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE, &r.base,
-                      &kvdb__lease_keep_alive_response__descriptor, &resp);
-    if (resp != NULL) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-    return rv;
+    return sf_call(k, KVDB__METHOD__METHOD_LEASE_KEEP_ALIVE, &r.base,
+                   &kvdb__lease_keep_alive_response__descriptor);
 }
 
 static void leases_expire_revoke_and_survive_elections(void **state)
@@ -82,13 +64,8 @@ static void leases_expire_revoke_and_survive_elections(void **state)
     (void)state;
     /* election 500 ms: the minimum TTL is 1 s */
     struct srv_embed_opts o = {.members = 3};
-    struct srv_embed *c;
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &c, err), 0);
-    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
-    struct kvc *k;
-    struct kvc_options ko = {.request_timeout_ms = 15000};
-    assert_int_equal(kvc_open(srv_embed_endpoints(c), &ko, &k, err), 0);
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
 
     /* An unknown lease is refused. */
     assert_int_equal(put_lease(k, "nolease", 12345), KVC_ESERVER);
@@ -105,7 +82,7 @@ static void leases_expire_revoke_and_survive_elections(void **state)
     assert_true(exists(k, "short/a"));
     bool gone = false;
     for (int i = 0; i < 100 && !gone; i++) {
-        sleep_ms(100);
+        sf_sleep_ms(100);
         gone = !exists(k, "short/a");
     }
     assert_true(gone);
@@ -117,7 +94,7 @@ static void leases_expire_revoke_and_survive_elections(void **state)
     int64_t held = grant(k, 2);
     assert_int_equal(put_lease(k, "held", held), 0);
     for (int i = 0; i < 6; i++) {
-        sleep_ms(500);
+        sf_sleep_ms(500);
         assert_int_equal(keep_alive(k, held), 0);
         if (i == 2) {
             int leader = srv_embed_wait_leader(c, 10000);
@@ -133,11 +110,9 @@ static void leases_expire_revoke_and_survive_elections(void **state)
     Kvdb__LeaseRevokeRequest rr;
     kvdb__lease_revoke_request__init(&rr);
     rr.id = rev;
-    ProtobufCMessage *resp;
-    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_LEASE_REVOKE, &rr.base,
-                              &kvdb__lease_revoke_response__descriptor, &resp),
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_LEASE_REVOKE, &rr.base,
+                             &kvdb__lease_revoke_response__descriptor),
                      0);
-    protobuf_c_message_free_unpacked(resp, NULL);
     assert_false(exists(k, "revoked"));
     assert_int_equal(keep_alive(k, rev), KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);

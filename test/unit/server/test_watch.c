@@ -9,8 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "client/kvc.h"
-#include "server/embed.h"
+#include "test/unit/server/fixture.h"
 
 struct fix
 {
@@ -22,11 +21,8 @@ static int setup(void **state)
 {
     static struct fix f;
     struct srv_embed_opts o = {.members = 3};
-    char err[256];
-    assert_int_equal(srv_embed_start(&o, &f.c, err), 0);
-    assert_true(srv_embed_wait_leader(f.c, 10000) >= 0);
-    struct kvc_options ko = {.request_timeout_ms = 15000};
-    assert_int_equal(kvc_open(srv_embed_endpoints(f.c), &ko, &f.k, err), 0);
+    f.c = sf_start(&o, NULL);
+    f.k = sf_client(srv_embed_endpoints(f.c), 15000);
     *state = &f;
     return 0;
 }
@@ -90,42 +86,7 @@ static void collect(struct kvc *w, size_t n, char *out, size_t cap)
 
 static struct kvc *watcher(struct fix *f, unsigned member)
 {
-    struct kvc *w;
-    char err[256];
-    struct kvc_options ko = {.request_timeout_ms = 10000};
-    assert_int_equal(kvc_open(srv_embed_endpoint(f->c, member), &ko, &w, err), 0);
-    return w;
-}
-
-static void open_watch(struct kvc *w,
-                       const char *key,
-                       const char *end,
-                       int64_t rev,
-                       bool prev,
-                       bool no_delete)
-{
-    Kvdb__WatchCreateRequest r;
-    kvdb__watch_create_request__init(&r);
-    r.key.data = (uint8_t *)key;
-    r.key.len = strlen(key);
-    if (end != NULL) {
-        r.range_end.data = (uint8_t *)end;
-        r.range_end.len = strlen(end);
-    }
-    r.start_revision = rev;
-    r.prev_kv = prev;
-    Kvdb__WatchCreateRequest__FilterType nodel = KVDB__WATCH_CREATE_REQUEST__FILTER_TYPE__NODELETE;
-    if (no_delete) {
-        r.filters = &nodel;
-        r.n_filters = 1;
-    }
-    uint64_t stream;
-    assert_int_equal(kvc_watch(w, &r, &stream), 0);
-    /* The "created" response comes first. */
-    Kvdb__WatchResponse *resp;
-    assert_int_equal(kvc_watch_next(w, 10000, &stream, &resp), 0);
-    assert_true(resp->created);
-    kvdb__watch_response__free_unpacked(resp, NULL);
+    return sf_client(srv_embed_endpoint(f->c, member), 10000);
 }
 
 /* History from a past revision, then live events, on a prefix, on every member. */
@@ -139,7 +100,7 @@ static void history_then_live_on_each_member(void **state)
     del(f->k, "h/b");
     for (unsigned m = 0; m < 3; m++) {
         struct kvc *w = watcher(f, m);
-        open_watch(w, "h/", "h0", first, true, false);
+        sf_watch(w, "h/", "h0", first, true, false);
         /* The history includes the live puts of the members watched before. */
         char got[1024], want_hist[1024] = "PUT h/a 1|PUT h/b 1|PUT h/a 2/1|DEL h/b /1";
         for (unsigned prev = 0; prev < m; prev++) {
@@ -165,7 +126,7 @@ static void filters_and_single_key(void **state)
 {
     struct fix *f = *state;
     struct kvc *w = watcher(f, 1);
-    open_watch(w, "f/k", NULL, 0, false, true);
+    sf_watch(w, "f/k", NULL, 0, false, true);
     put(f->k, "f/k", "1");
     put(f->k, "f/k2", "no"); /* another key */
     del(f->k, "f/k");        /* filtered */
@@ -185,11 +146,9 @@ static void compacted_revision_cancels(void **state)
     Kvdb__CompactionRequest cr;
     kvdb__compaction_request__init(&cr);
     cr.revision = r2;
-    ProtobufCMessage *resp;
-    assert_int_equal(kvc_call(f->k, KVDB__METHOD__METHOD_COMPACT, &cr.base,
-                              &kvdb__compaction_response__descriptor, &resp),
+    assert_int_equal(sf_call(f->k, KVDB__METHOD__METHOD_COMPACT, &cr.base,
+                             &kvdb__compaction_response__descriptor),
                      0);
-    protobuf_c_message_free_unpacked(resp, NULL);
     struct kvc *w = watcher(f, 0);
     Kvdb__WatchCreateRequest r;
     kvdb__watch_create_request__init(&r);
