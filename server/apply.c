@@ -447,8 +447,13 @@ static void free_jobs(struct srv_job *j)
     }
 }
 
+/* Also closes the client connection of a snapshot job that never ran (stream_to_client takes
+ * it over when it runs). */
 static void free_job(struct srv_job *j)
 {
+    if (j->type == SRV_JOB_SNAPSHOT && j->fd >= 0) {
+        close(j->fd);
+    }
     free(j->ents);
     free(j->buf);
     free(j->dir);
@@ -492,6 +497,7 @@ static int run_jobs(struct srv *s, struct apply_group *g, struct srv_job *jobs)
         int rv = 0;
         if (jobs->type == SRV_JOB_SNAPSHOT) {
             srv_snap_stream_to_client(s, jobs->fd, jobs->frame_id);
+            jobs->fd = -1;
         } else if (jobs->type == SRV_JOB_INSTALL) {
             run_install(s, jobs);
         } else {
@@ -892,6 +898,23 @@ void srv_read_submit(struct srv *s, struct srv_read *reads)
 
 /* ---- lifecycle and the loop side ---- */
 
+/* Read-queue jobs that will not run (queued after the read thread stopped). */
+static void free_read_jobs(struct srv_job *j)
+{
+    while (j != NULL) {
+        struct srv_job *next = j->next;
+        for (struct srv_read *r = j->reads; r != NULL;) {
+            struct srv_read *rn = r->next;
+            free(r->body);
+            free(r);
+            r = rn;
+        }
+        free(j->buf);
+        free(j);
+        j = next;
+    }
+}
+
 void srv_done_drain(struct srv *s)
 {
     pthread_mutex_lock(&s->done_mu);
@@ -959,10 +982,15 @@ void srv_apply_stop(struct srv *s)
     pthread_cond_broadcast(&s->applied_cond);
     pthread_mutex_unlock(&s->applied_mu);
     pthread_join(s->read_thread, NULL);
-    free_jobs(s->applyq.head);
     group_free(s->inline_group);
     free(s->inline_group);
     s->inline_group = NULL;
     s->threads_started = false;
     srv_done_drain(s);
+    /* After the drain: what it queued (the install of a snapshot received just before the stop)
+     * is dropped with the rest; the leader resends it after a restart. */
+    free_jobs(s->applyq.head);
+    s->applyq.head = s->applyq.tail = NULL;
+    free_read_jobs(s->readq.head);
+    s->readq.head = s->readq.tail = NULL;
 }
