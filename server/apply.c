@@ -987,8 +987,11 @@ void srv_apply_stop(struct srv *s)
     s->inline_group = NULL;
     s->threads_started = false;
     srv_done_drain(s);
-    /* After the drain: what it queued (the install of a snapshot received just before the stop)
-     * is dropped with the rest; the leader resends it after a restart. */
+    srv_apply_drop_queued(s);
+}
+
+void srv_apply_drop_queued(struct srv *s)
+{
     free_jobs(s->applyq.head);
     s->applyq.head = s->applyq.tail = NULL;
     free_read_jobs(s->readq.head);

@@ -470,6 +470,7 @@ void srv_close(struct srv *s)
     srv_bg_wait(s);
     if (s->threads_started || s->done_head != NULL) {
         srv_done_drain(s); /* what the snapshot threads posted while finishing */
+        srv_apply_drop_queued(s);
     }
     srv_conns_close_all(s);
     srv_kv_fini(s);

@@ -536,6 +536,9 @@ void srv_bg_wait(struct srv *s);
 void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *msg);
 int srv_apply_start(struct srv *s);
 void srv_apply_stop(struct srv *s);
+/* Loop thread, after srv_apply_stop: free the jobs queued since (a final srv_done_drain can
+ * queue the install of a snapshot received just before the stop; the leader resends it). */
+void srv_apply_drop_queued(struct srv *s);
 void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n);
 void srv_read_submit(struct srv *s, struct srv_read *reads);
 void srv_done_drain(struct srv *s);
