@@ -167,6 +167,19 @@ static int msg_from_pb(const Kvdb__Raftpb__Message *p,
     return 0;
 }
 
+int pb_batch_append_removed(struct pb_frame_writer *w,
+                            uint64_t cluster_id,
+                            raft_id from,
+                            raft_id removed)
+{
+    Kvdb__Raftpb__Batch b;
+    kvdb__raftpb__batch__init(&b);
+    b.cluster_id = cluster_id;
+    b.from = from;
+    b.removed = removed;
+    return pb_frame_writer_append(w, &b.base) == 0 ? 0 : PB_ENOMEM;
+}
+
 int pb_batch_decode(const void *buf, size_t len, struct pb_batch *out, char *errmsg, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -214,6 +227,7 @@ int pb_batch_decode(const void *buf, size_t len, struct pb_batch *out, char *err
     out->n_msgs = b->n_msgs;
     out->cluster_id = b->cluster_id;
     out->from = b->from;
+    out->removed = b->removed;
     out->pb = b;
     return 0;
 err:

@@ -18,12 +18,20 @@ int pb_batch_append(struct pb_frame_writer *w,
                     const struct raft_msg *msgs,
                     size_t n);
 
+/* Append one frame telling @removed, a member that the cluster @cluster_id removed, so; @from
+ * is the member answering.  Errors: PB_ENOMEM (nothing appended).  One thread per writer. */
+int pb_batch_append_removed(struct pb_frame_writer *w,
+                            uint64_t cluster_id,
+                            raft_id from,
+                            raft_id removed);
+
 /* A decoded, validated batch.  msgs and their entries borrow from the decoded message: valid
  * until pb_batch_free(). */
 struct pb_batch
 {
     uint64_t cluster_id;
     raft_id from;
+    raft_id removed; /* nonzero: "member <removed> was removed from the cluster" */
     struct raft_msg *msgs;
     size_t n_msgs;
     Kvdb__Raftpb__Batch *pb; /* owns the bytes msgs point into */

@@ -204,6 +204,7 @@ static void group_add(struct srv *s,
         /* Track the membership as of the applied index, for the snapshots taken here. */
         struct raft_conf c;
         if (raft_conf_decode(j->buf + e->off, e->len, &c) == 0) {
+            srv_members_conf_applied(s, &s->apply_conf, &c);
             s->apply_conf = c;
             if (g->n_confs < GROUP_CONFS) {
                 g->conf_index[g->n_confs] = e->index;

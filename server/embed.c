@@ -433,6 +433,15 @@ bool srv_embed_is_running(const struct srv_embed *c, unsigned i)
     return i < c->n && c->m[i].running && !atomic_load(&c->m[i].exited);
 }
 
+const char *srv_embed_member_error(const struct srv_embed *c, unsigned i)
+{
+    if (i >= c->n || !c->m[i].running || !atomic_load(&c->m[i].exited) || c->m[i].srv == NULL) {
+        return NULL;
+    }
+    const char *msg = srv_errmsg(c->m[i].srv); /* its thread has ended: no race */
+    return msg[0] != '\0' ? msg : NULL;
+}
+
 void srv_embed_stop(struct srv_embed *c, unsigned i)
 {
     if (i < c->n) {

@@ -60,6 +60,11 @@ const char *srv_embed_endpoint(const struct srv_embed *c, unsigned i);
 uint64_t srv_embed_member_id(const struct srv_embed *c, unsigned i);
 bool srv_embed_is_running(const struct srv_embed *c, unsigned i);
 
+/* Why member @i stopped by itself (a fatal error: a failed fsync, its removal from the cluster),
+ * or NULL while it runs or after a stop from outside.  Valid until @i restarts or @c is
+ * destroyed.  Same thread as the other calls. */
+const char *srv_embed_member_error(const struct srv_embed *c, unsigned i);
+
 /* Stop member @i: graceful, like SIGTERM (its WAL batch in progress is written).  Its data
  * stays for srv_embed_restart().  No-op if it is not running. */
 void srv_embed_stop(struct srv_embed *c, unsigned i);

@@ -6,7 +6,11 @@
  * (so that every member, the leader first, can connect to it), then raft's configuration change
  * (a learner or a voter).  The client is answered once the configuration entry is applied.  The
  * registry is persisted in <data-dir>/member/members by the apply thread and travels inside
- * every snapshot (file MEMBERS), so a member that catches up by snapshot knows everyone. */
+ * every snapshot (file MEMBERS), so a member that catches up by snapshot knows everyone.
+ *
+ * A removed member keeps its registry entry, marked removed: if it comes back (it was down when
+ * it was removed, so it never applied its removal) its peers answer its first batch with a
+ * "removed" batch and it stops, as etcd's members do on HTTP 410 from their peers. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,7 +20,7 @@
 
 #include "server/srv_int.h"
 
-/* ---- the registry file: "id name peer_url" lines ---- */
+/* ---- the registry file: "id name peer_url [removed]" lines ---- */
 
 static void registry_put(struct srv_member *v, size_t *n, const struct srv_member *m)
 {
@@ -26,6 +30,7 @@ static void registry_put(struct srv_member *v, size_t *n, const struct srv_membe
                 memcpy(v[i].name, m->name, sizeof v[i].name);
             }
             v[i].peer = m->peer;
+            v[i].removed = m->removed;
             return;
         }
     }
@@ -40,12 +45,17 @@ int srv_members_load(const char *path, struct srv_member *v, size_t *n)
     if (f == NULL) {
         return errno == ENOENT ? 0 : SRV_EIO;
     }
-    char name[SRV_NAME_MAX], url[SRV_URL_MAX];
+    char line[512], name[SRV_NAME_MAX], url[SRV_URL_MAX], mark[16];
     uint64_t id;
-    while (fscanf(f, "%" SCNx64 " %63s %127s", &id, name, url) == 3) {
+    while (fgets(line, sizeof line, f) != NULL) {
+        int got = sscanf(line, "%" SCNx64 " %63s %127s %15s", &id, name, url, mark);
+        if (got < 3) {
+            continue;
+        }
         struct srv_member m;
         memset(&m, 0, sizeof m);
         m.id = id;
+        m.removed = got == 4 && strcmp(mark, "removed") == 0;
         snprintf(m.name, sizeof m.name, "%s", strcmp(name, "-") == 0 ? "" : name);
         if (srv_url_parse(url, &m.peer) == 0) {
             registry_put(v, n, &m);
@@ -64,8 +74,8 @@ int srv_members_save(const char *path, const struct srv_member *v, size_t n)
         return SRV_EIO;
     }
     for (size_t i = 0; i < n; i++) {
-        fprintf(f, "%016" PRIx64 " %s %s\n", v[i].id, v[i].name[0] != '\0' ? v[i].name : "-",
-                v[i].peer.text);
+        fprintf(f, "%016" PRIx64 " %s %s%s\n", v[i].id, v[i].name[0] != '\0' ? v[i].name : "-",
+                v[i].peer.text, v[i].removed ? " removed" : "");
     }
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
@@ -97,6 +107,49 @@ void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id
     }
 }
 
+static bool in_conf(const struct raft_conf *c, uint64_t id)
+{
+    return raft_conf_is_voter(c, id) || raft_conf_is_learner(c, id);
+}
+
+static void post_removed(struct srv *s, const struct srv_member *m)
+{
+    struct srv_done *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        d->kind = SRV_DONE_MEMBER_REMOVED;
+        d->member = *m;
+        srv_post_done(s, d);
+    }
+}
+
+void srv_members_conf_applied(struct srv *s,
+                              const struct raft_conf *prev,
+                              const struct raft_conf *next)
+{
+    bool changed = false;
+    for (size_t i = 0; i < s->n_apply_members; i++) {
+        struct srv_member *m = &s->apply_members[i];
+        bool removed = m->removed;
+        if (in_conf(next, m->id)) {
+            removed = false; /* (re)joined */
+        } else if (in_conf(prev, m->id)) {
+            removed = true;
+        }
+        if (removed != m->removed) {
+            m->removed = removed;
+            changed = true;
+            post_removed(s, m);
+        }
+    }
+    if (changed) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/member/members", s->cfg.data_dir);
+        if (srv_members_save(path, s->apply_members, s->n_apply_members) != 0) {
+            srv_log(SRV_LOG_WARN, "member", "cannot write %s: %s", path, strerror(errno));
+        }
+    }
+}
+
 /* ---- the loop side ---- */
 
 static const struct srv_member *lookup(const struct srv *s, uint64_t id)
@@ -107,6 +160,21 @@ static const struct srv_member *lookup(const struct srv *s, uint64_t id)
         }
     }
     return NULL;
+}
+
+void srv_members_on_removed(struct srv *s, const struct srv_done *d)
+{
+    for (size_t i = 0; i < s->n_members; i++) {
+        if (s->members[i].id == d->member.id) {
+            s->members[i].removed = d->member.removed;
+        }
+    }
+}
+
+bool srv_members_is_removed(const struct srv *s, uint64_t id)
+{
+    const struct srv_member *m = lookup(s, id);
+    return m != NULL && m->removed;
 }
 
 /* Connect to every member of @conf whose address is known; drop peers no longer in it. */
@@ -139,8 +207,9 @@ static void members_reply(struct srv *s,
 void srv_members_on_attr(struct srv *s, const struct srv_done *d)
 {
     registry_put(s->members, &s->n_members, &d->member);
-    /* Connect at once, before raft needs to reach it: the configuration change follows. */
-    if (srv_peer_add(s, d->member.id, &d->member.peer) == 0) {
+    /* Connect at once, before raft needs to reach it: the configuration change follows.  (Not
+     * to a removed member, which a snapshot's registry also lists.) */
+    if (!d->member.removed && srv_peer_add(s, d->member.id, &d->member.peer) == 0) {
         struct srv_peer *p = srv_peer_find(s, d->member.id);
         if (p != NULL && !raft_conf_is_voter(raft_conf_of(s->raft), d->member.id) &&
             !raft_conf_is_learner(raft_conf_of(s->raft), d->member.id)) {

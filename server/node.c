@@ -531,6 +531,9 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
                 "snapshot %llu not installed; waiting for the leader to resend",
                 (unsigned long long)d->msg.snap.index);
         break;
+    case SRV_DONE_MEMBER_REMOVED:
+        srv_members_on_removed(s, d);
+        break;
     case SRV_DONE_MEMBER_ATTR:
         srv_members_on_attr(s, d);
         break;

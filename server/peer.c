@@ -19,6 +19,8 @@
 #define PEER_MAX_BACKLOG (64u << 20)
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
+/* What a member sends back on our connection is a short "you were removed" batch. */
+#define PEER_ANSWER_MAX_FRAME 4096
 
 static void peer_connect(struct srv_peer *p);
 
@@ -38,6 +40,7 @@ static void peer_disconnect(struct srv_peer *p, const char *why)
     struct srv *s = p->s;
     if (p->fd >= 0) {
         ev_io_stop(s->loop, &p->wio);
+        ev_io_stop(s->loop, &p->rio);
         close(p->fd);
         uint64_t sup = 0;
         if (srv_log_allow(&p->log, srv_now_ms(), 10000, &sup)) {
@@ -49,6 +52,8 @@ static void peer_disconnect(struct srv_peer *p, const char *why)
     p->connected = false;
     /* Whatever was queued is stale by the time we reconnect: raft resends what matters. */
     pb_frame_writer_consume(&p->wr, p->wr.len - p->wr.off);
+    pb_frame_reader_fini(&p->rd);
+    pb_frame_reader_init(&p->rd, PEER_ANSWER_MAX_FRAME);
     p->backoff_ms = p->backoff_ms == 0 ? BACKOFF_MIN_MS : p->backoff_ms * 2;
     if (p->backoff_ms > BACKOFF_MAX_MS) {
         p->backoff_ms = BACKOFF_MAX_MS;
@@ -103,6 +108,60 @@ static void on_peer_writable(struct ev_loop *loop, ev_io *w, int revents)
     peer_flush(p);
 }
 
+/* The member at the other end answers only to say that this cluster removed us (tell_removed);
+ * otherwise reading notices a closed connection before the next write does. */
+static void on_peer_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct srv_peer *p = w->data;
+    struct srv *s = p->s;
+    for (;;) {
+        unsigned char *buf;
+        size_t room;
+        if (pb_frame_reader_space(&p->rd, 512, &buf, &room) != 0) {
+            peer_disconnect(p, "out of memory");
+            return;
+        }
+        ssize_t r = recv(p->fd, buf, room, 0);
+        if (r > 0) {
+            pb_frame_reader_commit(&p->rd, (size_t)r);
+            break;
+        }
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        peer_disconnect(p, r == 0 ? "closed by the peer" : strerror(errno));
+        return;
+    }
+    const unsigned char *frame;
+    size_t len;
+    int rv;
+    while ((rv = pb_frame_reader_next(&p->rd, &frame, &len)) == 0) {
+        struct pb_batch b;
+        char err[160];
+        if (pb_batch_decode(frame, len, &b, err, sizeof err) != 0) {
+            peer_disconnect(p, err);
+            return;
+        }
+        bool removed =
+            b.cluster_id == s->cfg.cluster_id && b.from == p->id && b.removed == s->cfg.member_id;
+        pb_batch_free(&b);
+        if (removed) {
+            srv_fail(s, SRV_ECLUSTER,
+                     "this member (%llx) was removed from the cluster (member %llx says so)",
+                     (unsigned long long)s->cfg.member_id, (unsigned long long)p->id);
+            return;
+        }
+    }
+    if (rv != PB_EAGAIN) {
+        peer_disconnect(p, "oversized frame from the peer");
+    }
+}
+
 static void on_retry(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
@@ -127,11 +186,14 @@ static void peer_connect(struct srv_peer *p)
     p->connected = false;
     ev_io_init(&p->wio, on_peer_writable, fd, EV_WRITE);
     p->wio.data = p;
+    ev_io_init(&p->rio, on_peer_readable, fd, EV_READ);
+    p->rio.data = p;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
         peer_disconnect(p, strerror(errno));
         return;
     }
     ev_io_start(s->loop, &p->wio);
+    ev_io_start(s->loop, &p->rio);
 }
 
 void srv_peer_start(struct srv *s)
@@ -176,6 +238,7 @@ int srv_peer_add(struct srv *s, raft_id id, const struct srv_url *url)
     p->url = *url;
     p->fd = -1;
     pb_frame_writer_init(&p->wr);
+    pb_frame_reader_init(&p->rd, PEER_ANSWER_MAX_FRAME);
     ev_timer_init(&p->retry, on_retry, 0., 0.);
     p->retry.data = p;
     s->peers[s->n_peers++] = p;
@@ -191,12 +254,14 @@ static void peer_free(struct srv *s, struct srv_peer *p)
         ev_timer_stop(s->loop, &p->retry);
         if (p->fd >= 0) {
             ev_io_stop(s->loop, &p->wio);
+            ev_io_stop(s->loop, &p->rio);
         }
     }
     if (p->fd >= 0) {
         close(p->fd);
     }
     pb_frame_writer_fini(&p->wr);
+    pb_frame_reader_fini(&p->rd);
     free(p);
 }
 
@@ -331,6 +396,27 @@ void srv_peer_forward(struct srv *s, const void *data, size_t len)
     peer_queue(s, p, &m, 1);
 }
 
+/* A member this cluster removed is talking to us (it was down when it was removed): answer
+ * that it was removed, then close; it stops when it reads this (peer_on_readable). */
+static void tell_removed(struct srv_conn *c, raft_id removed)
+{
+    struct srv *s = c->s;
+    if (srv_peer_blocked(s, removed)) {
+        return; /* partitioned: lost on the wire */
+    }
+    uint64_t sup = 0;
+    if (srv_log_allow(&s->cluster_log, srv_now_ms(), 10000, &sup)) {
+        srv_log(SRV_LOG_WARN, "peer",
+                "member %llx was removed from the cluster: telling it so (%llu similar suppressed)",
+                (unsigned long long)removed, (unsigned long long)sup);
+    }
+    if (pb_batch_append_removed(&c->wr, s->cfg.cluster_id, s->cfg.member_id, removed) != 0) {
+        srv_conn_close(c);
+        return;
+    }
+    srv_conn_close_after_reply(c);
+}
+
 void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
 {
     struct srv *s = c->s;
@@ -349,6 +435,12 @@ void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
                  (unsigned long long)s->cfg.cluster_id);
         rv = SRV_ECLUSTER;
     } else if (rv == 0 && srv_peer_find(s, in->batch.from) == NULL) {
+        if (srv_members_is_removed(s, in->batch.from)) {
+            tell_removed(c, in->batch.from);
+            pb_batch_free(&in->batch);
+            free(in);
+            return;
+        }
         snprintf(err, sizeof err, "batch from unknown member %llx",
                  (unsigned long long)in->batch.from);
         rv = SRV_ECLUSTER;

@@ -59,6 +59,8 @@ struct srv_peer
     int fd; /* -1 when not connected */
     bool connected;
     ev_io wio;
+    ev_io rio; /* members only answer on this connection to say we were removed */
+    struct pb_frame_reader rd;
     ev_timer retry;
     unsigned backoff_ms;
     struct pb_frame_writer wr;
@@ -180,6 +182,7 @@ enum srv_done_kind {
     SRV_DONE_SNAP_FAILED,    /* msg: installing a received snapshot failed (old store kept) */
     SRV_DONE_EVENTS,         /* events: changes of an applied group, for watchers */
     SRV_DONE_MEMBER_ATTR,    /* member, req_id: a member's attributes were applied */
+    SRV_DONE_MEMBER_REMOVED, /* member.id, member.removed: a member left or rejoined */
     SRV_DONE_CONF,           /* snap.index, snap.conf: a configuration entry was applied */
     SRV_DONE_AUTH,           /* body: the new packed auth state */
     SRV_DONE_LEASE,          /* watch_id: lease ID, next_rev: TTL (0: gone; ID 0, -1: reset) */
@@ -445,6 +448,15 @@ void srv_fpfs_free(struct wal_fs *fs);
 /* membership.c */
 int srv_members_load(const char *path, struct srv_member *v, size_t *n);
 int srv_members_save(const char *path, const struct srv_member *v, size_t n);
+/* Apply thread: the configuration changed from @prev to @next: members that left are marked
+ * removed in the registry (persisted, and in later snapshots), members in @next unmarked. */
+void srv_members_conf_applied(struct srv *s,
+                              const struct raft_conf *prev,
+                              const struct raft_conf *next);
+/* Loop: SRV_DONE_MEMBER_REMOVED. */
+void srv_members_on_removed(struct srv *s, const struct srv_done *d);
+/* Loop: whether the registry marks @id removed. */
+bool srv_members_is_removed(const struct srv *s, uint64_t id);
 void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id);
 void srv_members_on_attr(struct srv *s, const struct srv_done *d);
 void srv_members_on_conf(struct srv *s, uint64_t index, const struct raft_conf *conf);

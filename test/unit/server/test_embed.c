@@ -247,6 +247,43 @@ static void members_join_and_leave(void **state)
     srv_embed_destroy(c);
 }
 
+/* A member removed while it was down never applies its removal; when it comes back, its peers
+ * answer that it was removed and it stops (etcd's members do on HTTP 410), instead of running
+ * outside the cluster and serving stale serializable reads. */
+static void removed_while_down_stops_on_restart(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
+    unsigned gone = ((unsigned)leader + 1) % 3;
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
+    sf_put(k, "before", "1");
+    srv_embed_kill(c, gone);
+    char err[256];
+    if (srv_embed_remove_member(c, gone, err) != 0) {
+        fail_msg("remove member %u: %s", gone, err);
+    }
+    sf_put(k, "after-remove", "1");
+    assert_int_equal(srv_embed_restart(c, gone, err), 0);
+    bool stopped = false;
+    for (int i = 0; i < 300 && !stopped; i++) {
+        stopped = !srv_embed_is_running(c, gone);
+        if (!stopped) {
+            sf_sleep_ms(50);
+        }
+    }
+    assert_true(stopped);
+    const char *why = srv_embed_member_error(c, gone);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "was removed from the cluster"));
+    /* The two remaining members go on. */
+    sf_put(k, "after-restart", "1");
+    assert_value(k, "after-remove", "1");
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +292,7 @@ int main(void)
         cmocka_unit_test(slow_disk_slows_commits),
         cmocka_unit_test(failpoints_drop_messages_and_fail_fsync),
         cmocka_unit_test(members_join_and_leave),
+        cmocka_unit_test(removed_while_down_stops_on_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
