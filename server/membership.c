@@ -174,7 +174,8 @@ void srv_members_on_removed(struct srv *s, const struct srv_done *d)
 bool srv_members_is_removed(const struct srv *s, uint64_t id)
 {
     const struct srv_member *m = lookup(s, id);
-    return m != NULL && m->removed;
+    /* Never a member of our configuration, whatever the registry says. */
+    return m != NULL && m->removed && !in_conf(raft_conf_of(s->raft), id);
 }
 
 /* Connect to every member of @conf whose address is known; drop peers no longer in it. */
