@@ -587,6 +587,9 @@ static void *bg_main(void *arg)
 
 int srv_bg_start(struct srv *s, void *(*fn)(void *), void *arg)
 {
+    if (atomic_load(&s->bg_stop)) {
+        return SRV_EIO; /* closing: srv_bg_wait has counted the threads already */
+    }
     struct bg *b = malloc(sizeof *b);
     if (b == NULL) {
         return SRV_ENOMEM;
@@ -607,10 +610,17 @@ int srv_bg_start(struct srv *s, void *(*fn)(void *), void *arg)
 
 void srv_bg_wait(struct srv *s)
 {
-    /* Transfers end by themselves within their idle timeout (30 s) once peers are gone. */
-    for (int i = 0; i < 4000 && atomic_load(&s->bg_threads) > 0; i++) {
+    /* Until every thread is gone: they use @s to the end.  Transfers look at bg_stop at least
+     * every 100 ms (a blocked send gives up after 5 s); building a snapshot's manifest ends by
+     * itself.  (A bounded wait here let a slow transfer outlive the member: use after free.) */
+    atomic_store(&s->bg_stop, true);
+    for (int i = 1; atomic_load(&s->bg_threads) > 0; i++) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
+        if (i % 1000 == 0) {
+            srv_log(SRV_LOG_WARN, "snap", "closing: waiting for %d snapshot threads",
+                    atomic_load(&s->bg_threads));
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 
 #define SNAP_KEEP 3          /* snapshots kept on disk */
 #define STREAM_IDLE_MS 30000 /* a transfer with no progress for this long is abandoned */
+#define STREAM_SLICE_MS 100  /* waits look at bg_stop this often */
 #define STREAM_MAX_FRAME (32u << 20)
 
 static uint64_t now_ns(void)
@@ -273,7 +274,7 @@ void srv_snap_after_apply(struct srv *s, uint64_t applied)
     }
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n);
+static int write_all(struct srv *s, int fd, const unsigned char *p, size_t n);
 
 /* ---- streaming a snapshot to a client (Maintenance.Snapshot) ---- */
 
@@ -320,7 +321,7 @@ static int send_blob(struct client_stream *cs, const void *p, size_t n, uint64_t
     if (rv == 0) {
         const unsigned char *out;
         size_t len = pb_frame_writer_pending(&w, &out);
-        rv = write_all(cs->fd, out, len);
+        rv = write_all(cs->s, cs->fd, out, len);
     }
     pb_frame_writer_fini(&w);
     return rv;
@@ -461,7 +462,31 @@ void srv_snap_compact(struct srv *s)
 
 /* ---- blocking frame I/O for the stream threads ---- */
 
-static int write_all(int fd, const unsigned char *p, size_t n)
+/* Wait up to @timeout_ms for @events on @fd, in short slices so that a closing member
+ * (srv_close sets bg_stop, then waits for these threads) is not kept waiting: 1 ready, 0 timed
+ * out, -1 error or stopping. */
+static int wait_fd(struct srv *s, int fd, short events, int timeout_ms)
+{
+    for (int waited = 0;; waited += STREAM_SLICE_MS) {
+        if (atomic_load(&s->bg_stop)) {
+            return -1;
+        }
+        if (waited >= timeout_ms) {
+            return 0;
+        }
+        struct pollfd pf = {.fd = fd, .events = events};
+        int left = timeout_ms - waited;
+        int pr = poll(&pf, 1, left < STREAM_SLICE_MS ? left : STREAM_SLICE_MS);
+        if (pr > 0) {
+            return 1;
+        }
+        if (pr < 0 && errno != EINTR) {
+            return -1;
+        }
+    }
+}
+
+static int write_all(struct srv *s, int fd, const unsigned char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
@@ -469,8 +494,7 @@ static int write_all(int fd, const unsigned char *p, size_t n)
             continue;
         }
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pf = {.fd = fd, .events = POLLOUT};
-            if (poll(&pf, 1, STREAM_IDLE_MS) <= 0) {
+            if (wait_fd(s, fd, POLLOUT, STREAM_IDLE_MS) <= 0) {
                 return SRV_EIO;
             }
             continue;
@@ -516,7 +540,7 @@ static int send_frame(struct srv *s,
     if (rv == 0) {
         const unsigned char *p;
         size_t plen = pb_frame_writer_pending(&w, &p);
-        rv = write_all(fd, p, plen);
+        rv = write_all(s, fd, p, plen);
     }
     pb_frame_writer_fini(&w);
     return rv;
@@ -524,7 +548,11 @@ static int send_frame(struct srv *s,
 
 /* Read the next frame as a decoded Batch (caller frees with pb_batch_free), waiting up to
  * @timeout_ms.  Returns 0, PB_EAGAIN on timeout, or an error. */
-static int recv_batch(int fd, struct pb_frame_reader *rd, int timeout_ms, struct pb_batch *out)
+static int recv_batch(struct srv *s,
+                      int fd,
+                      struct pb_frame_reader *rd,
+                      int timeout_ms,
+                      struct pb_batch *out)
 {
     for (;;) {
         const unsigned char *p;
@@ -537,8 +565,7 @@ static int recv_batch(int fd, struct pb_frame_reader *rd, int timeout_ms, struct
         if (rv != PB_EAGAIN) {
             return rv;
         }
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        int pr = poll(&pf, 1, timeout_ms);
+        int pr = wait_fd(s, fd, POLLIN, timeout_ms);
         if (pr == 0) {
             return PB_EAGAIN;
         }
@@ -586,10 +613,14 @@ static int dial(const struct srv_url *u)
 
 /* Wait for the receiver's next ack and apply it.  Returns 0, PB_EAGAIN after @timeout_ms, or an
  * error. */
-static int await_ack(struct snap_sender *snd, int fd, struct pb_frame_reader *rd, int timeout_ms)
+static int await_ack(struct srv *s,
+                     struct snap_sender *snd,
+                     int fd,
+                     struct pb_frame_reader *rd,
+                     int timeout_ms)
 {
     struct pb_batch b;
-    int rv = recv_batch(fd, rd, timeout_ms, &b);
+    int rv = recv_batch(s, fd, rd, timeout_ms, &b);
     if (rv != 0) {
         return rv;
     }
@@ -612,17 +643,21 @@ static int stream_out(struct send_job *j, struct snap_sender *snd, int fd)
     /* The receiver answers the manifest with where to start (a resumed transfer skips what it
      * already holds); sending before that answer would only be rewound. */
     if (rv == 0) {
-        rv = await_ack(snd, fd, &rd, STREAM_IDLE_MS);
+        rv = await_ack(s, snd, fd, &rd, STREAM_IDLE_MS);
     }
     uint64_t last_progress = now_ns();
     while (rv == 0 && !snap_sender_is_done(snd)) {
+        if (atomic_load(&s->bg_stop)) {
+            rv = SRV_EIO; /* the member is closing */
+            break;
+        }
         const void *chunk;
         size_t len;
         while (rv == 0 && (rv = snap_sender_next(snd, now_ns(), &chunk, &len)) == 0 &&
                chunk != NULL) {
             rv = send_frame(s, fd, 5, chunk, len, NULL, 0);
         }
-        int r = rv == 0 ? await_ack(snd, fd, &rd, 200) : rv;
+        int r = rv == 0 ? await_ack(s, snd, fd, &rd, 200) : rv;
         if (r == 0) {
             last_progress = now_ns();
         } else if (r == PB_EAGAIN) {
@@ -751,7 +786,7 @@ static int stream_in(struct recv_job *j,
     rv = send_frame(s, j->fd, 6, ack, sizeof ack, NULL, 0);
     while (rv == 0) {
         struct pb_batch b;
-        rv = recv_batch(j->fd, &j->rd, STREAM_IDLE_MS, &b);
+        rv = recv_batch(s, j->fd, &j->rd, STREAM_IDLE_MS, &b);
         if (rv != 0) {
             snprintf(err, SNAP_ERRMSG_SIZE, "stream ended before the snapshot was complete");
             break;
@@ -789,7 +824,7 @@ static void *receiver_main(void *arg)
     if (rv == SNAP_EEXIST) {
         /* Wait for the MsgSnap that follows, then install what is already here. */
         struct pb_batch b;
-        rv = recv_batch(j->fd, &j->rd, STREAM_IDLE_MS, &b);
+        rv = recv_batch(s, j->fd, &j->rd, STREAM_IDLE_MS, &b);
         if (rv == 0 && b.n_msgs == 1 && b.msgs[0].type == RAFT_MSG_SNAP) {
             msg = b.msgs[0];
             char name[64];

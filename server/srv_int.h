@@ -390,6 +390,7 @@ struct srv
     uint64_t compact_to;             /* log compaction waiting for a safe point (loop) */
     atomic_bool snap_building;       /* a snapshot is being written off the apply thread */
     atomic_int bg_threads;           /* snapshot threads still running (srv_close waits) */
+    atomic_bool bg_stop;             /* srv_close: snapshot transfers give up at once */
     pthread_mutex_t snap_mu;         /* retention vs. readers of the snapshot directory */
 };
 
