@@ -42,7 +42,9 @@ struct srv_member
     char name[SRV_NAME_MAX];
     struct srv_url peer; /* first peer URL: the one the ID is derived from */
     uint64_t id;
-    bool removed; /* registry: a configuration change removed it (its batches are answered so) */
+    bool removed; /* registry: a configuration change removed it (told so if it calls) */
+    struct srv_url
+        client; /* registry: its advertised client URL once published (port 0: not yet) */
 };
 
 enum srv_cluster_state { SRV_CLUSTER_NEW = 1, SRV_CLUSTER_EXISTING };

@@ -20,7 +20,7 @@
 
 #include "server/srv_int.h"
 
-/* ---- the registry file: "id name peer_url [removed]" lines ---- */
+/* ---- the registry file: "id name peer_url [client_url|-] [removed]" lines ---- */
 
 static void registry_put(struct srv_member *v, size_t *n, const struct srv_member *m)
 {
@@ -31,6 +31,9 @@ static void registry_put(struct srv_member *v, size_t *n, const struct srv_membe
             }
             v[i].peer = m->peer;
             v[i].removed = m->removed;
+            if (m->client.port != 0) {
+                v[i].client = m->client;
+            }
             return;
         }
     }
@@ -45,17 +48,22 @@ int srv_members_load(const char *path, struct srv_member *v, size_t *n)
     if (f == NULL) {
         return errno == ENOENT ? 0 : SRV_EIO;
     }
-    char line[512], name[SRV_NAME_MAX], url[SRV_URL_MAX], mark[16];
+    char line[512], name[SRV_NAME_MAX], url[SRV_URL_MAX], curl[SRV_URL_MAX], mark[16];
     uint64_t id;
     while (fgets(line, sizeof line, f) != NULL) {
-        int got = sscanf(line, "%" SCNx64 " %63s %127s %15s", &id, name, url, mark);
+        int got = sscanf(line, "%" SCNx64 " %63s %127s %127s %15s", &id, name, url, curl, mark);
         if (got < 3) {
             continue;
         }
         struct srv_member m;
         memset(&m, 0, sizeof m);
         m.id = id;
-        m.removed = got == 4 && strcmp(mark, "removed") == 0;
+        /* The fourth field was "removed" alone before client URLs were kept. */
+        const char *flag = got == 5 ? mark : got == 4 ? curl : "";
+        m.removed = strcmp(flag, "removed") == 0;
+        if (got >= 4 && strcmp(curl, "-") != 0 && strcmp(curl, "removed") != 0) {
+            srv_url_parse(curl, &m.client);
+        }
         snprintf(m.name, sizeof m.name, "%s", strcmp(name, "-") == 0 ? "" : name);
         if (srv_url_parse(url, &m.peer) == 0) {
             registry_put(v, n, &m);
@@ -74,8 +82,9 @@ int srv_members_save(const char *path, const struct srv_member *v, size_t n)
         return SRV_EIO;
     }
     for (size_t i = 0; i < n; i++) {
-        fprintf(f, "%016" PRIx64 " %s %s%s\n", v[i].id, v[i].name[0] != '\0' ? v[i].name : "-",
-                v[i].peer.text, v[i].removed ? " removed" : "");
+        fprintf(f, "%016" PRIx64 " %s %s %s%s\n", v[i].id, v[i].name[0] != '\0' ? v[i].name : "-",
+                v[i].peer.text, v[i].client.port != 0 ? v[i].client.text : "-",
+                v[i].removed ? " removed" : "");
     }
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
@@ -91,6 +100,9 @@ void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id
     snprintf(m.name, sizeof m.name, "%s", a->name != NULL ? a->name : "");
     if (a->peer_url == NULL || srv_url_parse(a->peer_url, &m.peer) != 0) {
         return; /* validated by the proposer; every member skips it alike */
+    }
+    if (a->client_url != NULL && a->client_url[0] != '\0') {
+        srv_url_parse(a->client_url, &m.client);
     }
     registry_put(s->apply_members, &s->n_apply_members, &m);
     char path[700];
@@ -322,8 +334,12 @@ static void fill_member(const struct srv *s,
         m->peer_urls = purl;
         m->n_peer_urls = 1;
     }
-    if (id == s->cfg.member_id) {
-        *curl = (char *)s->cfg.advertise_client.text;
+    /* Ours we know; the others' once they published them (srv_members_publish). */
+    const char *c = id == s->cfg.member_id             ? s->cfg.advertise_client.text
+                    : r != NULL && r->client.port != 0 ? r->client.text
+                                                       : NULL;
+    if (c != NULL) {
+        *curl = (char *)c;
         m->client_urls = curl;
         m->n_client_urls = 1;
     }
@@ -410,19 +426,21 @@ void srv_members_list(struct srv_conn *c, const Kvdb__Frame *f)
 
 /* Propose a MemberAttr entry answered through @p once applied. */
 static int propose_attr(struct srv *s,
-                        struct srv_pending *p,
+                        uint64_t req_id,
                         uint64_t id,
                         const char *name,
-                        const char *url)
+                        const char *url,
+                        const char *client_url)
 {
     Kvdb__MemberAttr a;
     kvdb__member_attr__init(&a);
     a.id = id;
     a.name = (char *)name;
     a.peer_url = (char *)url;
+    a.client_url = (char *)client_url;
     Kvdb__InternalRequest ir;
     kvdb__internal_request__init(&ir);
-    ir.id = p->req_id;
+    ir.id = req_id;
     ir.member = s->cfg.member_id;
     ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR;
     ir.member_attr = &a;
@@ -431,7 +449,29 @@ static int propose_attr(struct srv *s,
         return RAFT_EINVAL;
     }
     size_t n = kvdb__internal_request__pack(&ir, buf);
-    return srv_node_propose(s, buf, n, p->req_id);
+    return srv_node_propose(s, buf, n, req_id);
+}
+
+void srv_members_publish(struct srv *s)
+{
+    uint64_t now = srv_now_ms();
+    if (s->leader == 0 || now < s->publish_next_ms ||
+        !in_conf(raft_conf_of(s->raft), s->cfg.member_id)) {
+        return;
+    }
+    const struct srv_member *me = lookup(s, s->cfg.member_id);
+    if (me == NULL ||
+        (me->client.port != 0 && strcmp(me->client.text, s->cfg.advertise_client.text) == 0)) {
+        return; /* unknown to the registry yet (joining), or published */
+    }
+    /* Like etcd's publish: through raft, so every member lists it; retried until applied (a
+     * forwarded proposal can be lost with a leader change). */
+    s->publish_next_ms = now + 2000;
+    int rv = propose_attr(s, s->next_req_id++, me->id, s->cfg.name, me->peer.text,
+                          s->cfg.advertise_client.text);
+    if (rv != 0 && rv != RAFT_ENOTLEADER) {
+        srv_log(SRV_LOG_WARN, "member", "publishing our client URL: %s", raft_strerror(rv));
+    }
 }
 
 static void fail_req(struct srv_conn *c,
@@ -466,7 +506,8 @@ static void member_add(struct srv_conn *c, const Kvdb__Frame *f)
         } else {
             p->arg_id = id;
             p->arg_learner = r->is_learner;
-            if (propose_attr(s, p, id, r->name != NULL ? r->name : "", url.text) != 0) {
+            if (propose_attr(s, p->req_id, id, r->name != NULL ? r->name : "", url.text, NULL) !=
+                0) {
                 srv_pending_release(s, srv_pending_take(s, p->req_id));
                 fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
             }
@@ -488,7 +529,8 @@ static void member_update(struct srv_conn *c, const Kvdb__Frame *f)
         fail_req(c, f, KVDB__ERROR_CODE__NOT_FOUND, "member not found");
     } else {
         struct srv_pending *p = srv_pending_for(c, f);
-        if (p == NULL || propose_attr(s, p, r->id, lookup(s, r->id)->name, url.text) != 0) {
+        if (p == NULL ||
+            propose_attr(s, p->req_id, r->id, lookup(s, r->id)->name, url.text, NULL) != 0) {
             if (p != NULL) {
                 srv_pending_release(s, srv_pending_take(s, p->req_id));
             }

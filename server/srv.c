@@ -347,6 +347,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     srv_kv_sweep(t->data);
+    srv_members_publish(t->data);
     srv_watch_sweep(t->data);
     srv_lease_tick(t->data);
     srv_autocompact_tick(t->data);

@@ -303,6 +303,7 @@ struct srv
 
     /* requests */
     uint64_t next_req_id;
+    uint64_t publish_next_ms; /* srv_members_publish: next attempt */
     struct srv_pending **ptable;
     size_t ptable_cap;
     size_t n_pending;
@@ -458,6 +459,9 @@ void srv_members_conf_applied(struct srv *s,
 void srv_members_on_removed(struct srv *s, const struct srv_done *d);
 /* Loop: whether the registry marks @id removed. */
 bool srv_members_is_removed(const struct srv *s, uint64_t id);
+/* Loop, every sweep: propose our advertised client URL (a MemberAttr) until the registry has
+ * it, so that every member lists it in MemberList. */
+void srv_members_publish(struct srv *s);
 void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id);
 void srv_members_on_attr(struct srv *s, const struct srv_done *d);
 void srv_members_on_conf(struct srv *s, uint64_t index, const struct raft_conf *conf);

@@ -271,6 +271,53 @@ static void quota_exceeded_and_cleared(void **state)
     srv_embed_destroy(c);
 }
 
+/* How many members the MemberList of member @via shows with the client URL they serve on. */
+static size_t listed_client_urls(struct srv_embed *c, unsigned via, unsigned members)
+{
+    struct kvc *k = sf_client(srv_embed_endpoint(c, via), 5000);
+    Kvdb__MemberListRequest lr;
+    kvdb__member_list_request__init(&lr);
+    Kvdb__MemberListResponse *ml = NULL;
+    size_t right = 0;
+    if (kvc_call(k, KVDB__METHOD__METHOD_MEMBER_LIST, &lr.base,
+                 &kvdb__member_list_response__descriptor, (ProtobufCMessage **)&ml) == 0) {
+        for (size_t i = 0; i < ml->n_members; i++) {
+            for (unsigned m = 0; m < members; m++) {
+                char want[64];
+                snprintf(want, sizeof want, "http://%s", srv_embed_endpoint(c, m));
+                right += ml->members[i]->id == srv_embed_member_id(c, m) &&
+                         ml->members[i]->n_client_urls == 1 &&
+                         strcmp(ml->members[i]->client_urls[0], want) == 0;
+            }
+        }
+        kvdb__member_list_response__free_unpacked(ml, NULL);
+    }
+    kvc_close(k);
+    return right;
+}
+
+/* Each member publishes its client URL through raft (etcd's publish), so every member lists
+ * every member's, and keeps them across a restart. */
+static void member_list_shows_every_client_url(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c = sf_start(&o, NULL);
+    for (unsigned via = 0; via < 3; via++) {
+        size_t n = 0;
+        for (int i = 0; i < 100 && (n = listed_client_urls(c, via, 3)) < 3; i++) {
+            sf_sleep_ms(50);
+        }
+        assert_int_equal(n, 3);
+    }
+    char err[256];
+    srv_embed_stop(c, 1);
+    assert_int_equal(srv_embed_restart(c, 1, err), 0);
+    assert_true(srv_embed_wait_leader(c, 10000) >= 0);
+    assert_int_equal(listed_client_urls(c, 1, 3), 3); /* from its registry file at once */
+    srv_embed_destroy(c);
+}
+
 /* Membership and maintenance methods, success and error paths: member add (bad URL, duplicate),
  * promote (not a learner, unknown), update, remove (unknown), move-leader (not a voter, then to
  * a voter), HashKV equal on every member. */
@@ -422,6 +469,7 @@ int main(void)
         cmocka_unit_test(compactor_race_compacts_once_per_round),
         cmocka_unit_test(quota_exceeded_and_cleared),
         cmocka_unit_test(membership_and_maintenance_paths),
+        cmocka_unit_test(member_list_shows_every_client_url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
