@@ -10,6 +10,9 @@
  *   apply                              before a group goes into the store (error: stops the
  *                                      member, delay)
  *   snap_send, snap_install            a snapshot transfer / install (error, delay)
+ *   snap_manifest_sent                 a transfer reached its receiver (error, delay; its hit
+ *                                      count tells tests that a transfer is under way)
+ *   snap_recv                          a receiver, before it answers the manifest (error, delay)
  * Built without KV_FAILPOINTS, sites compile to nothing. */
 #ifndef KV_SERVER_FAILPOINT_H
 #define KV_SERVER_FAILPOINT_H

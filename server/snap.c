@@ -640,6 +640,9 @@ static int stream_out(struct send_job *j, struct snap_sender *snd, int fd)
     struct pb_frame_reader rd;
     pb_frame_reader_init(&rd, STREAM_MAX_FRAME);
     int rv = send_frame(s, fd, 4, man, man_len, NULL, 0);
+    if (rv == 0 && SRV_FAILPOINT(s->cfg.member_id, "snap_manifest_sent") == SRV_FP_ERROR) {
+        rv = SRV_EIO;
+    }
     /* The receiver answers the manifest with where to start (a resumed transfer skips what it
      * already holds); sending before that answer would only be rewound. */
     if (rv == 0) {
@@ -773,6 +776,10 @@ static int stream_in(struct recv_job *j,
 {
     struct srv *s = j->s;
     unsigned char ack[SNAP_ACK_SIZE];
+    if (SRV_FAILPOINT(s->cfg.member_id, "snap_recv") == SRV_FP_ERROR) {
+        snprintf(err, SNAP_ERRMSG_SIZE, "failpoint snap_recv");
+        return SRV_EIO;
+    }
     int rv = snap_receiver_open(s->snap_root, j->manifest, j->manifest_len, NULL, rp, ack, err);
     if (rv == SNAP_EEXIST) {
         /* Already here: the ack says "complete", so the sender goes straight to the MsgSnap,

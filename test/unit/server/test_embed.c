@@ -284,6 +284,48 @@ static void removed_while_down_stops_on_restart(void **state)
     srv_embed_destroy(c);
 }
 
+/* A member closes promptly while one of its snapshot transfers waits on a receiver that does
+ * not answer, and the transfer thread does not outlive it: srv_close used to wait at most 40 s
+ * for such threads and then free what they still read (an ASan nemesis run caught the use after
+ * free). */
+static void stop_during_a_stuck_snapshot_transfer(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3, .snapshot_count = 100, .snapshot_catchup = 10};
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
+    unsigned f = ((unsigned)leader + 1) % 3;
+    struct kvc *k = sf_client(srv_embed_endpoint(c, (unsigned)leader), 15000);
+    srv_embed_stop(c, f);
+    char key[16];
+    for (int i = 0; i < 500; i++) { /* several snapshots: the log no longer reaches f */
+        snprintf(key, sizeof key, "s%03d", i);
+        sf_put(k, key, "v");
+    }
+    kvc_close(k);
+    /* f's receiver sits on the manifest for 15 s; the leader's transfer waits for its answer. */
+    assert_int_equal(
+        srv_fp_set("snap_recv", srv_embed_member_id(c, f), SRV_FP_DELAY, 100, 1, 15000), 0);
+    /* Armed (1 ms) only so that its hits are counted while snap_recv is spent. */
+    assert_int_equal(srv_fp_set("snap_manifest_sent", 0, SRV_FP_DELAY, 100, 0, 1), 0);
+    uint64_t before = srv_fp_hits("snap_manifest_sent");
+    char err[256];
+    assert_int_equal(srv_embed_restart(c, f, err), 0);
+    for (int i = 0; i < 600 && srv_fp_hits("snap_manifest_sent") == before; i++) {
+        sf_sleep_ms(50);
+    }
+    assert_true(srv_fp_hits("snap_manifest_sent") > before);
+    sf_sleep_ms(200);
+    double t0 = now_ms();
+    srv_embed_stop(c, (unsigned)leader);
+    double took = now_ms() - t0;
+    if (took > 5000.0) {
+        fail_msg("stopping the leader took %.0f ms with a transfer in flight", took);
+    }
+    srv_fp_clear_all();
+    srv_embed_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +335,7 @@ int main(void)
         cmocka_unit_test(failpoints_drop_messages_and_fail_fsync),
         cmocka_unit_test(members_join_and_leave),
         cmocka_unit_test(removed_while_down_stops_on_restart),
+        cmocka_unit_test(stop_during_a_stuck_snapshot_transfer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
