@@ -397,7 +397,7 @@ void srv_peer_forward(struct srv *s, const void *data, size_t len)
 }
 
 /* A member this cluster removed is talking to us (it was down when it was removed): answer
- * that it was removed, then close; it stops when it reads this (peer_on_readable). */
+ * that it was removed, then close; it stops when it reads this (on_peer_readable). */
 static void tell_removed(struct srv_conn *c, raft_id removed)
 {
     struct srv *s = c->s;
