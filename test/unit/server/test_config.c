@@ -1,4 +1,4 @@
-/* Configuration: flags, config file, SHA-1 vectors and derived IDs. */
+/* Configuration: flags, config file, SHA-1 vectors, derived IDs and the member registry file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "server/config.h"
+#include "server/srv_int.h"
 
 static void hex(const unsigned char *h, char *out)
 {
@@ -184,6 +185,56 @@ static void config_file_is_read_in_place(void **state)
     unlink(path);
 }
 
+/* The registry file (member/members, and MEMBERS in snapshots) reads every format it has had:
+ * "id name peer", then "id name peer removed", now "id name peer client|- [removed]". */
+static void member_registry_formats(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kvdb-members-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/members", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(
+        "000000000000000a old http://127.0.0.1:1001\n"
+        "000000000000000b gone http://127.0.0.1:1002 removed\n"
+        "000000000000000c new http://127.0.0.1:1003 http://127.0.0.1:2003\n"
+        "000000000000000d - http://127.0.0.1:1004 - removed\n"
+        "garbage\n",
+        f);
+    fclose(f);
+    struct srv_member v[SRV_MAX_MEMBERS];
+    size_t n = 0;
+    assert_int_equal(srv_members_load(path, v, &n), 0);
+    assert_int_equal(n, 4);
+    assert_string_equal(v[0].name, "old");
+    assert_false(v[0].removed);
+    assert_int_equal(v[0].client.port, 0);
+    assert_true(v[1].removed);
+    assert_int_equal(v[1].client.port, 0);
+    assert_false(v[2].removed);
+    assert_string_equal(v[2].client.text, "http://127.0.0.1:2003");
+    assert_string_equal(v[3].name, "");
+    assert_true(v[3].removed);
+    assert_int_equal(v[3].client.port, 0);
+    /* A save reads back the same. */
+    assert_int_equal(srv_members_save(path, v, n), 0);
+    struct srv_member w[SRV_MAX_MEMBERS];
+    size_t m = 0;
+    assert_int_equal(srv_members_load(path, w, &m), 0);
+    assert_int_equal(m, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(w[i].id == v[i].id);
+        assert_string_equal(w[i].name, v[i].name);
+        assert_string_equal(w[i].peer.text, v[i].peer.text);
+        assert_int_equal(w[i].client.port, v[i].client.port);
+        assert_true(w[i].removed == v[i].removed);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +244,7 @@ int main(void)
         cmocka_unit_test(three_members_share_ids),
         cmocka_unit_test(bad_flags_name_the_problem),
         cmocka_unit_test(config_file_is_read_in_place),
+        cmocka_unit_test(member_registry_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
