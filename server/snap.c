@@ -82,6 +82,40 @@ int srv_snap_init(struct srv *s, char *errmsg)
     return 0;
 }
 
+bool srv_snap_use_at(struct srv *s, uint64_t index)
+{
+    struct snap_entry *v = NULL;
+    size_t n = 0;
+    char err[SNAP_ERRMSG_SIZE] = "";
+    if (snap_list(s->snap_root, &v, &n, err) != 0) {
+        return false;
+    }
+    bool found = false;
+    for (size_t i = n; i-- > 0 && !found;) { /* newest first: the highest term at @index */
+        if (v[i].index != index || v[i].status != SNAP_VALID) {
+            continue;
+        }
+        char name[64], dir[PATH_MAX];
+        snap_dir_name(v[i].index, v[i].term, name, sizeof name);
+        snprintf(dir, sizeof dir, "%s/%s", s->snap_root, name);
+        struct snap_manifest m;
+        if (snap_verify(dir, &m, err) != 0) {
+            srv_log(SRV_LOG_WARN, "snap", "snapshot %s: %s", name, err);
+            continue;
+        }
+        s->snap_meta.index = m.meta.index;
+        s->snap_meta.term = m.meta.term;
+        meta_to_conf(&m.meta, &s->snap_meta.conf);
+        s->last_snap_index = m.meta.index;
+        snap_manifest_fini(&m);
+        found = true;
+        srv_log(SRV_LOG_INFO, "snap", "the store holds snapshot %s: using it, not a newer one",
+                name);
+    }
+    free(v);
+    return found;
+}
+
 /* ---- creation (apply thread) ---- */
 
 void srv_remove_tree(const char *dir)

@@ -215,6 +215,11 @@ static int open_storage(struct srv *s, char *errmsg)
     atomic_store(&s->revision, st.revision);
     s->hub_rev = st.revision;
     s->last_progress_ms = srv_now_ms();
+    if (st.applied_index > rec.last_index && st.applied_index != s->snap_meta.index) {
+        /* Installed, then a crash before the WAL's marker; a newer snapshot received since
+         * (not installed) must not stand for the store (the branch below records it). */
+        srv_snap_use_at(s, st.applied_index);
+    }
     conf_at_applied(s, st.applied_index);
     snprintf(sub, sizeof sub, "%s/leases", dir);
     if (srv_lease_load(s, sub, true) != 0) {

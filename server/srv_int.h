@@ -529,6 +529,11 @@ void srv_watch_read_submit(struct srv *s,
 
 /* snap.c: snapshots */
 int srv_snap_init(struct srv *s, char *errmsg);
+/* Startup: make the valid local snapshot at @index the member's snapshot (snap_meta), instead of
+ * the newest one.  For a store that holds a snapshot installed just before a crash that left
+ * the WAL without its marker, when a newer snapshot had been received since but not installed.
+ * False if there is no valid snapshot at @index. */
+bool srv_snap_use_at(struct srv *s, uint64_t index);
 void srv_snap_after_apply(struct srv *s, uint64_t applied);
 /* Would applying through @applied start a snapshot?  Apply side (the thread applying). */
 bool srv_snap_due(struct srv *s, uint64_t applied);
