@@ -895,6 +895,7 @@ static void *receiver_main(void *arg)
             srv_post_done(s, d);
         }
     }
+    atomic_store(&s->snap_receiving, false);
     free(j);
     return NULL;
 }
@@ -904,8 +905,16 @@ static void *receiver_main(void *arg)
 bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b)
 {
     struct srv *s = c->s;
+    /* One transfer in at a time: two receivers of one snapshot share its temporary directory,
+     * and one that starts over could replace files the other has just verified before it
+     * renames the directory into place.  The refused sender retries. */
+    if (atomic_exchange(&s->snap_receiving, true)) {
+        pb_batch_free(b);
+        return false;
+    }
     struct recv_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
+        atomic_store(&s->snap_receiving, false);
         pb_batch_free(b);
         return false;
     }
@@ -913,6 +922,7 @@ bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b)
     j->manifest_len = b->pb->snap_manifest.len;
     j->manifest = malloc(j->manifest_len);
     if (j->manifest == NULL) {
+        atomic_store(&s->snap_receiving, false);
         free(j);
         pb_batch_free(b);
         return false;
@@ -921,6 +931,7 @@ bool srv_snap_accept(struct srv_conn *c, struct pb_batch *b)
     pb_batch_free(b);
     j->fd = srv_conn_detach(c, &j->rd); /* the connection now belongs to the thread */
     if (srv_bg_start(s, receiver_main, j) != 0) {
+        atomic_store(&s->snap_receiving, false);
         close(j->fd);
         pb_frame_reader_fini(&j->rd);
         free(j->manifest);

@@ -392,6 +392,7 @@ struct srv
     atomic_bool snap_building;       /* a snapshot is being written off the apply thread */
     atomic_int bg_threads;           /* snapshot threads still running (srv_close waits) */
     atomic_bool bg_stop;             /* srv_close: snapshot transfers give up at once */
+    atomic_bool snap_receiving;      /* a snapshot receiver thread runs (one at a time) */
     pthread_mutex_t snap_mu;         /* retention vs. readers of the snapshot directory */
 };
 
