@@ -894,12 +894,7 @@ void srv_read_submit(struct srv *s, struct srv_read *reads)
 {
     struct srv_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
-        while (reads != NULL) {
-            struct srv_read *next = reads->next;
-            free(reads->body);
-            free(reads);
-            reads = next;
-        }
+        srv_reads_free(reads);
         return; /* the clients time out */
     }
     j->type = SRV_JOB_READ;
@@ -914,12 +909,7 @@ static void free_read_jobs(struct srv_job *j)
 {
     while (j != NULL) {
         struct srv_job *next = j->next;
-        for (struct srv_read *r = j->reads; r != NULL;) {
-            struct srv_read *rn = r->next;
-            free(r->body);
-            free(r);
-            r = rn;
-        }
+        srv_reads_free(j->reads);
         free(j->buf);
         free(j);
         j = next;

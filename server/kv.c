@@ -628,7 +628,7 @@ void srv_kv_sweep(struct srv *s)
     srv_members_on_leader(s); /* a move-leader past its deadline */
 }
 
-static void free_reads(struct srv_read *r)
+void srv_reads_free(struct srv_read *r)
 {
     while (r != NULL) {
         struct srv_read *next = r->next;
@@ -660,7 +660,7 @@ void srv_kv_fini(struct srv *s)
         s->pfree = p->next;
         free(p);
     }
-    free_reads(s->reads_new);
-    free_reads(s->reads_waiting);
+    srv_reads_free(s->reads_new);
+    srv_reads_free(s->reads_waiting);
     s->reads_new = s->reads_waiting = NULL;
 }

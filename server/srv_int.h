@@ -564,6 +564,8 @@ void srv_apply_stop(struct srv *s);
 void srv_apply_drop_queued(struct srv *s);
 void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n);
 void srv_read_submit(struct srv *s, struct srv_read *reads);
+/* Free a list of reads that will not run (kv.c).  Any thread that owns the list. */
+void srv_reads_free(struct srv_read *r);
 void srv_done_drain(struct srv *s);
 
 #endif /* KV_SERVER_SRV_INT_H */
