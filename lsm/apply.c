@@ -374,6 +374,25 @@ static void put_meta(leveldb_writebatch_t *wb, const char *name, uint64_t a, con
     leveldb_writebatch_put(wb, name, strlen(name), (char *)v, b != NULL ? 16 : 8);
 }
 
+/* The entry's state records, into the group's batch. */
+static int put_state(struct lsm_actx *c, const struct lsm_entry *e)
+{
+    for (size_t i = 0; i < e->n_state; i++) {
+        const struct lsm_state_rec *r = &e->state[i];
+        if (r->name.len == 0 || lsm_state_key(&c->kb, r->name) != 0) {
+            lsm_set_err(c->s->errmsg, "apply: entry %llu: bad state record",
+                        (unsigned long long)e->index);
+            return r->name.len == 0 ? LSM_EINVAL : LSM_ENOMEM;
+        }
+        if (r->del) {
+            leveldb_writebatch_delete(c->wb, (char *)c->kb.p, c->kb.len);
+        } else {
+            leveldb_writebatch_put(c->wb, (char *)c->kb.p, c->kb.len, r->value.data, r->value.len);
+        }
+    }
+    return 0;
+}
+
 static int apply_group(struct lsm_store *s,
                        struct lsm_actx *c,
                        const struct lsm_entry *entries,
@@ -396,6 +415,9 @@ static int apply_group(struct lsm_store *s,
             continue;
         }
         int rv = apply_entry(c, e, res);
+        if (rv == 0) {
+            rv = put_state(c, e);
+        }
         if (rv != 0) {
             return rv;
         }

@@ -13,6 +13,7 @@
 #define LSM_P_CUR 'c'
 #define LSM_P_HIST 'h'
 #define LSM_P_REV 'r'
+#define LSM_P_STATE 's' /* replicated state records: 's' + name */
 
 /* A published read view: a LevelDB snapshot and the state it holds.  Reference-counted so the
  * apply thread can publish a new one while readers still use the old. */
@@ -105,6 +106,9 @@ struct lsm_buf
 int lsm_buf_reserve(struct lsm_buf *b, size_t n);
 int lsm_buf_add(struct lsm_buf *b, const void *p, size_t n);
 void lsm_buf_fini(struct lsm_buf *b);
+
+/* state.c: @k = the LevelDB key of state record @name.  0 or LSM_ENOMEM. */
+int lsm_state_key(struct lsm_buf *k, struct lsm_bytes name);
 
 /* 'c' + key. */
 int lsm_key_cur(struct lsm_buf *b, const void *key, size_t len);

@@ -163,12 +163,26 @@ struct lsm_op
     } u;
 };
 
-/* A committed raft entry: its position and its decoded request (NULL = no request). */
+/* A record of the member's replicated state outside the keyspace (leases, auth, membership,
+ * alarms: whatever the server keeps beside the keys).  Written in the batch of the entry that
+ * carries it, so it is atomic with that entry's effects and its applied index, and it travels
+ * in the tables of every checkpoint.  It has no revision and is not part of HashKV. */
+struct lsm_state_rec
+{
+    struct lsm_bytes name;  /* non-empty */
+    struct lsm_bytes value; /* ignored when del */
+    bool del;               /* remove the record (absent already: no-op) */
+};
+
+/* A committed raft entry: its position, its decoded request (NULL = no request) and the state
+ * records it writes (@state[0..n_state), applied in order after the request; borrowed). */
 struct lsm_entry
 {
     uint64_t index;
     uint64_t term;
     const struct lsm_op *req;
+    const struct lsm_state_rec *state;
+    size_t n_state;
 };
 
 /* ---- Results (owned by the caller, released with the named function) ---- */
@@ -390,6 +404,24 @@ int lsm_hash_kv(struct lsm_store *s,
                 int64_t *hash_rev,
                 int64_t *compact_rev,
                 char *errmsg);
+
+/* ---- Replicated state records (struct lsm_state_rec) ---- */
+
+/* Call @fn for every state record whose name starts with @prefix (empty: all), in name order,
+ * as the store holds them now (the apply thread's view: records of every applied group).  A
+ * nonzero return of @fn stops the scan and is returned.  @name/@value are valid during the call.
+ * Errors: LSM_EIO, LSM_ECORRUPT (message in @errmsg, 256 bytes, may be NULL).  Apply thread, or
+ * any thread while no apply runs (start-up). */
+int lsm_state_scan(struct lsm_store *s,
+                   struct lsm_bytes prefix,
+                   int (*fn)(void *arg, struct lsm_bytes name, struct lsm_bytes value),
+                   void *arg,
+                   char *errmsg);
+
+/* Write @recs[0..n) outside any entry, synced, leaving the applied index alone: only for
+ * bringing state kept elsewhere by an older build into the store at start.  Errors: LSM_EIO,
+ * LSM_EINVAL (an empty name).  Apply thread, or any thread while no apply runs. */
+int lsm_state_write(struct lsm_store *s, const struct lsm_state_rec *recs, size_t n, char *errmsg);
 
 /* ---- Snapshot support ---- */
 

@@ -139,7 +139,24 @@ struct apply_group
     size_t cap;
     struct srv_arena arena;
     bool on_loop; /* the loop thread's group: never takes a snapshot (it would stall the loop) */
+    uint64_t applied; /* the store's applied index before this group: entries at or below it are
+                       * skipped by the store, so they change nothing here either */
+
+    /* The change of a state entry (state_entry(): such a group holds that entry alone): the
+     * record it writes in the batch, and what becomes the apply thread's state once the batch
+     * applied (finish_state). */
+    struct lsm_state_rec rec;
+    struct srv_lease_rec lease_rec;
+    uint8_t *state_buf; /* auth: the packed state; registry changes: the encoded registry */
+    size_t state_len;
+    bool members_next; /* members/n_members: the registry after the entry */
+    struct srv_member members[SRV_MAX_MEMBERS];
+    size_t n_members;
+    struct srv_member member; /* MemberAttr: the member it sets */
 };
+
+#define REC_AUTH "auth"
+#define REC_MEMBERS "members"
 
 static int group_reserve(struct apply_group *g, size_t n)
 {
@@ -185,6 +202,108 @@ static Kvdb__InternalRequest *decode_entry(const struct srv_job *j, const struct
     return ir;
 }
 
+/* Entries that change the member's replicated state beside the keyspace (membership, auth,
+ * leases) are applied in a group of their own, so that every entry sees exactly the state the
+ * entries before it left, however the log was cut into groups (a member catching up applies the
+ * log in bigger groups than the leader did: a grant and a put attached to it in one group once
+ * gave a different answer there). */
+static bool state_entry(const struct srv_job_ent *e, const Kvdb__InternalRequest *ir)
+{
+    if (e->type == RAFT_ENTRY_CONF) {
+        return true;
+    }
+    if (ir == NULL) {
+        return false;
+    }
+    switch (ir->request_case) {
+    case KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR:
+    case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void set_rec(struct apply_group *g, size_t i, const char *name, bool take_buf)
+{
+    g->rec.name.data = name;
+    g->rec.name.len = strlen(name);
+    g->rec.value.data = take_buf ? g->state_buf : NULL;
+    g->rec.value.len = take_buf ? g->state_len : 0;
+    g->rec.del = false;
+    g->ents[i].state = &g->rec;
+    g->ents[i].n_state = 1;
+}
+
+/* The registry change @g->members as the "members" record of entry @i. */
+static void members_rec(struct apply_group *g, size_t i)
+{
+    g->members_next = true;
+    g->state_buf = (uint8_t *)srv_members_encode(g->members, g->n_members, &g->state_len);
+    if (g->state_buf == NULL) {
+        g->errs[i] = LSM_ENOMEM; /* flush_group fails the group: nothing applied */
+        return;
+    }
+    set_rec(g, i, REC_MEMBERS, true);
+}
+
+static void conf_entry(struct srv *s, struct apply_group *g, size_t i, const void *buf, size_t len)
+{
+    struct raft_conf c;
+    if (raft_conf_decode(buf, len, &c) != 0) {
+        return;
+    }
+    if (g->n_confs < GROUP_CONFS) {
+        g->conf_index[g->n_confs] = g->ents[i].index;
+        g->confs[g->n_confs++] = c;
+    }
+    if (srv_members_next_conf(s, &s->apply_conf, &c, g->members, &g->n_members)) {
+        members_rec(g, i);
+    }
+}
+
+/* The record of state entry @i (request @ir), and its outcome where it is decided here. */
+static void state_add(struct srv *s, struct apply_group *g, size_t i, Kvdb__InternalRequest *ir)
+{
+    switch (ir->request_case) {
+    case KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR:
+        if (srv_members_next_attr(s, ir->member_attr, g->members, &g->n_members, &g->member)) {
+            members_rec(g, i);
+        }
+        return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
+        g->state_buf = srv_auth_next(s, ir->auth, &g->state_len);
+        if (g->state_buf != NULL) {
+            set_rec(g, i, REC_AUTH, true);
+        }
+        return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+        if (srv_lease_exists(s, ir->lease_grant->id)) {
+            g->errs[i] = LSM_EEXIST;
+            return;
+        }
+        srv_lease_rec(ir->lease_grant->id, ir->lease_grant->ttl, false, &g->lease_rec);
+        g->ents[i].state = &g->lease_rec.rec;
+        g->ents[i].n_state = 1;
+        return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+        /* One txn deleting every key of the lease, and the lease's record. */
+        g->errs[i] = srv_lease_revoke_op(s, ir->lease_revoke->id, &g->arena, &g->ops[i]);
+        if (g->errs[i] != 0) {
+            g->ops[i].type = LSM_OP_NOOP;
+            return;
+        }
+        srv_lease_rec(ir->lease_revoke->id, 0, true, &g->lease_rec);
+        g->ents[i].state = &g->lease_rec.rec;
+        g->ents[i].n_state = 1;
+        return;
+    default:
+        return;
+    }
+}
+
 /* Add one entry (its request already decoded into @ir, owned by the group from now on). */
 static void group_add(struct srv *s,
                       struct apply_group *g,
@@ -193,6 +312,7 @@ static void group_add(struct srv *s,
                       Kvdb__InternalRequest *ir)
 {
     size_t i = g->n++;
+    memset(&g->ents[i], 0, sizeof g->ents[i]);
     g->ents[i].index = e->index;
     g->ents[i].term = e->term;
     g->ents[i].req = &g->ops[i];
@@ -200,43 +320,24 @@ static void group_add(struct srv *s,
     g->errs[i] = 0;
     memset(&g->ops[i], 0, sizeof g->ops[i]);
     g->ops[i].type = LSM_OP_NOOP;
+    if (e->index <= g->applied) {
+        return; /* replayed after a restart: the store skips it, nothing else happens either */
+    }
     if (e->type == RAFT_ENTRY_CONF) {
-        /* Track the membership as of the applied index, for the snapshots taken here. */
-        struct raft_conf c;
-        if (raft_conf_decode(j->buf + e->off, e->len, &c) == 0) {
-            srv_members_conf_applied(s, &s->apply_conf, &c);
-            s->apply_conf = c;
-            if (g->n_confs < GROUP_CONFS) {
-                g->conf_index[g->n_confs] = e->index;
-                g->confs[g->n_confs++] = c;
-            }
-        }
+        conf_entry(s, g, i, j->buf + e->off, e->len);
         return;
     }
     if (ir == NULL) {
         return; /* leader no-ops only advance the applied index */
     }
-    switch (ir->request_case) {
-    case KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR:
-    case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
-    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
-        return; /* not a store operation: handled after the group is applied */
-    case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
-        /* One txn deleting every key of the lease (the group was cut before this entry, so
-         * the lease's key set is current). */
-        g->errs[i] = srv_lease_revoke_op(s, ir->lease_revoke->id, &g->arena, &g->ops[i]);
-        if (g->errs[i] != 0) {
-            g->ops[i].type = LSM_OP_NOOP;
-        }
+    if (state_entry(e, ir)) {
+        state_add(s, g, i, ir);
         return;
-    case KVDB__INTERNAL_REQUEST__REQUEST_PUT:
-        if (ir->put->lease != 0 && !srv_lease_exists(s, ir->put->lease)) {
-            g->errs[i] = LSM_EKEYNOTFOUND; /* the lease was revoked after the check */
-            return;
-        }
-        break;
-    default:
-        break;
+    }
+    if (ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_PUT && ir->put->lease != 0 &&
+        !srv_lease_exists(s, ir->put->lease)) {
+        g->errs[i] = LSM_EKEYNOTFOUND; /* the lease was revoked after the check */
+        return;
     }
     if (srv_conv_internal(ir, &g->arena, &g->ops[i]) != 0) {
         srv_log(SRV_LOG_WARN, "apply", "entry %llu: invalid request, applied as a no-op",
@@ -255,6 +356,10 @@ static void group_reset(struct apply_group *g)
     g->n = 0;
     g->n_confs = 0;
     srv_arena_free(&g->arena);
+    free(g->state_buf);
+    g->state_buf = NULL;
+    g->state_len = 0;
+    g->members_next = false;
 }
 
 static void publish_applied(struct srv *s, const struct lsm_apply_out *out)
@@ -302,17 +407,23 @@ static void finish_entry(struct srv *s,
     size_t len = 0;
     switch (ir->request_case) {
     case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
-        srv_auth_apply(s, ir->auth);
+        if (g->state_buf != NULL) {
+            srv_auth_install(s, g->state_buf, g->state_len);
+            g->state_buf = NULL;
+        }
         if (mine) {
             uint8_t *body = srv_auth_change_reply(s, term, &len);
             post_reply(s, ir->id, body, len, KVDB__ERROR_CODE__OK, NULL);
         }
         return;
     case KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR:
-        srv_members_apply(s, ir->member_attr, mine ? ir->id : 0);
+        if (g->members_next) {
+            srv_members_commit_attr(s, g->members, g->n_members, &g->member, mine ? ir->id : 0);
+        }
         return;
     case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT: {
-        int rv = srv_lease_grant(s, ir->lease_grant->id, ir->lease_grant->ttl);
+        int rv = g->errs[i] != 0 ? g->errs[i]
+                                 : srv_lease_grant(s, ir->lease_grant->id, ir->lease_grant->ttl);
         if (mine && rv == 0) {
             uint8_t *body = srv_lease_reply(s, ir, term, &len);
             post_reply(s, ir->id, body, len, KVDB__ERROR_CODE__OK, NULL);
@@ -365,6 +476,12 @@ static int flush_group(struct srv *s, struct apply_group *g)
         group_reset(g);
         return LSM_EIO; /* as if the store failed: the member stops */
     }
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->errs[i] == LSM_ENOMEM) {
+            group_reset(g);
+            return LSM_ENOMEM; /* a state record could not be built: nothing applied */
+        }
+    }
     uint64_t t0 = srv_now_us();
     int rv = lsm_apply(s->lsm, g->ents, g->n, &out);
     srv_hist_observe(&s->metrics.apply, srv_now_us() - t0);
@@ -391,6 +508,8 @@ static int flush_group(struct srv *s, struct apply_group *g)
         }
     }
     for (size_t i = 0; i < g->n_confs; i++) {
+        /* The membership as of the applied index, for the snapshots taken here. */
+        s->apply_conf = g->confs[i];
         struct srv_done *d = calloc(1, sizeof *d);
         if (d != NULL) {
             d->kind = SRV_DONE_CONF;
@@ -399,8 +518,12 @@ static int flush_group(struct srv *s, struct apply_group *g)
             srv_post_done(s, d);
         }
     }
+    if (g->n_confs > 0 && g->members_next) {
+        srv_members_commit_conf(s, g->members, g->n_members);
+    }
     g->n_confs = 0;
     uint64_t applied = out.applied_index;
+    g->applied = applied;
     lsm_apply_out_fini(&out);
     group_reset(g);
     if (!g->on_loop) {
@@ -409,8 +532,8 @@ static int flush_group(struct srv *s, struct apply_group *g)
     return 0;
 }
 
-/* Apply every queued job: one LSM group (one LevelDB write batch) for all of them, cut only
- * before a lease revoke, which must see the keys the entries before it attached. */
+/* Apply every queued job: one LSM group (one LevelDB write batch) for all of them, cut around
+ * each state entry (state_entry()). */
 static int apply_jobs(struct srv *s, struct apply_group *g, struct srv_job *jobs)
 {
     size_t n = 0;
@@ -420,18 +543,24 @@ static int apply_jobs(struct srv *s, struct apply_group *g, struct srv_job *jobs
     if (group_reserve(g, n) != 0) {
         return LSM_ENOMEM;
     }
+    struct lsm_status st;
+    lsm_status_get(s->lsm, &st);
+    g->applied = st.applied_index;
     for (struct srv_job *j = jobs; j != NULL; j = j->next) {
         for (size_t i = 0; i < j->n_ents; i++) {
             Kvdb__InternalRequest *ir = decode_entry(j, &j->ents[i]);
-            if (ir != NULL && ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE &&
-                g->n > 0) {
-                int rv = flush_group(s, g);
-                if (rv != 0) {
+            bool alone = state_entry(&j->ents[i], ir);
+            int rv = alone && g->n > 0 ? flush_group(s, g) : 0;
+            if (rv != 0) {
+                if (ir != NULL) {
                     kvdb__internal_request__free_unpacked(ir, NULL);
-                    return rv;
                 }
+                return rv;
             }
             group_add(s, g, j, &j->ents[i], ir);
+            if (alone && (rv = flush_group(s, g)) != 0) {
+                return rv;
+            }
         }
     }
     return flush_group(s, g);

@@ -2,11 +2,13 @@
  *
  * The auth state (users with salted PBKDF2 password hashes, roles, the enabled flag) is
  * replicated: every change is an AuthChange entry in the log, applied by the apply thread,
- * persisted in member/auth (a packed AuthState) and carried in snapshots (file AUTH).  The loop
+ * kept as the store's state record "auth" (a packed AuthState, written in the batch of the
+ * change, so tables and snapshots carry it).  The loop
  * keeps a decoded copy to check requests.  Passwords are hashed by the member that receives
  * the request, so plaintext never enters the log.  Tokens are random and local to the member
  * that issued them (etcd's "simple" tokens); a client that fails over authenticates again.
  * The user "root", and any user with the role "root", may do everything. */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,54 +199,32 @@ done:
     return out;
 }
 
-static void save(struct srv *s, const char *path, const uint8_t *buf, size_t len)
+/* An empty state, packed and unpacked (a new member, or a store without the record). */
+static Kvdb__AuthState *empty_state(void)
 {
-    char tmp[700];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write(fd, buf, len) == (ssize_t)len && fsync(fd) == 0;
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (!ok || rename(tmp, path) != 0) {
-        srv_log(SRV_LOG_WARN, "auth", "cannot write %s", path);
-    }
-    (void)s;
+    Kvdb__AuthState empty;
+    kvdb__auth_state__init(&empty);
+    size_t len;
+    uint8_t *buf = pack_state(&empty, &len);
+    Kvdb__AuthState *a = buf != NULL ? kvdb__auth_state__unpack(NULL, len, buf) : NULL;
+    free(buf);
+    return a;
 }
 
-/* Read a packed AuthState file (missing: an empty state). */
-static Kvdb__AuthState *load(const char *path)
+int srv_auth_init(struct srv *s, const uint8_t *buf, size_t len)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
+    srv_auth_fini(s);
+    if (buf != NULL) {
+        s->auth = kvdb__auth_state__unpack(NULL, len, buf);
+        s->apply_auth = kvdb__auth_state__unpack(NULL, len, buf);
+        if (s->auth == NULL || s->apply_auth == NULL) {
+            srv_auth_fini(s);
+            return SRV_EIO; /* a record this build cannot read */
+        }
+        return 0;
     }
-    uint8_t buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    return kvdb__auth_state__unpack(NULL, n, buf);
-}
-
-int srv_auth_init(struct srv *s)
-{
-    char path[700];
-    snprintf(path, sizeof path, "%s/member/auth", s->cfg.data_dir);
-    s->auth = load(path);
-    if (s->auth == NULL) {
-        Kvdb__AuthState empty;
-        kvdb__auth_state__init(&empty);
-        size_t len;
-        uint8_t *buf = pack_state(&empty, &len);
-        s->auth = buf != NULL ? kvdb__auth_state__unpack(NULL, len, buf) : NULL;
-        free(buf);
-    }
-    s->apply_auth = load(path);
-    if (s->apply_auth == NULL && s->auth != NULL) {
-        size_t len;
-        uint8_t *buf = pack_state(s->auth, &len);
-        s->apply_auth = buf != NULL ? kvdb__auth_state__unpack(NULL, len, buf) : NULL;
-        free(buf);
-    }
+    s->auth = empty_state();
+    s->apply_auth = empty_state();
     return s->auth != NULL && s->apply_auth != NULL ? 0 : SRV_ENOMEM;
 }
 
@@ -257,11 +237,17 @@ void srv_auth_fini(struct srv *s)
         kvdb__auth_state__free_unpacked(s->apply_auth, NULL);
     }
     free(s->tokens);
+    s->tokens = NULL;
+    s->n_tokens = s->cap_tokens = 0;
     s->auth = s->apply_auth = NULL;
 }
 
-/* Apply thread: replace the state with @buf (packed), persist it and tell the loop. */
-static void install_state(struct srv *s, uint8_t *buf, size_t len)
+uint8_t *srv_auth_next(struct srv *s, const Kvdb__AuthChange *c, size_t *len)
+{
+    return apply_change(s->apply_auth, c, len);
+}
+
+void srv_auth_install(struct srv *s, uint8_t *buf, size_t len)
 {
     Kvdb__AuthState *next = kvdb__auth_state__unpack(NULL, len, buf);
     if (next == NULL) {
@@ -270,9 +256,6 @@ static void install_state(struct srv *s, uint8_t *buf, size_t len)
     }
     kvdb__auth_state__free_unpacked(s->apply_auth, NULL);
     s->apply_auth = next;
-    char path[700];
-    snprintf(path, sizeof path, "%s/member/auth", s->cfg.data_dir);
-    save(s, path, buf, len);
     struct srv_done *d = calloc(1, sizeof *d);
     if (d == NULL) {
         free(buf);
@@ -284,38 +267,40 @@ static void install_state(struct srv *s, uint8_t *buf, size_t len)
     srv_post_done(s, d);
 }
 
-void srv_auth_apply(struct srv *s, const Kvdb__AuthChange *c)
+int srv_auth_read_file(const char *path, uint8_t **buf, size_t *len)
 {
-    size_t len = 0;
-    uint8_t *buf = apply_change(s->apply_auth, c, &len);
-    if (buf != NULL) {
-        install_state(s, buf, len);
+    *buf = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return errno == ENOENT ? 0 : SRV_EIO;
     }
-}
-
-/* Snapshots carry the auth state as file AUTH (apply thread). */
-void srv_auth_save_to(struct srv *s, const char *path)
-{
-    size_t len;
-    uint8_t *buf = pack_state(s->apply_auth, &len);
-    if (buf != NULL) {
-        save(s, path, buf, len);
-        free(buf);
+    size_t cap = 0;
+    int rv = 0;
+    for (;;) {
+        if (*len == cap) {
+            cap = cap == 0 ? 4096 : cap * 2;
+            uint8_t *b = realloc(*buf, cap);
+            if (b == NULL) {
+                rv = SRV_ENOMEM;
+                break;
+            }
+            *buf = b;
+        }
+        size_t n = fread(*buf + *len, 1, cap - *len, f);
+        *len += n;
+        if (n == 0) {
+            rv = ferror(f) ? SRV_EIO : 0;
+            break;
+        }
     }
-}
-
-void srv_auth_load_from(struct srv *s, const char *path)
-{
-    Kvdb__AuthState *a = load(path);
-    if (a == NULL) {
-        return;
+    fclose(f);
+    if (rv != 0) {
+        free(*buf);
+        *buf = NULL;
+        *len = 0;
     }
-    size_t len;
-    uint8_t *buf = pack_state(a, &len);
-    kvdb__auth_state__free_unpacked(a, NULL);
-    if (buf != NULL) {
-        install_state(s, buf, len);
-    }
+    return rv;
 }
 
 void srv_auth_on_state(struct srv *s, const uint8_t *buf, size_t len)

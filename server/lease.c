@@ -1,9 +1,10 @@
 /* Leases (etcd's): grant with a TTL, attach keys on put, keep-alive, revoke, time-to-live, list.
  *
  * The lease table (ID -> granted TTL) is replicated: grants and revokes are log entries, applied
- * by the apply thread, persisted in member/leases and carried in snapshots (LEASES).  The apply
- * thread also keeps which keys each lease holds, maintained from the store's change events and
- * rebuilt from the store at start, so a revoke deletes exactly those keys in one revision on
+ * by the apply thread; each lease is a state record of the store ("lease/" + ID), written in
+ * the batch of its grant and deleted in that of its revoke, so tables and snapshots carry it.  The
+ * apply thread also keeps which keys each lease holds, maintained from the store's change events
+ * and rebuilt from the store at start, so a revoke deletes exactly those keys in one revision on
  * every member.  Expiry is the leader's: it tracks each lease's deadline on the loop, renews it
  * on keep-alive, proposes a revoke when it passes, and on becoming leader gives every lease a
  * full TTL again (etcd's promote), so leases survive leader changes. */
@@ -16,6 +17,7 @@
 
 #include "server/kvconv.h"
 #include "server/srv_int.h"
+#include "wal/codec.h"
 
 /* ---- the apply thread's table ---- */
 
@@ -104,26 +106,6 @@ static void lease_free(struct srv_lease *l)
     free(l->keys);
 }
 
-static void save(struct srv *s)
-{
-    char path[700], tmp[710];
-    snprintf(path, sizeof path, "%s/member/leases", s->cfg.data_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL) {
-        srv_log(SRV_LOG_WARN, "lease", "cannot write %s: %s", tmp, strerror(errno));
-        return;
-    }
-    for (size_t i = 0; i < s->n_leases; i++) {
-        fprintf(f, "%" PRId64 " %" PRId64 "\n", s->leases[i].id, s->leases[i].ttl);
-    }
-    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        srv_log(SRV_LOG_WARN, "lease", "cannot write %s", path);
-    }
-}
-
 /* Tell the loop about a lease (granted: ttl > 0; gone: ttl == 0). */
 static void post(struct srv *s, int64_t id, int64_t ttl)
 {
@@ -154,15 +136,40 @@ static int table_put(struct srv *s, int64_t id, int64_t ttl)
     return 0;
 }
 
-/* Load member/leases (or @path) into the table, and every lease's keys from the store.
- * @at_start: on the opening thread before the loop runs (the loop's deadlines are set directly);
- * otherwise (a snapshot install, apply thread) the loop is told through the done queue. */
-int srv_lease_load(struct srv *s, const char *path, bool at_start)
+/* The state record of lease @id: name "lease/" + ID (8 bytes, big-endian: name order is ID
+ * order), value its granted TTL (8 bytes, little-endian). */
+#define LEASE_REC_PREFIX "lease/"
+
+void srv_lease_rec(int64_t id, int64_t ttl, bool del, struct srv_lease_rec *out)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return errno == ENOENT ? 0 : SRV_EIO;
+    memcpy(out->name, LEASE_REC_PREFIX, 6);
+    for (int i = 0; i < 8; i++) {
+        out->name[6 + i] = (uint8_t)((uint64_t)id >> (56 - 8 * i));
     }
+    wal_put_u64(out->val, (uint64_t)ttl);
+    out->rec.name.data = out->name;
+    out->rec.name.len = sizeof out->name;
+    out->rec.value.data = out->val;
+    out->rec.value.len = sizeof out->val;
+    out->rec.del = del;
+}
+
+static int load_rec(void *arg, struct lsm_bytes name, struct lsm_bytes value)
+{
+    struct srv *s = arg;
+    if (name.len != 14 || value.len != 8) {
+        return SRV_EIO; /* not a record this build writes */
+    }
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++) {
+        id = id << 8 | ((const uint8_t *)name.data)[6 + i];
+    }
+    int64_t ttl = (int64_t)wal_get_u64(value.data);
+    return find(s->leases, s->n_leases, (int64_t)id) == NULL ? table_put(s, (int64_t)id, ttl) : 0;
+}
+
+int srv_lease_load(struct srv *s, bool at_start, char *errmsg)
+{
     if (!at_start) {
         post(s, 0, -1); /* the loop forgets every lease it knew */
     }
@@ -170,14 +177,14 @@ int srv_lease_load(struct srv *s, const char *path, bool at_start)
         lease_free(&s->leases[i]);
     }
     s->n_leases = 0;
-    int64_t id, ttl;
-    while (fscanf(f, "%" SCNd64 " %" SCNd64, &id, &ttl) == 2) {
-        if (find(s->leases, s->n_leases, id) == NULL && table_put(s, id, ttl) != 0) {
-            fclose(f);
-            return SRV_ENOMEM;
-        }
+    struct lsm_bytes prefix = {LEASE_REC_PREFIX, 6};
+    char err[256] = "";
+    int rv = lsm_state_scan(s->lsm, prefix, load_rec, s, err);
+    if (rv != 0) {
+        snprintf(errmsg, SRV_ERRMSG, "read the leases from the store: %s",
+                 err[0] != '\0' ? err : "bad lease record");
+        return rv == LSM_ENOMEM || rv == SRV_ENOMEM ? SRV_ENOMEM : SRV_EIO;
     }
-    fclose(f);
     if (s->n_leases == 0) {
         return 0;
     }
@@ -185,7 +192,6 @@ int srv_lease_load(struct srv *s, const char *path, bool at_start)
     struct lsm_range_req all = {.key = {"\0", 1}, .range_end = {"\0", 1}, .keys_only = true};
     struct lsm_result res;
     memset(&res, 0, sizeof res);
-    char err[256];
     if (lsm_range(s->lsm, &all, &res, err) == 0) {
         for (size_t i = 0; i < res.u.range.n_kvs; i++) {
             const struct lsm_kv *kv = &res.u.range.kvs[i];
@@ -206,16 +212,31 @@ int srv_lease_load(struct srv *s, const char *path, bool at_start)
     return 0;
 }
 
-void srv_lease_save_to(struct srv *s, const char *path)
+int srv_lease_read_file(const char *path, struct srv_lease_rec **out, size_t *n)
 {
-    FILE *f = fopen(path, "w");
+    *out = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "r");
     if (f == NULL) {
-        return;
+        return errno == ENOENT ? 0 : SRV_EIO;
     }
-    for (size_t i = 0; i < s->n_leases; i++) {
-        fprintf(f, "%" PRId64 " %" PRId64 "\n", s->leases[i].id, s->leases[i].ttl);
+    int64_t id, ttl;
+    size_t cap = 0;
+    int rv = 0;
+    while (rv == 0 && fscanf(f, "%" SCNd64 " %" SCNd64, &id, &ttl) == 2) {
+        if (*n == cap) {
+            cap = cap == 0 ? 16 : cap * 2;
+            struct srv_lease_rec *v = realloc(*out, cap * sizeof *v);
+            if (v == NULL) {
+                rv = SRV_ENOMEM;
+                break;
+            }
+            *out = v;
+        }
+        srv_lease_rec(id, ttl, false, &(*out)[(*n)++]);
     }
     fclose(f);
+    return rv;
 }
 
 void srv_lease_fini(struct srv *s)
@@ -254,15 +275,10 @@ void srv_lease_on_events(struct srv *s, const struct lsm_event *evs, size_t n)
     }
 }
 
-/* Apply thread: a grant entry.  Returns 0 or LSM_EEXIST. */
 int srv_lease_grant(struct srv *s, int64_t id, int64_t ttl)
 {
-    if (find(s->leases, s->n_leases, id) != NULL) {
-        return LSM_EEXIST;
-    }
     int rv = table_put(s, id, ttl);
     if (rv == 0) {
-        save(s);
         post(s, id, ttl);
     }
     return rv;
@@ -299,7 +315,6 @@ void srv_lease_revoked(struct srv *s, int64_t id)
         if (s->leases[i].id == id) {
             lease_free(&s->leases[i]);
             s->leases[i] = s->leases[--s->n_leases];
-            save(s);
             post(s, id, 0);
             return;
         }

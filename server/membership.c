@@ -5,8 +5,9 @@
  * MemberAttr entry through the log.  Adding a member is therefore two entries: its attributes
  * (so that every member, the leader first, can connect to it), then raft's configuration change
  * (a learner or a voter).  The client is answered once the configuration entry is applied.  The
- * registry is persisted in <data-dir>/member/members by the apply thread and travels inside
- * every snapshot (file MEMBERS), so a member that catches up by snapshot knows everyone.
+ * registry is the store's state record "members", written in the batch of the entry that
+ * changes it (a MemberAttr, or a configuration change marking members removed), so it travels
+ * inside every snapshot's tables and a member that catches up by snapshot knows everyone.
  *
  * A removed member keeps its registry entry, marked removed: if it comes back (it was down when
  * it was removed, so it never applied its removal) its peers answer its first batch with a
@@ -42,12 +43,8 @@ static void registry_put(struct srv_member *v, size_t *n, const struct srv_membe
     }
 }
 
-int srv_members_load(const char *path, struct srv_member *v, size_t *n)
+static void members_read(FILE *f, struct srv_member *v, size_t *n)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return errno == ENOENT ? 0 : SRV_EIO;
-    }
     char line[512], name[SRV_NAME_MAX], url[SRV_URL_MAX], curl[SRV_URL_MAX], mark[16];
     uint64_t id;
     while (fgets(line, sizeof line, f) != NULL) {
@@ -69,6 +66,24 @@ int srv_members_load(const char *path, struct srv_member *v, size_t *n)
             registry_put(v, n, &m);
         }
     }
+}
+
+static void members_write(FILE *f, const struct srv_member *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "%016" PRIx64 " %s %s %s%s\n", v[i].id, v[i].name[0] != '\0' ? v[i].name : "-",
+                v[i].peer.text, v[i].client.port != 0 ? v[i].client.text : "-",
+                v[i].removed ? " removed" : "");
+    }
+}
+
+int srv_members_load(const char *path, struct srv_member *v, size_t *n)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return errno == ENOENT ? 0 : SRV_EIO;
+    }
+    members_read(f, v, n);
     fclose(f);
     return 0;
 }
@@ -81,42 +96,85 @@ int srv_members_save(const char *path, const struct srv_member *v, size_t n)
     if (f == NULL) {
         return SRV_EIO;
     }
-    for (size_t i = 0; i < n; i++) {
-        fprintf(f, "%016" PRIx64 " %s %s %s%s\n", v[i].id, v[i].name[0] != '\0' ? v[i].name : "-",
-                v[i].peer.text, v[i].client.port != 0 ? v[i].client.text : "-",
-                v[i].removed ? " removed" : "");
-    }
+    members_write(f, v, n);
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
     return ok && rename(tmp, path) == 0 ? 0 : SRV_EIO;
 }
 
-/* Apply thread: a MemberAttr entry was applied. */
-void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id)
+int srv_members_decode(const void *buf, size_t len, struct srv_member *v, size_t *n)
 {
-    struct srv_member m;
-    memset(&m, 0, sizeof m);
-    m.id = a->id;
-    snprintf(m.name, sizeof m.name, "%s", a->name != NULL ? a->name : "");
-    if (a->peer_url == NULL || srv_url_parse(a->peer_url, &m.peer) != 0) {
-        return; /* validated by the proposer; every member skips it alike */
+    if (len == 0) {
+        return 0;
+    }
+    FILE *f = fmemopen((void *)buf, len, "r");
+    if (f == NULL) {
+        return SRV_ENOMEM;
+    }
+    members_read(f, v, n);
+    fclose(f);
+    return 0;
+}
+
+char *srv_members_encode(const struct srv_member *v, size_t n, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    if (f == NULL) {
+        return NULL;
+    }
+    members_write(f, v, n);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+bool srv_members_next_attr(const struct srv *s,
+                           const Kvdb__MemberAttr *a,
+                           struct srv_member *v,
+                           size_t *n,
+                           struct srv_member *m)
+{
+    memset(m, 0, sizeof *m);
+    m->id = a->id;
+    snprintf(m->name, sizeof m->name, "%s", a->name != NULL ? a->name : "");
+    if (a->peer_url == NULL || srv_url_parse(a->peer_url, &m->peer) != 0) {
+        return false; /* validated by the proposer; every member skips it alike */
     }
     if (a->client_url != NULL && a->client_url[0] != '\0') {
-        srv_url_parse(a->client_url, &m.client);
+        srv_url_parse(a->client_url, &m->client);
     }
-    registry_put(s->apply_members, &s->n_apply_members, &m);
-    char path[700];
-    snprintf(path, sizeof path, "%s/member/members", s->cfg.data_dir);
-    if (srv_members_save(path, s->apply_members, s->n_apply_members) != 0) {
-        srv_log(SRV_LOG_WARN, "member", "cannot write %s: %s", path, strerror(errno));
-    }
+    memcpy(v, s->apply_members, s->n_apply_members * sizeof *v);
+    *n = s->n_apply_members;
+    registry_put(v, n, m);
+    return true;
+}
+
+static void post_member(struct srv *s,
+                        enum srv_done_kind kind,
+                        const struct srv_member *m,
+                        uint64_t req_id)
+{
     struct srv_done *d = calloc(1, sizeof *d);
     if (d != NULL) {
-        d->kind = SRV_DONE_MEMBER_ATTR;
-        d->member = m;
+        d->kind = kind;
+        d->member = *m;
         d->req_id = req_id;
         srv_post_done(s, d);
     }
+}
+
+void srv_members_commit_attr(struct srv *s,
+                             const struct srv_member *v,
+                             size_t n,
+                             const struct srv_member *m,
+                             uint64_t req_id)
+{
+    memcpy(s->apply_members, v, n * sizeof *v);
+    s->n_apply_members = n;
+    post_member(s, SRV_DONE_MEMBER_ATTR, m, req_id);
 }
 
 static bool in_conf(const struct raft_conf *c, uint64_t id)
@@ -124,42 +182,43 @@ static bool in_conf(const struct raft_conf *c, uint64_t id)
     return raft_conf_is_voter(c, id) || raft_conf_is_learner(c, id);
 }
 
-static void post_removed(struct srv *s, const struct srv_member *m)
-{
-    struct srv_done *d = calloc(1, sizeof *d);
-    if (d != NULL) {
-        d->kind = SRV_DONE_MEMBER_REMOVED;
-        d->member = *m;
-        srv_post_done(s, d);
-    }
-}
-
-void srv_members_conf_applied(struct srv *s,
-                              const struct raft_conf *prev,
-                              const struct raft_conf *next)
+bool srv_members_next_conf(const struct srv *s,
+                           const struct raft_conf *prev,
+                           const struct raft_conf *next,
+                           struct srv_member *v,
+                           size_t *n)
 {
     bool changed = false;
-    for (size_t i = 0; i < s->n_apply_members; i++) {
-        struct srv_member *m = &s->apply_members[i];
-        bool removed = m->removed;
-        if (in_conf(next, m->id)) {
+    memcpy(v, s->apply_members, s->n_apply_members * sizeof *v);
+    *n = s->n_apply_members;
+    for (size_t i = 0; i < *n; i++) {
+        bool removed = v[i].removed;
+        if (in_conf(next, v[i].id)) {
             removed = false; /* (re)joined */
-        } else if (in_conf(prev, m->id)) {
+        } else if (in_conf(prev, v[i].id)) {
             removed = true;
         }
-        if (removed != m->removed) {
-            m->removed = removed;
-            changed = true;
-            post_removed(s, m);
+        changed = changed || removed != v[i].removed;
+        v[i].removed = removed;
+    }
+    return changed;
+}
+
+void srv_members_commit_conf(struct srv *s, const struct srv_member *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct srv_member *old = NULL;
+        for (size_t j = 0; j < s->n_apply_members; j++) {
+            if (s->apply_members[j].id == v[i].id) {
+                old = &s->apply_members[j];
+            }
+        }
+        if (old == NULL || old->removed != v[i].removed) {
+            post_member(s, SRV_DONE_MEMBER_REMOVED, &v[i], 0);
         }
     }
-    if (changed) {
-        char path[700];
-        snprintf(path, sizeof path, "%s/member/members", s->cfg.data_dir);
-        if (srv_members_save(path, s->apply_members, s->n_apply_members) != 0) {
-            srv_log(SRV_LOG_WARN, "member", "cannot write %s: %s", path, strerror(errno));
-        }
-    }
+    memcpy(s->apply_members, v, n * sizeof *v);
+    s->n_apply_members = n;
 }
 
 /* ---- the loop side ---- */

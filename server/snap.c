@@ -209,16 +209,8 @@ static struct pending_snap *checkpoint(struct srv *s)
     p->meta.learners = p->conf.learners;
     p->meta.n_learners = p->conf.n_learners;
     p->revision = st.revision;
-    char path[PATH_MAX];
-    /* Where every member lives, who may do what, and the leases travel with the snapshot. */
-    snprintf(path, sizeof path, "%s/MEMBERS", p->tmp);
-    if (srv_members_save(path, s->apply_members, s->n_apply_members) != 0) {
-        srv_log(SRV_LOG_WARN, "snap", "cannot write %s", path);
-    }
-    snprintf(path, sizeof path, "%s/AUTH", p->tmp);
-    srv_auth_save_to(s, path);
-    snprintf(path, sizeof path, "%s/LEASES", p->tmp);
-    srv_lease_save_to(s, path);
+    /* Where every member lives, who may do what, and the leases travel in the tables (the
+     * store's state records). */
     s->last_snap_index = p->meta.index;
     return p;
 }
@@ -956,30 +948,6 @@ static int rename_dirs(const char *cur, const char *old, const char *next)
     return 0;
 }
 
-/* The snapshot's member registry becomes ours; the loop learns each entry. */
-static void install_members(struct srv *s, const char *dir)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/MEMBERS", dir);
-    struct srv_member v[SRV_MAX_MEMBERS];
-    size_t n = 0;
-    if (srv_members_load(path, v, &n) != 0 || n == 0) {
-        return;
-    }
-    memcpy(s->apply_members, v, n * sizeof *v);
-    s->n_apply_members = n;
-    snprintf(path, sizeof path, "%s/member/members", s->cfg.data_dir);
-    srv_members_save(path, v, n);
-    for (size_t i = 0; i < n; i++) {
-        struct srv_done *d = calloc(1, sizeof *d);
-        if (d != NULL) {
-            d->kind = SRV_DONE_MEMBER_ATTR;
-            d->member = v[i];
-            srv_post_done(s, d);
-        }
-    }
-}
-
 /* Replace the store by the snapshot in @dir, unless the store already holds @index.  Returns 0
  * when the store is at or past @index afterwards. */
 int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal)
@@ -1027,13 +995,14 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
         return SRV_EIO;
     }
     lsm_status_get(s->lsm, &st);
-    install_members(s, dir);
-    char authf[PATH_MAX];
-    snprintf(authf, sizeof authf, "%s/AUTH", dir);
-    srv_auth_load_from(s, authf);
-    char leasef[PATH_MAX];
-    snprintf(leasef, sizeof leasef, "%s/LEASES", dir);
-    srv_lease_load(s, leasef, false);
+    /* Snapshots of older builds carry the state as files beside the tables. */
+    static const char *const files[3] = {"AUTH", "LEASES", "MEMBERS"};
+    char serr[SRV_ERRMSG] = "";
+    if (srv_state_load(s, dir, files, false, serr) != 0) {
+        srv_log(SRV_LOG_ERROR, "snap", "installed snapshot %s: %s", dir, serr);
+        *fatal = true; /* the store is the snapshot's, the state beside it is not */
+        return SRV_EIO;
+    }
     struct snap_manifest m;
     if (snap_verify(dir, &m, err) == 0) {
         meta_to_conf(&m.meta, &s->apply_conf);

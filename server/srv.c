@@ -164,17 +164,6 @@ static int open_storage(struct srv *s, char *errmsg)
     for (size_t i = 0; i < s->cfg.n_members; i++) {
         s->members[s->n_members++] = s->cfg.members[i];
     }
-    snprintf(sub, sizeof sub, "%s/members", dir);
-    if (srv_members_load(sub, s->members, &s->n_members) != 0) {
-        snprintf(errmsg, SRV_ERRMSG, "read %s: %s", sub, strerror(errno));
-        return SRV_EIO;
-    }
-    memcpy(s->apply_members, s->members, sizeof s->members);
-    if (srv_auth_init(s) != 0) {
-        snprintf(errmsg, SRV_ERRMSG, "cannot load the auth state");
-        return SRV_ENOMEM;
-    }
-    s->n_apply_members = s->n_members;
     if ((rv = srv_snap_init(s, errmsg)) != 0) {
         return rv;
     }
@@ -221,10 +210,9 @@ static int open_storage(struct srv *s, char *errmsg)
         srv_snap_use_at(s, st.applied_index);
     }
     conf_at_applied(s, st.applied_index);
-    snprintf(sub, sizeof sub, "%s/leases", dir);
-    if (srv_lease_load(s, sub, true) != 0) {
-        snprintf(errmsg, SRV_ERRMSG, "read %s: %s", sub, strerror(errno));
-        return SRV_EIO;
+    static const char *const files[3] = {"auth", "leases", "members"};
+    if ((rv = srv_state_load(s, dir, files, true, errmsg)) != 0) {
+        return rv;
     }
     srv_log(SRV_LOG_INFO, "node",
             "recovered %s: hard state term %llu vote %llx commit %llu; log %llu..%llu; "

@@ -444,6 +444,17 @@ void srv_autocompact_tick(struct srv *s);
 void srv_kv_reissue_reads(struct srv *s, bool all);
 void srv_kv_fini(struct srv *s);
 
+/* state.c: the replicated state beside the keyspace (registry, auth, leases), from the store.
+ * A store that has never held it takes an older build's files @dir/@files (auth, leases,
+ * members) in first.  @at_start: on the opening thread, before the loop and apply threads run
+ * (sets both copies directly); otherwise the apply thread after a snapshot install (the loop
+ * is told through the done queue).  Errors: SRV_EIO, SRV_ENOMEM with @errmsg (SRV_ERRMSG). */
+int srv_state_load(struct srv *s,
+                   const char *dir,
+                   const char *const files[3],
+                   bool at_start,
+                   char *errmsg);
+
 /* fpfs.c: the WAL file system with failpoints */
 struct wal_fs *srv_fpfs_new(uint64_t member);
 void srv_fpfs_free(struct wal_fs *fs);
@@ -451,11 +462,36 @@ void srv_fpfs_free(struct wal_fs *fs);
 /* membership.c */
 int srv_members_load(const char *path, struct srv_member *v, size_t *n);
 int srv_members_save(const char *path, const struct srv_member *v, size_t n);
-/* Apply thread: the configuration changed from @prev to @next: members that left are marked
- * removed in the registry (persisted, and in later snapshots), members in @next unmarked. */
-void srv_members_conf_applied(struct srv *s,
-                              const struct raft_conf *prev,
-                              const struct raft_conf *next);
+/* The registry as the store's "members" record: the line format of srv_members_save.
+ * decode adds @buf's entries to @v/@n (0, or SRV_ENOMEM); encode returns a malloc'd text
+ * (length *@len) or NULL when memory ran out.  Any thread. */
+int srv_members_decode(const void *buf, size_t len, struct srv_member *v, size_t *n);
+char *srv_members_encode(const struct srv_member *v, size_t n, size_t *len);
+/* Apply thread: the registry after MemberAttr @a into @v/@n (SRV_MAX_MEMBERS) and the member it
+ * sets into *@m, without changing the current one; false when @a is invalid (every member
+ * skips it alike). */
+bool srv_members_next_attr(const struct srv *s,
+                           const Kvdb__MemberAttr *a,
+                           struct srv_member *v,
+                           size_t *n,
+                           struct srv_member *m);
+/* Apply thread, once the batch with the new "members" record applied: @v/@n becomes the
+ * registry and the loop learns @m (@req_id: the MemberAttr request proposed here, or 0). */
+void srv_members_commit_attr(struct srv *s,
+                             const struct srv_member *v,
+                             size_t n,
+                             const struct srv_member *m,
+                             uint64_t req_id);
+/* Apply thread: the registry after configuration @prev became @next into @v/@n: members that
+ * left @next marked removed, members in @next unmarked.  Returns whether anything changed. */
+bool srv_members_next_conf(const struct srv *s,
+                           const struct raft_conf *prev,
+                           const struct raft_conf *next,
+                           struct srv_member *v,
+                           size_t *n);
+/* Apply thread, once that batch applied: @v/@n becomes the registry; the loop learns every
+ * member whose mark changed. */
+void srv_members_commit_conf(struct srv *s, const struct srv_member *v, size_t n);
 /* Loop: SRV_DONE_MEMBER_REMOVED. */
 void srv_members_on_removed(struct srv *s, const struct srv_done *d);
 /* Loop: whether the registry marks @id removed. */
@@ -463,7 +499,6 @@ bool srv_members_is_removed(const struct srv *s, uint64_t id);
 /* Loop, every sweep: propose our advertised client URL (a MemberAttr) until the registry has
  * it, so that every member lists it in MemberList. */
 void srv_members_publish(struct srv *s);
-void srv_members_apply(struct srv *s, const Kvdb__MemberAttr *a, uint64_t req_id);
 void srv_members_on_attr(struct srv *s, const struct srv_done *d);
 void srv_members_on_conf(struct srv *s, uint64_t index, const struct raft_conf *conf);
 void srv_members_on_leader(struct srv *s);
@@ -477,12 +512,29 @@ void srv_pending_release(struct srv *s, struct srv_pending *p);
 
 /* lease.c */
 struct srv_arena;
-int srv_lease_load(struct srv *s, const char *path, bool at_start);
-void srv_lease_save_to(struct srv *s, const char *path);
+/* The state record of a lease (name and value stored inline; rec points into it). */
+struct srv_lease_rec
+{
+    struct lsm_state_rec rec;
+    uint8_t name[14];
+    uint8_t val[8];
+};
+/* Fill @out with the record of lease @id granted for @ttl (@del: its removal).  Any thread. */
+void srv_lease_rec(int64_t id, int64_t ttl, bool del, struct srv_lease_rec *out);
+/* Rebuild the apply thread's lease table from the store's records, and each lease's keys from
+ * the store.  @at_start: on the opening thread before the loop runs (the loop's deadlines are
+ * set directly); otherwise (after a snapshot install, apply thread) the loop is told through the
+ * done queue.  Errors: SRV_EIO, SRV_ENOMEM with @errmsg (SRV_ERRMSG bytes). */
+int srv_lease_load(struct srv *s, bool at_start, char *errmsg);
+/* Parse a lease file of an older build ("ID TTL" lines) into records (*@out, malloc'd, *@n).
+ * A missing file is 0 leases.  Errors: SRV_EIO, SRV_ENOMEM. */
+int srv_lease_read_file(const char *path, struct srv_lease_rec **out, size_t *n);
 void srv_lease_fini(struct srv *s);
 bool srv_lease_exists(struct srv *s, int64_t id);
 bool srv_lease_known(struct srv *s, int64_t id);
 void srv_lease_on_events(struct srv *s, const struct lsm_event *evs, size_t n);
+/* Apply thread, after the grant's batch (which wrote its record) applied: add it to the table
+ * and tell the loop.  Returns 0 or LSM_ENOMEM. */
 int srv_lease_grant(struct srv *s, int64_t id, int64_t ttl);
 int srv_lease_revoke_op(struct srv *s, int64_t id, struct srv_arena *a, struct lsm_op *op);
 void srv_lease_revoked(struct srv *s, int64_t id);
@@ -496,14 +548,22 @@ uint8_t *srv_lease_reply(struct srv *s,
                          size_t *len);
 
 /* auth.c */
-int srv_auth_init(struct srv *s);
+/* Both copies of the auth state from the store's packed "auth" record @buf (NULL: empty).
+ * Errors: SRV_EIO (undecodable record), SRV_ENOMEM.  Before the loop and apply threads run. */
+int srv_auth_init(struct srv *s, const uint8_t *buf, size_t len);
 void srv_auth_fini(struct srv *s);
 bool srv_auth_check(struct srv_conn *c, const Kvdb__Frame *f);
 void srv_auth_request(struct srv_conn *c, const Kvdb__Frame *f);
-void srv_auth_apply(struct srv *s, const Kvdb__AuthChange *c);
+/* Apply thread: the packed state after change @c (malloc'd, length *@len), or NULL when @c
+ * changes nothing (invalid: every member skips it alike) or memory ran out. */
+uint8_t *srv_auth_next(struct srv *s, const Kvdb__AuthChange *c, size_t *len);
+/* Apply thread, once the batch holding the new "auth" record applied: @buf (owned from now on)
+ * becomes the state, and the loop gets a copy. */
+void srv_auth_install(struct srv *s, uint8_t *buf, size_t len);
+/* Read the auth file of an older build (*@buf malloc'd; a missing file gives NULL, 0).
+ * Errors: SRV_EIO, SRV_ENOMEM.  Any thread. */
+int srv_auth_read_file(const char *path, uint8_t **buf, size_t *len);
 void srv_auth_on_state(struct srv *s, const uint8_t *buf, size_t len);
-void srv_auth_save_to(struct srv *s, const char *path);
-void srv_auth_load_from(struct srv *s, const char *path);
 uint8_t *srv_auth_change_reply(struct srv *s, uint64_t term, size_t *len);
 void srv_kv_propose_auth(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__AuthChange *ch);
 

@@ -342,6 +342,13 @@ static int cmd_restore(const char *dir, struct srv_config *cfg)
         fprintf(stderr, "kvdb-snapshot: build the store: %s\n", err);
         goto out;
     }
+    /* The old cluster's registry stays behind: the flags describe the new membership. */
+    struct lsm_state_rec drop = {.name = {"members", 7}, .del = true};
+    if (lsm_state_write(s, &drop, 1, err) != 0) {
+        fprintf(stderr, "kvdb-snapshot: %s\n", err);
+        lsm_close(s);
+        goto out;
+    }
     lsm_close(s);
     progress("building the store", 1, 1);
     /* The member's own snapshot, with the new membership: raft starts from it. */

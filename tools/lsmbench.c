@@ -143,7 +143,7 @@ static void put_group(struct writer *w, uint64_t first, size_t n, bool scattered
         w->ops[i].u.put.key = (struct lsm_bytes){w->keys[i], 13};
         w->ops[i].u.put.value =
             (struct lsm_bytes){pool + rnd() % (POOL_BYTES - value_len), value_len};
-        w->e[i] = (struct lsm_entry){++w->index, 1, &w->ops[i]};
+        w->e[i] = (struct lsm_entry){.index = ++w->index, .term = 1, .req = &w->ops[i]};
     }
     struct lsm_apply_out out;
     int rv = lsm_apply(w->s, w->e, n, &out);
@@ -291,7 +291,7 @@ static void compaction_phase(struct writer *w)
     apply_latency(w, "no compaction", 2000, 128, 200, w->s, 0);
     apply_latency(w, "no compaction", 50000, 1, 5000, w->s, 0);
     struct lsm_op c = {.type = LSM_OP_COMPACT, .u.compact.revision = target};
-    struct lsm_entry e = {++w->index, 1, &c};
+    struct lsm_entry e = {.index = ++w->index, .term = 1, .req = &c};
     struct lsm_apply_out out;
     double t = now();
     int rv = lsm_apply(w->s, &e, 1, &out);
@@ -308,7 +308,7 @@ static void compaction_phase(struct writer *w)
     }
     lsm_status_get(w->s, &st);
     c.u.compact.revision = st.revision;
-    e = (struct lsm_entry){++w->index, 1, &c};
+    e = (struct lsm_entry){.index = ++w->index, .term = 1, .req = &c};
     if (lsm_apply(w->s, &e, 1, &out) != 0) {
         die("compact", LSM_EIO, lsm_errmsg(w->s));
     }

@@ -307,7 +307,8 @@ static void step_group(struct run *r)
     for (size_t i = 0; i < g->n; i++) {
         struct lsm_op *op = amalloc(&g->a, sizeof *op);
         gen_top(&r->m, &g->a, op);
-        g->e[i] = (struct lsm_entry){++r->f->index, 1 + r->f->index / 50, op};
+        g->e[i] =
+            (struct lsm_entry){.index = ++r->f->index, .term = 1 + r->f->index / 50, .req = op};
         m_apply(&r->m, op, &want[i]);
     }
     assert_int_equal(lsm_apply(r->f->s, g->e, g->n, &g->out), 0);

@@ -335,7 +335,10 @@ static void events_feed(void **state)
     struct fx *f = fx_new();
     struct lsm_op ops[3] = {op_put("a", "1"), op_put("b", "1"), op_put("a", "2")};
     struct lsm_op d = op_del("a", "c");
-    struct lsm_entry e[4] = {{1, 1, &ops[0]}, {2, 1, &ops[1]}, {3, 1, &ops[2]}, {4, 1, &d}};
+    struct lsm_entry e[4] = {{.index = 1, .term = 1, .req = &ops[0]},
+                             {.index = 2, .term = 1, .req = &ops[1]},
+                             {.index = 3, .term = 1, .req = &ops[2]},
+                             {.index = 4, .term = 1, .req = &d}};
     struct lsm_apply_out out;
     assert_int_equal(lsm_apply(f->s, e, 4, &out), 0);
     assert_int_equal(out.n_events, 5);

@@ -20,7 +20,7 @@ static void fill(struct fx *f, int n, const char *tag)
             snprintf(keys[g], sizeof keys[g], "key%06d", i);
             snprintf(vals[g], sizeof vals[g], "%s-%d-padding-padding", tag, i);
             ops[g] = op_put(keys[g], vals[g]);
-            e[g] = (struct lsm_entry){++f->index, 2, &ops[g]};
+            e[g] = (struct lsm_entry){.index = ++f->index, .term = 2, .req = &ops[g]};
         }
         struct lsm_apply_out out;
         assert_int_equal(lsm_apply(f->s, e, (size_t)g, &out), 0);
@@ -91,7 +91,7 @@ static void checkpoint_round_trip(void **state)
 
     /* The restored store takes the next entries. */
     struct lsm_op p = op_put("new", "x");
-    struct lsm_entry e = {st.applied_index + 1, 3, &p};
+    struct lsm_entry e = {.index = st.applied_index + 1, .term = 3, .req = &p};
     struct lsm_apply_out out;
     assert_int_equal(lsm_apply(s2, &e, 1, &out), 0);
     assert_int_equal(out.revision, 40101);
@@ -109,6 +109,88 @@ static void checkpoint_round_trip(void **state)
 }
 
 /* HashKV depends on the logical state only, not on how far physical compaction got. */
+static int collect_state(void *arg, struct lsm_bytes name, struct lsm_bytes value)
+{
+    char *out = arg;
+    size_t n = strlen(out);
+    snprintf(out + n, 512 - n, "%.*s=%.*s;", (int)name.len, (const char *)name.data, (int)value.len,
+             (const char *)value.data);
+    return 0;
+}
+
+static void state_of(struct lsm_store *s, const char *prefix, char *out)
+{
+    out[0] = '\0';
+    char err[256];
+    assert_int_equal(lsm_state_scan(s, B(prefix), collect_state, out, err), 0);
+}
+
+/* State records are written with their entry's batch (not when the entry is skipped), survive a
+ * reopen and travel in a checkpoint's tables, and are invisible to the keyspace and HashKV. */
+static void state_records_apply_with_their_entry(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    uint32_t h0, h1;
+    int64_t hr, cr;
+    char err[256], got[512];
+    fill(f, 10, "v");
+    assert_int_equal(lsm_hash_kv(f->s, 0, &h0, &hr, &cr, err), 0);
+    struct lsm_state_rec recs[3] = {{.name = B("lease/1"), .value = B("ttl10")},
+                                    {.name = B("lease/2"), .value = B("ttl20")},
+                                    {.name = B("auth"), .value = B("on")}};
+    struct lsm_entry e = {.index = f->index + 1, .term = 2, .state = recs, .n_state = 3};
+    struct lsm_apply_out out;
+    assert_int_equal(lsm_apply(f->s, &e, 1, &out), 0);
+    lsm_apply_out_fini(&out);
+    f->index++;
+    state_of(f->s, "lease/", got);
+    assert_string_equal(got, "lease/1=ttl10;lease/2=ttl20;");
+    /* A replayed entry (at the applied index) writes nothing. */
+    struct lsm_state_rec del = {.name = B("lease/1"), .del = true};
+    e = (struct lsm_entry){.index = f->index, .term = 2, .state = &del, .n_state = 1};
+    assert_int_equal(lsm_apply(f->s, &e, 1, &out), 0);
+    assert_true(out.results[0].skipped);
+    lsm_apply_out_fini(&out);
+    state_of(f->s, "", got);
+    assert_string_equal(got, "auth=on;lease/1=ttl10;lease/2=ttl20;");
+    e.index = ++f->index;
+    assert_int_equal(lsm_apply(f->s, &e, 1, &out), 0);
+    lsm_apply_out_fini(&out);
+    state_of(f->s, "", got);
+    assert_string_equal(got, "auth=on;lease/2=ttl20;");
+    /* Not keys, not hashed. */
+    assert_int_equal(lsm_hash_kv(f->s, 0, &h1, &hr, &cr, err), 0);
+    assert_int_equal(h0, h1);
+    struct lsm_range_req all = {.key = B("\0"), .range_end = B("\0"), .count_only = true};
+    all.key.len = all.range_end.len = 1;
+    struct lsm_result r;
+    assert_int_equal(lsm_range(f->s, &all, &r, err), 0);
+    assert_int_equal(r.u.range.count, 10);
+    lsm_result_fini(&r);
+    /* Written outside an entry (an older build's files moved in): the applied index stays. */
+    struct lsm_state_rec mark = {.name = B("state"), .value = B("1")};
+    assert_int_equal(lsm_state_write(f->s, &mark, 1, err), 0);
+    struct lsm_status st;
+    lsm_status_get(f->s, &st);
+    assert_int_equal(st.applied_index, f->index);
+    /* Reopen, then a checkpoint's tables. */
+    lsm_close(f->s);
+    fx_open(f);
+    state_of(f->s, "", got);
+    assert_string_equal(got, "auth=on;lease/2=ttl20;state=1;");
+    char cp[160], db[160];
+    snprintf(cp, sizeof cp, "%s/cp", f->dir);
+    snprintf(db, sizeof db, "%s/restored", f->dir);
+    assert_int_equal(lsm_checkpoint(f->s, cp, NULL), 0);
+    struct lsm_store *s2;
+    assert_int_equal(lsm_open_from_tables(cp, db, NULL, &s2, err), 0);
+    state_of(s2, "", got);
+    assert_string_equal(got, "auth=on;lease/2=ttl20;state=1;");
+    lsm_close(s2);
+    fx_free(f);
+}
+
 static void hash_ignores_compaction_progress(void **state)
 {
     (void)state;
@@ -239,7 +321,8 @@ static void reopen_keeps_applied_index(void **state)
     assert_int_equal(st.revision, 100);
     assert_true(st.db_size_bytes > 0);
     struct lsm_op p = op_put("key000001", "replayed");
-    struct lsm_entry e[2] = {{100, 2, &p}, {101, 2, &p}};
+    struct lsm_entry e[2] = {{.index = 100, .term = 2, .req = &p},
+                             {.index = 101, .term = 2, .req = &p}};
     struct lsm_apply_out out;
     assert_int_equal(lsm_apply(f->s, e, 2, &out), 0);
     assert_true(out.results[0].skipped);
@@ -247,7 +330,8 @@ static void reopen_keeps_applied_index(void **state)
     assert_int_equal(out.results[1].revision, 101);
     lsm_apply_out_fini(&out);
     /* Indexes must increase within a group. */
-    struct lsm_entry bad[2] = {{105, 2, &p}, {104, 2, &p}};
+    struct lsm_entry bad[2] = {{.index = 105, .term = 2, .req = &p},
+                               {.index = 104, .term = 2, .req = &p}};
     assert_int_equal(lsm_apply(f->s, bad, 2, &out), LSM_EINVAL);
     lsm_apply_out_fini(&out);
     assert_string_equal(lsm_strerror(LSM_ECOMPACTED), "required revision has been compacted");
@@ -471,6 +555,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(checkpoint_round_trip),
+        cmocka_unit_test(state_records_apply_with_their_entry),
         cmocka_unit_test(hash_ignores_compaction_progress),
         cmocka_unit_test(concurrent_reads_see_whole_groups),
         cmocka_unit_test(reopen_keeps_applied_index),

@@ -37,6 +37,12 @@ void sf_watch(struct kvc *w,
               bool prev,
               bool no_delete);
 
+/* The replicas check that ends every multi-member test: wait (up to @timeout_ms, with nothing
+ * being written) until the running members among the first @n report the same applied index and
+ * revision, then assert that their HashKV at that revision and every key (value, revisions,
+ * lease; read serializably from each member) are equal.  Returns the revision compared. */
+int64_t sf_assert_converged(struct srv_embed *c, unsigned n, unsigned timeout_ms);
+
 /* Sleep @ms milliseconds: the pause of the tests' polling loops. */
 void sf_sleep_ms(unsigned ms);
 
