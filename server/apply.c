@@ -507,6 +507,11 @@ static int flush_group(struct srv *s, struct apply_group *g)
             srv_post_done(s, d);
         }
     }
+    /* The registry before the configuration reaches the loop: the loop's reconcile_peers
+     * tells removed members so by the registry's marks. */
+    if (g->n_confs > 0 && g->members_next) {
+        srv_members_commit_conf(s, g->members, g->n_members);
+    }
     for (size_t i = 0; i < g->n_confs; i++) {
         /* The membership as of the applied index, for the snapshots taken here. */
         s->apply_conf = g->confs[i];
@@ -517,9 +522,6 @@ static int flush_group(struct srv *s, struct apply_group *g)
             d->snap.conf = g->confs[i];
             srv_post_done(s, d);
         }
-    }
-    if (g->n_confs > 0 && g->members_next) {
-        srv_members_commit_conf(s, g->members, g->n_members);
     }
     g->n_confs = 0;
     uint64_t applied = out.applied_index;

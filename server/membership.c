@@ -258,11 +258,20 @@ static void reconcile_peers(struct srv *s, const struct raft_conf *conf)
         if (m != NULL) {
             srv_peer_add(s, id, &m->peer);
         }
+        struct srv_peer *p = srv_peer_find(s, id);
+        if (p != NULL) {
+            p->pending_add = false; /* added: from now on the configuration decides */
+        }
     }
     for (size_t i = 0; i < s->n_peers;) {
         uint64_t id = s->peers[i]->id;
         if (!raft_conf_is_voter(conf, id) && !raft_conf_is_learner(conf, id) &&
             !s->peers[i]->pending_add) {
+            /* Only the leader tells: its configuration is the newest, so a member removed and
+             * added back since is never told by a member that is still catching up. */
+            if (s->role == RAFT_LEADER && srv_members_is_removed(s, id)) {
+                srv_peer_tell_removed(s, id);
+            }
             srv_peer_remove(s, id); /* swaps the last peer in: do not advance */
             continue;
         }

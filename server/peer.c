@@ -265,6 +265,20 @@ static void peer_free(struct srv *s, struct srv_peer *p)
     free(p);
 }
 
+static bool peer_writable(struct srv *s, struct srv_peer *p, size_t n);
+
+void srv_peer_tell_removed(struct srv *s, raft_id id)
+{
+    struct srv_peer *p = srv_peer_find(s, id);
+    if (p == NULL || !peer_writable(s, p, 1) ||
+        pb_batch_append_removed(&p->wr, s->cfg.cluster_id, s->cfg.member_id, id) != 0) {
+        return; /* it learns it when it next talks to a member (tell_removed) */
+    }
+    srv_log(SRV_LOG_INFO, "peer", "member %llx was removed from the cluster: telling it so",
+            (unsigned long long)id);
+    peer_flush(p);
+}
+
 void srv_peer_remove(struct srv *s, raft_id id)
 {
     for (size_t i = 0; i < s->n_peers; i++) {
@@ -434,6 +448,16 @@ void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len)
                  (unsigned long long)in->batch.from, (unsigned long long)in->batch.cluster_id,
                  (unsigned long long)s->cfg.cluster_id);
         rv = SRV_ECLUSTER;
+    } else if (rv == 0 && in->batch.removed == s->cfg.member_id &&
+               srv_peer_find(s, in->batch.from) != NULL) {
+        /* The leader that applied our removal says so (srv_peer_tell_removed): a removed
+         * learner gets nothing else, so it would not notice otherwise. */
+        srv_fail(s, SRV_ECLUSTER,
+                 "this member (%llx) was removed from the cluster (member %llx says so)",
+                 (unsigned long long)s->cfg.member_id, (unsigned long long)in->batch.from);
+        pb_batch_free(&in->batch);
+        free(in);
+        return;
     } else if (rv == 0 && srv_peer_find(s, in->batch.from) == NULL) {
         if (srv_members_is_removed(s, in->batch.from)) {
             tell_removed(c, in->batch.from);

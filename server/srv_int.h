@@ -413,6 +413,9 @@ void srv_peer_hold(struct srv *s, const struct raft_msg *msgs, size_t n);
 void srv_peer_release_held(struct srv *s);
 void srv_peer_forward(struct srv *s, const void *data, size_t len);
 void srv_peer_close_all(struct srv *s);
+/* Leader: member @id has just left the configuration: queue a "removed" batch on our link to it
+ * (best effort) so that it stops at once, as a removed learner gets no other message. */
+void srv_peer_tell_removed(struct srv *s, raft_id id);
 void srv_peer_on_frame(struct srv_conn *c, const unsigned char *p, size_t len);
 
 /* client.c: connections */

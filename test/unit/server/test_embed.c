@@ -246,6 +246,45 @@ static void members_join_and_leave(void **state)
     sf_put(k, "after-remove", "1");
     assert_value(k, "after-remove", "1");
     kvc_close(k);
+    sf_assert_converged(c, 5, 20000);
+    srv_embed_destroy(c);
+}
+
+/* A removed learner stops promptly, as etcd's removed members do, instead of serving stale
+ * serializable reads (issue 14.2: it ran on for ~45 s; the leader stops replicating to it at
+ * once, so it never applies its own removal: the leader now tells it). */
+static void removed_learner_stops_promptly(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    struct srv_embed *c = sf_start(&o, NULL);
+    char err[256];
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 20000);
+    sf_put(k, "a", "1");
+    int learner = srv_embed_add_member(c, true, err);
+    if (learner < 0) {
+        fail_msg("add learner: %s", err);
+    }
+    sf_assert_converged(c, 4, 20000);
+    Kvdb__MemberRemoveRequest r;
+    kvdb__member_remove_request__init(&r);
+    r.id = srv_embed_member_id(c, (unsigned)learner);
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_MEMBER_REMOVE, &r.base,
+                             &kvdb__member_remove_response__descriptor),
+                     0);
+    unsigned waited = 0;
+    while (srv_embed_is_running(c, (unsigned)learner) && waited < 10000) {
+        sf_sleep_ms(20);
+        waited += 20;
+    }
+    printf("removed learner %llx stopped after %u ms: %s\n", (unsigned long long)r.id, waited,
+           srv_embed_member_error(c, (unsigned)learner));
+    assert_false(srv_embed_is_running(c, (unsigned)learner));
+    assert_true(waited <= 3000); /* a few election timeouts at most */
+    assert_non_null(strstr(srv_embed_member_error(c, (unsigned)learner), "was removed"));
+    sf_put(k, "b", "2");
+    kvc_close(k);
+    sf_assert_converged(c, 3, 20000);
     srv_embed_destroy(c);
 }
 
@@ -428,6 +467,7 @@ int main(void)
         cmocka_unit_test(slow_disk_slows_commits),
         cmocka_unit_test(failpoints_drop_messages_and_fail_fsync),
         cmocka_unit_test(members_join_and_leave),
+        cmocka_unit_test(removed_learner_stops_promptly),
         cmocka_unit_test(removed_while_down_stops_on_restart),
         cmocka_unit_test(stop_during_a_stuck_snapshot_transfer),
         cmocka_unit_test(restart_with_the_store_at_an_older_snapshot),
