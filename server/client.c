@@ -64,11 +64,12 @@ static int listen_on(const struct srv_url *u, int *fd_out, uint16_t *port_out, c
 #define HTTP_HEADER_TIMEOUT_S 5.0
 #define HTTP_REPLY_TIMEOUT_S 30.0
 
-/* The first fd number that accept must not keep.  fds are numbered lowest-free, so an accepted
- * fd at or past it means every fd below it is in use (by anything in the process): clients then
- * get a prompt close instead of taking the fds the store and the WAL need to go on (LevelDB
- * fails a compaction for good when it cannot open a file). */
-static int accept_fd_max(void)
+/* The first fd number that accept on a @kind listener must not keep.  fds are numbered
+ * lowest-free, so an accepted fd at or past it means every fd below it is in use (by anything in
+ * the process): clients then get a prompt close instead of taking the fds the store and the WAL
+ * need to go on (LevelDB fails a compaction for good when it cannot open a file).  Peers may
+ * use half of the extra headroom, so that a flood of clients cannot cut the cluster apart. */
+static int accept_fd_max(enum srv_conn_kind kind)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
@@ -80,6 +81,9 @@ static int accept_fd_max(void)
     rlim_t keep = (rlim_t)lo.max_open_files + FD_KEEP_EXTRA;
     if (keep > rl.rlim_cur / 2) {
         keep = rl.rlim_cur / 2; /* a small limit: still serve some clients */
+    }
+    if (kind == SRV_CONN_PEER_IN) {
+        keep = keep > FD_KEEP_EXTRA / 2 ? keep - FD_KEEP_EXTRA / 2 : 0;
     }
     return (int)(rl.rlim_cur - keep);
 }
@@ -157,13 +161,13 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             }
             continue;
         }
-        if (fd >= s->accept_fd_max) {
+        if (fd >= l->fd_max) {
             close(fd);
-            char why[128];
+            char why[160];
             snprintf(why, sizeof why,
                      "closing new connections: %d fds in use, the rest of RLIMIT_NOFILE is kept "
                      "for the store and the WAL",
-                     s->accept_fd_max);
+                     l->fd_max);
             note_refused(l, why);
             continue;
         }
@@ -185,6 +189,7 @@ static int start_listener(struct srv *s,
     l->s = s;
     l->kind = kind;
     l->name = kind == SRV_CONN_CLIENT ? "client" : "peer";
+    l->fd_max = accept_fd_max(kind);
     ev_io_init(&l->io, on_accept, l->fd, EV_READ);
     l->io.data = l;
     ev_timer_init(&l->pause, on_accept_pause_end, ACCEPT_PAUSE_S, 0.);
@@ -208,7 +213,6 @@ static void stop_listener(struct srv *s, struct srv_listener *l)
 
 int srv_client_listen(struct srv *s)
 {
-    s->accept_fd_max = accept_fd_max();
     int rv = start_listener(s, &s->cfg.listen_client, SRV_CONN_CLIENT, &s->client_l);
     if (rv == 0) {
         rv = start_listener(s, &s->cfg.listen_peer, SRV_CONN_PEER_IN, &s->peer_l);

@@ -58,6 +58,7 @@ struct srv_listener
     enum srv_conn_kind kind;
     const char *name; /* "client" or "peer", for log lines */
     int fd;           /* -1 when not listening */
+    int fd_max;       /* accepted fds from this number up are closed at once */
     uint16_t port;
     ev_io io;
     ev_timer pause;           /* restarts io after accept ran out of fds or memory */
@@ -299,7 +300,6 @@ struct srv
     /* network */
     struct srv_listener client_l;
     struct srv_listener peer_l;
-    int accept_fd_max; /* accepted fds from this number up are closed at once (client.c) */
     struct srv_conn **conns;
     uint32_t *gens;
     uint32_t n_conns;

@@ -113,8 +113,9 @@ static void put_and_get(struct kvc *k, const char *key)
 }
 
 /* 2,000 idle connections to a member limited to 1,024 fds: an existing client is still served
- * within 1 s, the member neither spins nor floods its log, the connections it cannot keep are
- * closed at once instead of hanging, and once the flood closes new connections are served. */
+ * within 1 s, the member neither spins nor floods its log, the peer port still takes a
+ * connection, the client connections it cannot keep are closed at once instead of hanging, and
+ * once the flood closes new connections are served. */
 static void fd_exhaustion_keeps_serving_existing_clients(void **state)
 {
     (void)state;
@@ -143,6 +144,11 @@ static void fd_exhaustion_keeps_serving_existing_clients(void **state)
     assert_true(took < 1000);
     size_t lines = accept_log_lines(f);
     assert_true(lines <= 5); /* the member does not retry accept in a loop */
+    /* The peer port keeps headroom of its own: a flood of clients cannot cut members apart. */
+    int peer = ih_raw_dial(f->c.m[0].peer_port);
+    assert_true(peer >= 0);
+    assert_false(ih_raw_closed(peer, 1000));
+    close(peer);
 
     /* Past the fds the member keeps for itself, connections are closed, not left waiting. */
     size_t closed = poll_all(fds, FLOOD, POLLIN, 5000);
