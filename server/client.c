@@ -3,11 +3,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -49,21 +51,127 @@ static int listen_on(const struct srv_url *u, int *fd_out, uint16_t *port_out, c
     return 0;
 }
 
+/* Accepted connections leave this many fds below RLIMIT_NOFILE, besides the store's table cache,
+ * for the WAL, compactions, snapshot files and transfers, and peer connections. */
+#define FD_KEEP_EXTRA 64
+/* A listener whose accept ran out of fds or memory rests this long before trying again. */
+#define ACCEPT_PAUSE_S 0.1
+/* Refused connections are logged at most once per this interval, with their count. */
+#define ACCEPT_LOG_MS 10000
+/* An HTTP request's headers must arrive within this time of its first bytes (Go's
+ * ReadHeaderTimeout), and its reply must be taken within the second: a client cannot hold a
+ * connection and its fd by sending or reading slowly. */
+#define HTTP_HEADER_TIMEOUT_S 5.0
+#define HTTP_REPLY_TIMEOUT_S 30.0
+
+/* The first fd number that accept on a @kind listener must not keep.  fds are numbered
+ * lowest-free, so an accepted fd at or past it means every fd below it is in use (by anything in
+ * the process): clients then get a prompt close instead of taking the fds the store and the WAL
+ * need to go on (LevelDB fails a compaction for good when it cannot open a file).  Peers may
+ * use half of the extra headroom, so that a flood of clients cannot cut the cluster apart. */
+static int accept_fd_max(enum srv_conn_kind kind)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > INT_MAX) {
+        return INT_MAX;
+    }
+    struct lsm_options lo;
+    lsm_options_default(&lo);
+    rlim_t keep = (rlim_t)lo.max_open_files + FD_KEEP_EXTRA;
+    if (keep > rl.rlim_cur / 2) {
+        keep = rl.rlim_cur / 2; /* a small limit: still serve some clients */
+    }
+    if (kind == SRV_CONN_PEER_IN) {
+        keep = keep > FD_KEEP_EXTRA / 2 ? keep - FD_KEEP_EXTRA / 2 : 0;
+    }
+    return (int)(rl.rlim_cur - keep);
+}
+
+/* Count a refused connection and log it once per interval. */
+static void note_refused(struct srv_listener *l, const char *why)
+{
+    uint64_t sup;
+    l->refused++;
+    if (srv_log_allow(&l->log, srv_now_ms(), ACCEPT_LOG_MS, &sup)) {
+        srv_log(SRV_LOG_WARN, "net", "%s port: %s (%llu accepts refused since the last line)",
+                l->name, why, (unsigned long long)l->refused);
+        l->refused = 0;
+    }
+}
+
+/* Errors accept(2) reports for one failed connection (Linux passes pending network errors on):
+ * the next one may succeed at once. */
+static bool accept_error_is_per_connection(int err)
+{
+    return err == ECONNABORTED || err == EPROTO || err == EPERM || err == ENETDOWN ||
+           err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
+           err == EOPNOTSUPP || err == ENETUNREACH;
+}
+
+static void on_accept_pause_end(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct srv_listener *l = t->data;
+    ev_io_start(loop, &l->io);
+}
+
+/*
+ * Out of fds (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or any error that is not about one
+ * connection: stop watching the listener for ACCEPT_PAUSE_S.  The listening socket stays
+ * readable while connections wait, so retrying at once spins the loop (the bug: millions of log
+ * lines a second and clients starved).  This is Go's net/http answer (which etcd runs on): rest
+ * and retry, leaving the waiting connections in the backlog to be taken when fds come free.
+ * libuv's alternative, closing a reserve fd to accept and close them, races with the apply and
+ * store threads opening files (one of them may take the freed number); and accept_fd_max()
+ * already closes excess connections promptly before the process runs out.
+ */
+static void accept_pause(struct srv_listener *l, int err)
+{
+    char why[128];
+    snprintf(why, sizeof why, "accept: %s: not accepting for %.0f ms", strerror(err),
+             ACCEPT_PAUSE_S * 1000);
+    ev_io_stop(l->s->loop, &l->io);
+    ev_timer_set(&l->pause, ACCEPT_PAUSE_S, 0.);
+    ev_timer_start(l->s->loop, &l->pause);
+    note_refused(l, why);
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
-    struct srv *s = w->data;
-    enum srv_conn_kind kind = w == &s->client_lio ? SRV_CONN_CLIENT : SRV_CONN_PEER_IN;
+    struct srv_listener *l = w->data;
+    struct srv *s = l->s;
     for (int i = 0; i < 64; i++) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                srv_log(SRV_LOG_WARN, "net", "accept: %s", strerror(errno));
-            }
-            return;
+        int fd;
+        if (SRV_FAILPOINT(s->cfg.member_id, "accept") == SRV_FP_ERROR) {
+            fd = -1;
+            errno = EMFILE;
+        } else {
+            fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         }
-        if (srv_conn_accept(s, fd, kind) != 0) {
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return;
+            }
+            if (errno != EINTR && !accept_error_is_per_connection(errno)) {
+                accept_pause(l, errno);
+                return;
+            }
+            continue;
+        }
+        if (fd >= l->fd_max) {
+            close(fd);
+            char why[160];
+            snprintf(why, sizeof why,
+                     "closing new connections: %d fds in use, the rest of RLIMIT_NOFILE is kept "
+                     "for the store and the WAL",
+                     l->fd_max);
+            note_refused(l, why);
+            continue;
+        }
+        if (srv_conn_accept(s, fd, l->kind) != 0) {
             close(fd);
         }
     }
@@ -71,26 +179,43 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 
 static int start_listener(struct srv *s,
                           const struct srv_url *u,
-                          int *fd,
-                          uint16_t *port,
-                          ev_io *io)
+                          enum srv_conn_kind kind,
+                          struct srv_listener *l)
 {
-    int rv = listen_on(u, fd, port, s->errmsg);
+    int rv = listen_on(u, &l->fd, &l->port, s->errmsg);
     if (rv != 0) {
         return rv;
     }
-    ev_io_init(io, on_accept, *fd, EV_READ);
-    io->data = s;
-    ev_io_start(s->loop, io);
+    l->s = s;
+    l->kind = kind;
+    l->name = kind == SRV_CONN_CLIENT ? "client" : "peer";
+    l->fd_max = accept_fd_max(kind);
+    ev_io_init(&l->io, on_accept, l->fd, EV_READ);
+    l->io.data = l;
+    ev_timer_init(&l->pause, on_accept_pause_end, ACCEPT_PAUSE_S, 0.);
+    l->pause.data = l;
+    ev_io_start(s->loop, &l->io);
     return 0;
+}
+
+static void stop_listener(struct srv *s, struct srv_listener *l)
+{
+    if (l->fd < 0) {
+        return;
+    }
+    if (s->loop != NULL) {
+        ev_io_stop(s->loop, &l->io);
+        ev_timer_stop(s->loop, &l->pause);
+    }
+    close(l->fd);
+    l->fd = -1;
 }
 
 int srv_client_listen(struct srv *s)
 {
-    int rv =
-        start_listener(s, &s->cfg.listen_client, &s->client_lfd, &s->client_port, &s->client_lio);
+    int rv = start_listener(s, &s->cfg.listen_client, SRV_CONN_CLIENT, &s->client_l);
     if (rv == 0) {
-        rv = start_listener(s, &s->cfg.listen_peer, &s->peer_lfd, &s->peer_port, &s->peer_lio);
+        rv = start_listener(s, &s->cfg.listen_peer, SRV_CONN_PEER_IN, &s->peer_l);
     }
     return rv;
 }
@@ -216,6 +341,45 @@ static void client_frame(struct srv_conn *c, const unsigned char *p, size_t len)
     kvdb__frame__free_unpacked(f, NULL);
 }
 
+static void on_http_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct srv_conn *c = t->data;
+    srv_log(SRV_LOG_DEBUG, "http", "closing an HTTP connection: %s in time",
+            c->closing ? "reply not read" : "request headers not complete");
+    srv_conn_close(c);
+}
+
+static void http_deadline_set(struct srv_conn *c, double after_s)
+{
+    ev_timer_stop(c->s->loop, &c->http_deadline);
+    ev_timer_set(&c->http_deadline, after_s, 0.);
+    ev_timer_start(c->s->loop, &c->http_deadline);
+}
+
+/*
+ * Tell HTTP from the native protocol by the first 4 bytes: "GET " as a frame length would be
+ * 542 MB, over any limit.  The header deadline starts with the first byte that may begin
+ * "GET ", so a client that stops after 1 to 3 of them is timed out too; a native frame whose
+ * length bytes start that way loses the deadline with its 4th byte.  Native connections never
+ * get one: watch streams are idle for hours legitimately.
+ */
+static void sniff(struct srv_conn *c)
+{
+    size_t have = c->rd.len - c->rd.off;
+    bool maybe_http = memcmp(c->rd.buf + c->rd.off, "GET ", have < 4 ? have : 4) == 0;
+    if (have >= 4) {
+        c->sniffed = true;
+        c->http = maybe_http;
+    }
+    if (!maybe_http) {
+        ev_timer_stop(c->s->loop, &c->http_deadline);
+    } else if (!ev_is_active(&c->http_deadline)) {
+        http_deadline_set(c, HTTP_HEADER_TIMEOUT_S);
+    }
+}
+
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -239,16 +403,15 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
             break;
         }
         pb_frame_reader_commit(&c->rd, (size_t)n);
-        if (c->kind == SRV_CONN_CLIENT && !c->sniffed && c->rd.len - c->rd.off >= 4) {
-            /* "GET " as a frame length would be 542 MB, over any limit: it is HTTP. */
-            c->sniffed = true;
-            c->http = memcmp(c->rd.buf + c->rd.off, "GET ", 4) == 0;
+        if (c->kind == SRV_CONN_CLIENT && !c->sniffed) {
+            sniff(c);
         }
         if (c->http) {
             size_t have = c->rd.len - c->rd.off;
             const char *req = (const char *)c->rd.buf + c->rd.off;
             if (memmem(req, have, "\r\n\r\n", 4) != NULL || have > 8192) {
-                srv_http_handle(c, req, have);
+                http_deadline_set(c, HTTP_REPLY_TIMEOUT_S);
+                srv_http_handle(c, req, have); /* may close c */
                 return;
             }
             continue;
@@ -318,6 +481,8 @@ int srv_conn_accept(struct srv *s, int fd, enum srv_conn_kind kind)
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     c->rio.data = c;
     c->wio.data = c;
+    ev_timer_init(&c->http_deadline, on_http_deadline, HTTP_HEADER_TIMEOUT_S, 0.);
+    c->http_deadline.data = c;
     ev_io_start(s->loop, &c->rio);
     s->conns[slot] = c;
     return 0;
@@ -328,6 +493,7 @@ static void conn_unlink(struct srv_conn *c)
     struct srv *s = c->s;
     ev_io_stop(s->loop, &c->rio);
     ev_io_stop(s->loop, &c->wio);
+    ev_timer_stop(s->loop, &c->http_deadline);
     s->conns[c->slot] = NULL;
     if (c->dirty) {
         struct srv_conn **pp = &s->dirty;
@@ -372,18 +538,6 @@ void srv_conns_close_all(struct srv *s)
     s->conns = NULL;
     s->gens = NULL;
     s->n_conns = 0;
-    if (s->client_lfd > 0) {
-        if (s->loop != NULL) {
-            ev_io_stop(s->loop, &s->client_lio);
-        }
-        close(s->client_lfd);
-        s->client_lfd = -1;
-    }
-    if (s->peer_lfd > 0) {
-        if (s->loop != NULL) {
-            ev_io_stop(s->loop, &s->peer_lio);
-        }
-        close(s->peer_lfd);
-        s->peer_lfd = -1;
-    }
+    stop_listener(s, &s->client_l);
+    stop_listener(s, &s->peer_l);
 }

@@ -13,6 +13,7 @@
  *   snap_manifest_sent                 a transfer reached its receiver (error, delay; its hit
  *                                      count tells tests that a transfer is under way)
  *   snap_recv                          a receiver, before it answers the manifest (error, delay)
+ *   accept                             a listener's accept (error: EMFILE, no connection taken)
  * Built without KV_FAILPOINTS, sites compile to nothing. */
 #ifndef KV_SERVER_FAILPOINT_H
 #define KV_SERVER_FAILPOINT_H

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "server/log.h"
 #include "server/srv.h"
@@ -13,6 +14,17 @@ static void on_signal(int sig)
     (void)sig;
     if (the_srv != NULL) {
         srv_stop(the_srv);
+    }
+}
+
+/* Raise the soft fd limit to the hard one, as Go programs (etcd among them) do at start since Go
+ * 1.19: a shell's soft default of 1024 would otherwise bound the clients a member serves. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
 }
 
@@ -32,6 +44,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvdb: %s\n", err);
         return 2;
     }
+    raise_fd_limit();
     struct srv *opened = NULL;
     int rv = srv_open(&cfg, &opened, err);
     the_srv = opened;

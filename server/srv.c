@@ -354,8 +354,8 @@ int srv_open(const struct srv_config *cfg, struct srv **out, char *errmsg)
         return SRV_ENOMEM;
     }
     s->cfg = *cfg;
-    s->client_lfd = -1;
-    s->peer_lfd = -1;
+    s->client_l.fd = -1;
+    s->peer_l.fd = -1;
     s->request_timeout_ms = REQUEST_TIMEOUT_BASE_MS + 2ull * cfg->election_ms;
     /* Request ids must not repeat across restarts: an entry proposed before a crash may apply
      * after it, and must not answer a new request. */
@@ -446,12 +446,12 @@ uint64_t srv_leader(struct srv *s)
 
 uint16_t srv_client_port(const struct srv *s)
 {
-    return s->client_port;
+    return s->client_l.port;
 }
 
 uint16_t srv_peer_port(const struct srv *s)
 {
-    return s->peer_port;
+    return s->peer_l.port;
 }
 
 void srv_close(struct srv *s)

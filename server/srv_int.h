@@ -40,14 +40,30 @@ struct srv_conn
     uint32_t gen;
     ev_io rio;
     ev_io wio;
-    bool writing; /* wio started: the socket's buffer is full */
-    bool dirty;   /* on s->dirty: has frames to write this iteration */
-    bool closing; /* a protocol error was answered: close once the reply is written */
-    bool sniffed; /* the first bytes were checked for an HTTP request */
-    bool http;    /* an HTTP request (/metrics, /health) */
+    bool writing;           /* wio started: the socket's buffer is full */
+    bool dirty;             /* on s->dirty: has frames to write this iteration */
+    bool closing;           /* a protocol error was answered: close once the reply is written */
+    bool sniffed;           /* the first bytes were checked for an HTTP request */
+    bool http;              /* an HTTP request (/metrics, /health) */
+    ev_timer http_deadline; /* HTTP only: headers, then the reply's write, must finish by it */
     struct srv_conn *next_dirty;
     struct pb_frame_reader rd;
     struct pb_frame_writer wr;
+};
+
+/* A listening socket (client.c): accepts connections of one kind on the loop thread. */
+struct srv_listener
+{
+    struct srv *s;
+    enum srv_conn_kind kind;
+    const char *name; /* "client" or "peer", for log lines */
+    int fd;           /* -1 when not listening */
+    int fd_max;       /* accepted fds from this number up are closed at once */
+    uint16_t port;
+    ev_io io;
+    ev_timer pause;           /* restarts io after accept ran out of fds or memory */
+    uint64_t refused;         /* accepts failed, or closed at once, since the last log line */
+    struct srv_log_limit log; /* one line per interval about refused connections */
 };
 
 /* An outbound peer connection (one per other member); messages to that member go here. */
@@ -282,12 +298,8 @@ struct srv
     enum raft_role role;
 
     /* network */
-    int client_lfd;
-    int peer_lfd;
-    ev_io client_lio;
-    ev_io peer_lio;
-    uint16_t client_port;
-    uint16_t peer_port;
+    struct srv_listener client_l;
+    struct srv_listener peer_l;
     struct srv_conn **conns;
     uint32_t *gens;
     uint32_t n_conns;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -270,7 +271,13 @@ static void exec_member(const struct ih_cluster *c, const struct ih_member *m, c
     for (int i = 3; i < 1024; i++) {
         close(i);
     }
-    (void)c;
+    if (c->nofile != 0) {
+        struct rlimit rl = {.rlim_cur = c->nofile, .rlim_max = c->nofile};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            fprintf(stderr, "setrlimit RLIMIT_NOFILE %u: %s\n", c->nofile, strerror(errno));
+            _exit(127);
+        }
+    }
     execv(KVDB_BIN, argv);
     fprintf(stderr, "exec %s: %s\n", KVDB_BIN, strerror(errno));
     _exit(127);

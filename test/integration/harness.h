@@ -38,6 +38,7 @@ struct ih_cluster
     char initial_cluster[512];          /* --initial-cluster value */
     const char *extra[IH_MAX_ARGS];     /* extra flags for every member (borrowed, static) */
     size_t n_extra;
+    unsigned nofile; /* RLIMIT_NOFILE (soft and hard) of members started from now; 0: inherit */
 };
 
 /*

@@ -11,6 +11,11 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <limits.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "server/failpoint.h"
 #include "server/srv.h"
@@ -459,6 +464,58 @@ static void restart_with_the_store_at_an_older_snapshot(void **state)
     srv_embed_destroy(c);
 }
 
+/* A connection to @endpoint ("127.0.0.1:port"), blocking, or a failed test. */
+static int dial(const char *endpoint)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)atoi(strrchr(endpoint, ':') + 1))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof sa));
+    return fd;
+}
+
+/* accept(2) failing with EMFILE (the "accept" failpoint) makes the member stop watching the
+ * listener for 100 ms at a time instead of retrying in a busy loop; existing clients are served
+ * meanwhile, and the connection that waited in the backlog is taken once accept works again. */
+static void accept_out_of_fds_rests_instead_of_spinning(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 1};
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 5000);
+    sf_put(k, "before", "1");
+
+    uint64_t hits0 = srv_fp_hits("accept");
+    uint64_t id = srv_embed_member_id(c, 0);
+    assert_int_equal(0, srv_fp_set("accept", id, SRV_FP_ERROR, 100, 0, 0));
+    int fd = dial(srv_embed_endpoint(c, 0)); /* the kernel completes it; the member cannot */
+    static const char req[] = "GET /health HTTP/1.1\r\n\r\n";
+    assert_int_equal((ssize_t)sizeof req - 1, send(fd, req, sizeof req - 1, MSG_NOSIGNAL));
+    /* One second of writes from the existing client: each is served. */
+    double t0 = now_ms();
+    int puts = 0;
+    for (; now_ms() - t0 < 1000; puts++) {
+        sf_put(k, "during", "1");
+    }
+    uint64_t tries = srv_fp_hits("accept") - hits0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(0, poll(&p, 1, 0)); /* not accepted, so not answered */
+    fprintf(stderr, "[embed] %d puts and %llu accept attempts in 1 s out of fds\n", puts,
+            (unsigned long long)tries);
+    assert_true(tries >= 2 && tries <= 30); /* one per 100 ms pause, not a spin */
+
+    assert_int_equal(0, srv_fp_set("accept", id, SRV_FP_OFF, 0, 0, 0));
+    assert_int_equal(1, poll(&p, 1, 2000));
+    char reply[64] = "";
+    assert_true(recv(fd, reply, sizeof reply - 1, 0) > 0);
+    assert_memory_equal(reply, "HTTP/1.1 ", 9);
+    close(fd);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +528,7 @@ int main(void)
         cmocka_unit_test(removed_while_down_stops_on_restart),
         cmocka_unit_test(stop_during_a_stuck_snapshot_transfer),
         cmocka_unit_test(restart_with_the_store_at_an_older_snapshot),
+        cmocka_unit_test(accept_out_of_fds_rests_instead_of_spinning),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
