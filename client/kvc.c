@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/backlog.h"
 #include "proto/frame.h"
 
 #define MAX_ENDPOINTS 16
@@ -35,13 +36,6 @@ struct endpoint
     uint16_t port;
 };
 
-/* A frame read while another call waited, kept for kvc_recv()/kvc_watch_next(). */
-struct kept
-{
-    Kvdb__Frame *f;
-    struct kept *next;
-};
-
 struct kvc
 {
     struct endpoint eps[MAX_ENDPOINTS];
@@ -53,14 +47,11 @@ struct kvc
     struct pb_frame_reader rd;
     struct pb_frame_writer wr;
     Kvdb__Frame *last;       /* the reply last returned by kvc_recv() */
-    struct kept *kept;       /* the backlog, oldest first */
-    struct kept **kept_tail; /* where the next kept frame links in */
-    size_t n_kept;
-    size_t kept_bytes;  /* body bytes of the kept frames */
-    size_t pipelined;   /* kvc_send() requests on this connection not yet answered */
-    bool watching;      /* a watch was opened on this connection */
-    unsigned lost;      /* enum lost bits not yet reported */
-    char lost_msg[256]; /* the message that reports them */
+    struct kvc_backlog kept; /* frames read by one call for another (kvc.h) */
+    size_t pipelined;        /* kvc_send() requests on this connection not yet answered */
+    bool watching;           /* a watch was opened on this connection */
+    unsigned lost;           /* enum lost bits not yet reported */
+    char lost_msg[256];      /* the message that reports them */
     Kvdb__ErrorCode server_code;
     char errmsg[256];
     char token[64]; /* from kvc_authenticate() */
@@ -121,52 +112,32 @@ static int parse_endpoints(struct kvc *c, const char *list)
 /* Whether the backlog is at its bound (kvc.h): then nothing more is read into it. */
 static int check_backlog(struct kvc *c)
 {
-    if (c->n_kept < c->opts.max_backlog && c->kept_bytes < BACKLOG_BYTES) {
+    if (c->kept.n < c->opts.max_backlog && c->kept.bytes < BACKLOG_BYTES) {
         return 0;
     }
     snprintf(c->errmsg, sizeof c->errmsg,
-             "%zu frames (%zu bytes) wait for kvc_recv/kvc_watch_next: read them first", c->n_kept,
-             c->kept_bytes);
+             "%zu frames (%zu bytes) wait for kvc_recv/kvc_watch_next: read them first", c->kept.n,
+             c->kept.bytes);
     return KVC_EOVERFLOW;
 }
 
 /* Append @f to the backlog; takes ownership of @f.  A late reply to a kvc_call() that gave up
- * is nobody's and is dropped.  Errors: KVC_ENOMEM (@f freed: the caller closes the connection,
- * which reports what it carried as lost). */
+ * is nobody's and is dropped.  Errors: KVC_ENOMEM (@f freed and recorded as lost: the caller
+ * closes the connection, and kvc_recv()/kvc_watch_next() report it). */
 static int keep(struct kvc *c, Kvdb__Frame *f)
 {
-    if (f->id & CALL_ID) {
-        kvdb__frame__free_unpacked(f, NULL);
+    if (!(f->id & CALL_ID) && kvc_backlog_push(&c->kept, f) == 0) {
         return 0;
     }
-    struct kept *k = malloc(sizeof *k);
-    if (k == NULL) {
-        kvdb__frame__free_unpacked(f, NULL);
+    int rv = 0;
+    if (!(f->id & CALL_ID)) {
         snprintf(c->errmsg, sizeof c->errmsg, "out of memory keeping a frame");
-        return KVC_ENOMEM;
+        snprintf(c->lost_msg, sizeof c->lost_msg, "a frame was lost: out of memory");
+        c->lost |= f->method == KVDB__METHOD__METHOD_WATCH ? LOST_WATCHES : LOST_REPLIES;
+        rv = KVC_ENOMEM;
     }
-    k->f = f;
-    k->next = NULL;
-    *c->kept_tail = k;
-    c->kept_tail = &k->next;
-    c->n_kept++;
-    c->kept_bytes += f->body.len;
-    return 0;
-}
-
-/* Unlink the kept frame that *@at points to and return it (owned by the caller). */
-static Kvdb__Frame *take(struct kvc *c, struct kept **at)
-{
-    struct kept *k = *at;
-    Kvdb__Frame *f = k->f;
-    *at = k->next;
-    if (c->kept_tail == &k->next) {
-        c->kept_tail = at;
-    }
-    c->n_kept--;
-    c->kept_bytes -= f->body.len;
-    free(k);
-    return f;
+    kvdb__frame__free_unpacked(f, NULL);
+    return rv;
 }
 
 /* Keep the complete frames already read from a connection that is being closed: they were
@@ -270,7 +241,7 @@ int kvc_open(const char *endpoints, const struct kvc_options *opts, struct kvc *
     }
     c->fd = -1;
     c->next_id = 1;
-    c->kept_tail = &c->kept;
+    kvc_backlog_init(&c->kept);
     if (opts != NULL) {
         c->opts = *opts;
     }
@@ -309,9 +280,7 @@ void kvc_close(struct kvc *c)
     if (c->last != NULL) {
         kvdb__frame__free_unpacked(c->last, NULL);
     }
-    while (c->kept != NULL) {
-        kvdb__frame__free_unpacked(take(c, &c->kept), NULL);
-    }
+    kvc_backlog_fini(&c->kept);
     if (c->fd >= 0) {
         close(c->fd);
     }
@@ -501,8 +470,7 @@ static int report_lost(struct kvc *c, unsigned what)
  * replies to abandoned kvc_call()s skipped). */
 static int next_frame(struct kvc *c, uint64_t deadline, Kvdb__Frame **out)
 {
-    if (c->kept != NULL) {
-        *out = take(c, &c->kept);
+    if ((*out = kvc_backlog_take(&c->kept, false)) != NULL) {
         return 0;
     }
     if (c->lost != 0) {
@@ -749,11 +717,8 @@ int kvc_watch(struct kvc *c, const Kvdb__WatchCreateRequest *req, uint64_t *stre
  * read before it for kvc_recv()).  *@out is owned by the caller. */
 static int next_watch_frame(struct kvc *c, uint64_t deadline, Kvdb__Frame **out)
 {
-    for (struct kept **at = &c->kept; *at != NULL; at = &(*at)->next) {
-        if ((*at)->f->method == KVDB__METHOD__METHOD_WATCH) {
-            *out = take(c, at);
-            return 0;
-        }
+    if ((*out = kvc_backlog_take(&c->kept, true)) != NULL) {
+        return 0;
     }
     if (c->lost & LOST_WATCHES) {
         return report_lost(c, LOST_WATCHES);

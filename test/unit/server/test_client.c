@@ -167,6 +167,48 @@ static void backlog_bound_fails_the_call_and_drops_nothing(void **state)
     srv_embed_destroy(c);
 }
 
+/* A call that fails over to another member closes the connection that carried the handle's
+ * watch: kvc_watch_next must say so (KVC_EIO, once) instead of waiting on the new connection for
+ * events that will never come. */
+static void watch_lost_in_a_failover_is_reported_once(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 3};
+    int leader;
+    struct srv_embed *c = sf_start(&o, &leader);
+    unsigned follower = ((unsigned)leader + 1) % 3;
+    char eps[128];
+    snprintf(eps, sizeof eps, "%s,%s", srv_embed_endpoint(c, follower),
+             srv_embed_endpoint(c, (unsigned)leader));
+    struct kvc *k = sf_client(eps, 10000);
+    sf_watch(k, "f", NULL, 0, false, false);
+    srv_embed_kill(c, follower);
+    Kvdb__RangeResponse *rr = NULL;
+    int rv = kvc_get(k, "f", 1, false, &rr); /* a read: retried on the leader */
+    if (rv != 0) {
+        fail_msg("get: %s: %s", kvc_strerror(rv), kvc_errmsg(k));
+    }
+    kvdb__range_response__free_unpacked(rr, NULL);
+
+    uint64_t stream;
+    Kvdb__WatchResponse *wr = NULL;
+    uint64_t t0 = now_ms();
+    assert_int_equal(kvc_watch_next(k, 5000, &stream, &wr), KVC_EIO);
+    assert_true(now_ms() - t0 < 1000);
+    assert_non_null(strstr(kvc_errmsg(k), "watches ended"));
+    assert_int_equal(kvc_watch_next(k, 100, &stream, &wr), KVC_ETIMEOUT);
+
+    /* Reopened on the new connection, the watch works. */
+    sf_watch(k, "f", NULL, 0, false, false);
+    int64_t rev = put_rev(k, "f", "1");
+    Kvdb__WatchResponse *hold = NULL;
+    size_t at = 0;
+    assert_int_equal(next_event(k, &hold, &at)->kv->mod_revision, rev);
+    kvdb__watch_response__free_unpacked(hold, NULL);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
 /* kvdb_server_client_requests_total of the member at @ep ("127.0.0.1:port"), from /metrics. */
 static double client_requests(const char *ep)
 {
@@ -248,6 +290,7 @@ int main(void)
         cmocka_unit_test(watch_and_puts_on_one_handle_get_every_event_and_reply),
         cmocka_unit_test(pipelined_reply_read_by_a_call_is_delivered_by_recv),
         cmocka_unit_test(backlog_bound_fails_the_call_and_drops_nothing),
+        cmocka_unit_test(watch_lost_in_a_failover_is_reported_once),
         cmocka_unit_test(no_leader_call_retries_on_the_documented_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
