@@ -140,6 +140,15 @@ static int keep(struct kvc *c, Kvdb__Frame *f)
     return rv;
 }
 
+/* Note that frame @f arrived on the connection: a reply to kvc_send() is no longer at risk of
+ * being lost with it. */
+static void arrived(struct kvc *c, const Kvdb__Frame *f)
+{
+    if (!(f->id & CALL_ID) && f->method != KVDB__METHOD__METHOD_WATCH && c->pipelined > 0) {
+        c->pipelined--;
+    }
+}
+
 /* Keep the complete frames already read from a connection that is being closed: they were
  * delivered by the member, so they are delivered to the caller (before the loss is reported). */
 static void salvage(struct kvc *c)
@@ -148,7 +157,11 @@ static void salvage(struct kvc *c)
     size_t n;
     while (pb_frame_reader_next(&c->rd, &p, &n) == 0) {
         Kvdb__Frame *f = kvdb__frame__unpack(NULL, n, p);
-        if (f == NULL || keep(c, f) != 0) {
+        if (f == NULL) {
+            return;
+        }
+        arrived(c, f);
+        if (keep(c, f) != 0) {
             return;
         }
     }
@@ -382,10 +395,7 @@ static int read_frame(struct kvc *c, uint64_t deadline, Kvdb__Frame **out)
         if (rv == 0) {
             *out = kvdb__frame__unpack(NULL, n, p);
             if (*out != NULL) {
-                if (!((*out)->id & CALL_ID) && (*out)->method != KVDB__METHOD__METHOD_WATCH &&
-                    c->pipelined > 0) {
-                    c->pipelined--; /* its reply arrived: no longer lost with the connection */
-                }
+                arrived(c, *out);
                 return 0;
             }
             snprintf(c->errmsg, sizeof c->errmsg, "undecodable reply frame");

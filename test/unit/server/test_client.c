@@ -24,18 +24,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int64_t put_rev(struct kvc *k, const char *key, const char *val)
-{
-    Kvdb__PutResponse *r = NULL;
-    int rv = kvc_put(k, key, strlen(key), val, strlen(val), &r);
-    if (rv != 0) {
-        fail_msg("put %s: %s: %s", key, kvc_strerror(rv), kvc_errmsg(k));
-    }
-    int64_t rev = r->header->revision;
-    kvdb__put_response__free_unpacked(r, NULL);
-    return rev;
-}
-
 /* The next event of @k's watch (waiting up to 10 s); fails the test on an error. */
 static const Kvdb__Event *next_event(struct kvc *k, Kvdb__WatchResponse **hold, size_t *i)
 {
@@ -69,7 +57,7 @@ static void watch_and_puts_on_one_handle_get_every_event_and_reply(void **state)
     char val[8];
     for (int i = 0; i < N; i++) {
         snprintf(val, sizeof val, "v%d", i);
-        revs[i] = put_rev(k, "w", val);
+        revs[i] = sf_put(k, "w", val);
     }
     Kvdb__WatchResponse *hold = NULL;
     size_t at = 0;
@@ -94,7 +82,7 @@ static void pipelined_reply_read_by_a_call_is_delivered_by_recv(void **state)
     struct srv_embed_opts o = {.members = 1};
     struct srv_embed *c = sf_start(&o, NULL);
     struct kvc *k = sf_client(srv_embed_endpoints(c), 10000);
-    int64_t rev = put_rev(k, "p", "1");
+    int64_t rev = sf_put(k, "p", "1");
     Kvdb__RangeRequest r;
     kvdb__range_request__init(&r);
     r.key.data = (uint8_t *)"p";
@@ -102,7 +90,7 @@ static void pipelined_reply_read_by_a_call_is_delivered_by_recv(void **state)
     r.serializable = true;
     uint64_t sent;
     assert_int_equal(kvc_send(k, KVDB__METHOD__METHOD_RANGE, &r.base, &sent), 0);
-    assert_true(put_rev(k, "p", "2") > rev);
+    assert_true(sf_put(k, "p", "2") > rev);
 
     uint64_t id;
     Kvdb__ErrorCode code;
@@ -136,7 +124,7 @@ static void backlog_bound_fails_the_call_and_drops_nothing(void **state)
     char err[256];
     assert_int_equal(kvc_open(srv_embed_endpoints(c), &ko, &k, err), 0);
     sf_watch(k, "o", NULL, 0, false, false);
-    int64_t first = put_rev(k, "o", "x");
+    int64_t first = sf_put(k, "o", "x");
     int64_t last = first;
     int rv = 0;
     for (int i = 0; i < 10 && rv == 0; i++) {
@@ -158,7 +146,7 @@ static void backlog_bound_fails_the_call_and_drops_nothing(void **state)
     while (want <= last) {
         assert_int_equal(next_event(k, &hold, &at)->kv->mod_revision, want++);
     }
-    int64_t final = put_rev(k, "o", "y");
+    int64_t final = sf_put(k, "o", "y");
     while (want <= final) {
         assert_int_equal(next_event(k, &hold, &at)->kv->mod_revision, want++);
     }
@@ -200,7 +188,7 @@ static void watch_lost_in_a_failover_is_reported_once(void **state)
 
     /* Reopened on the new connection, the watch works. */
     sf_watch(k, "f", NULL, 0, false, false);
-    int64_t rev = put_rev(k, "f", "1");
+    int64_t rev = sf_put(k, "f", "1");
     Kvdb__WatchResponse *hold = NULL;
     size_t at = 0;
     assert_int_equal(next_event(k, &hold, &at)->kv->mod_revision, rev);
