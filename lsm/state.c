@@ -9,8 +9,7 @@ int lsm_state_key(struct lsm_buf *k, struct lsm_bytes name)
 {
     uint8_t p = LSM_P_STATE;
     k->len = 0;
-    return lsm_buf_add(k, &p, 1) != 0 || lsm_buf_add(k, name.data, name.len) != 0 ? LSM_ENOMEM
-                                                                                : 0;
+    return lsm_buf_add(k, &p, 1) != 0 || lsm_buf_add(k, name.data, name.len) != 0 ? LSM_ENOMEM : 0;
 }
 
 int lsm_state_scan(struct lsm_store *s,

@@ -95,8 +95,8 @@ static int import_files(struct srv *s, const char *dir, const char *const names[
             snprintf(errmsg, SRV_ERRMSG, "move the state files of %s into the store: %s", dir, err);
             rv = SRV_EIO;
         } else if (n > 1) {
-            srv_log(SRV_LOG_INFO, "state", "moved %zu leases%s%s from %s into the store",
-                    n_leases, auth != NULL ? ", the auth state" : "",
+            srv_log(SRV_LOG_INFO, "state", "moved %zu leases%s%s from %s into the store", n_leases,
+                    auth != NULL ? ", the auth state" : "",
                     members != NULL ? ", the member registry" : "", dir);
         }
     } else if (rv != 0) {
@@ -121,7 +121,10 @@ static int load_members(struct srv *s, struct srv_member *v, size_t *n, char *er
     return rv;
 }
 
-int srv_state_load(struct srv *s, const char *dir, const char *const files[3], bool at_start,
+int srv_state_load(struct srv *s,
+                   const char *dir,
+                   const char *const files[3],
+                   bool at_start,
                    char *errmsg)
 {
     struct state_bytes mark = {.name = REC_MARK};

@@ -194,6 +194,7 @@ static void watch_lost_in_a_failover_is_reported_once(void **state)
     assert_int_equal(next_event(k, &hold, &at)->kv->mod_revision, rev);
     kvdb__watch_response__free_unpacked(hold, NULL);
     kvc_close(k);
+    sf_assert_converged(c, 3, 10000);
     srv_embed_destroy(c);
 }
 
