@@ -13,10 +13,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/backlog.h"
 #include "proto/frame.h"
 
 #define MAX_ENDPOINTS 16
 #define MAX_REPLY (256u << 20)
+#define CALL_ID (UINT64_C(1) << 63) /* set in the frame ids of the library's own requests */
+#define BACKLOG_DEFAULT 4096        /* kvc_options.max_backlog when 0 */
+#define BACKLOG_BYTES (64u << 20)   /* and at most this many body bytes */
+#define BACKOFF_FIRST_MS 50         /* kvc.h documents this schedule */
+#define BACKOFF_MAX_MS 1000
+
+/* What a lost connection took with it, reported once by kvc_recv()/kvc_watch_next(). */
+enum lost {
+    LOST_REPLIES = 1, /* kvc_send() requests still unanswered */
+    LOST_WATCHES = 2, /* the watches opened on it */
+};
 
 struct endpoint
 {
@@ -34,7 +46,12 @@ struct kvc
     uint64_t next_id;
     struct pb_frame_reader rd;
     struct pb_frame_writer wr;
-    Kvdb__Frame *last; /* the reply last returned by kvc_recv() */
+    Kvdb__Frame *last;       /* the reply last returned by kvc_recv() */
+    struct kvc_backlog kept; /* frames read by one call for another (kvc.h) */
+    size_t pipelined;        /* kvc_send() requests on this connection not yet answered */
+    bool watching;           /* a watch was opened on this connection */
+    unsigned lost;           /* enum lost bits not yet reported */
+    char lost_msg[256];      /* the message that reports them */
     Kvdb__ErrorCode server_code;
     char errmsg[256];
     char token[64]; /* from kvc_authenticate() */
@@ -92,12 +109,82 @@ static int parse_endpoints(struct kvc *c, const char *list)
     return c->n_eps > 0 ? 0 : KVC_EINVAL;
 }
 
+/* Whether the backlog is at its bound (kvc.h): then nothing more is read into it. */
+static int check_backlog(struct kvc *c)
+{
+    if (c->kept.n < c->opts.max_backlog && c->kept.bytes < BACKLOG_BYTES) {
+        return 0;
+    }
+    snprintf(c->errmsg, sizeof c->errmsg,
+             "%zu frames (%zu bytes) wait for kvc_recv/kvc_watch_next: read them first", c->kept.n,
+             c->kept.bytes);
+    return KVC_EOVERFLOW;
+}
+
+/* Append @f to the backlog; takes ownership of @f.  A late reply to a kvc_call() that gave up
+ * is nobody's and is dropped.  Errors: KVC_ENOMEM (@f freed and recorded as lost: the caller
+ * closes the connection, and kvc_recv()/kvc_watch_next() report it). */
+static int keep(struct kvc *c, Kvdb__Frame *f)
+{
+    if (!(f->id & CALL_ID) && kvc_backlog_push(&c->kept, f) == 0) {
+        return 0;
+    }
+    int rv = 0;
+    if (!(f->id & CALL_ID)) {
+        snprintf(c->errmsg, sizeof c->errmsg, "out of memory keeping a frame");
+        snprintf(c->lost_msg, sizeof c->lost_msg, "a frame was lost: out of memory");
+        c->lost |= f->method == KVDB__METHOD__METHOD_WATCH ? LOST_WATCHES : LOST_REPLIES;
+        rv = KVC_ENOMEM;
+    }
+    kvdb__frame__free_unpacked(f, NULL);
+    return rv;
+}
+
+/* Note that frame @f arrived on the connection: a reply to kvc_send() is no longer at risk of
+ * being lost with it. */
+static void arrived(struct kvc *c, const Kvdb__Frame *f)
+{
+    if (!(f->id & CALL_ID) && f->method != KVDB__METHOD__METHOD_WATCH && c->pipelined > 0) {
+        c->pipelined--;
+    }
+}
+
+/* Keep the complete frames already read from a connection that is being closed: they were
+ * delivered by the member, so they are delivered to the caller (before the loss is reported). */
+static void salvage(struct kvc *c)
+{
+    const unsigned char *p;
+    size_t n;
+    while (pb_frame_reader_next(&c->rd, &p, &n) == 0) {
+        Kvdb__Frame *f = kvdb__frame__unpack(NULL, n, p);
+        if (f == NULL) {
+            return;
+        }
+        arrived(c, f);
+        if (keep(c, f) != 0) {
+            return;
+        }
+    }
+}
+
+/* Close the connection.  What it carried for kvc_recv()/kvc_watch_next() (unanswered
+ * kvc_send() requests, watches) is recorded as lost, to be reported after the kept frames. */
 static void disconnect(struct kvc *c)
 {
     if (c->fd >= 0) {
+        salvage(c);
+        if (c->pipelined > 0 || c->watching) {
+            c->lost |= (c->pipelined > 0 ? LOST_REPLIES : 0u) | (c->watching ? LOST_WATCHES : 0u);
+            snprintf(c->lost_msg, sizeof c->lost_msg,
+                     "connection to %s:%u closed (%.80s): %zu requests unanswered%s",
+                     c->eps[c->cur].host, (unsigned)c->eps[c->cur].port, c->errmsg, c->pipelined,
+                     c->watching ? ", watches ended" : "");
+        }
         close(c->fd);
         c->fd = -1;
     }
+    c->pipelined = 0;
+    c->watching = false;
     pb_frame_reader_fini(&c->rd);
     pb_frame_reader_init(&c->rd, MAX_REPLY);
     pb_frame_writer_fini(&c->wr);
@@ -167,6 +254,7 @@ int kvc_open(const char *endpoints, const struct kvc_options *opts, struct kvc *
     }
     c->fd = -1;
     c->next_id = 1;
+    kvc_backlog_init(&c->kept);
     if (opts != NULL) {
         c->opts = *opts;
     }
@@ -175,6 +263,9 @@ int kvc_open(const char *endpoints, const struct kvc_options *opts, struct kvc *
     }
     if (c->opts.request_timeout_ms == 0) {
         c->opts.request_timeout_ms = 15000;
+    }
+    if (c->opts.max_backlog == 0) {
+        c->opts.max_backlog = BACKLOG_DEFAULT;
     }
     pb_frame_reader_init(&c->rd, MAX_REPLY);
     pb_frame_writer_init(&c->wr);
@@ -202,6 +293,7 @@ void kvc_close(struct kvc *c)
     if (c->last != NULL) {
         kvdb__frame__free_unpacked(c->last, NULL);
     }
+    kvc_backlog_fini(&c->kept);
     if (c->fd >= 0) {
         close(c->fd);
     }
@@ -220,7 +312,8 @@ Kvdb__ErrorCode kvc_server_code(const struct kvc *c)
     return c->server_code;
 }
 
-int kvc_send(struct kvc *c, Kvdb__Method m, const ProtobufCMessage *req, uint64_t *id)
+/* Queue @req as method @m in a frame with id @id. */
+static int send_frame(struct kvc *c, Kvdb__Method m, const ProtobufCMessage *req, uint64_t id)
 {
     if (ensure_connected(c) != 0) {
         return KVC_ECONNECT;
@@ -234,7 +327,7 @@ int kvc_send(struct kvc *c, Kvdb__Method m, const ProtobufCMessage *req, uint64_
     protobuf_c_message_pack(req, body);
     Kvdb__Frame f;
     kvdb__frame__init(&f);
-    f.id = c->next_id++;
+    f.id = id;
     f.method = m;
     f.body.data = body;
     f.body.len = n;
@@ -245,10 +338,22 @@ int kvc_send(struct kvc *c, Kvdb__Method m, const ProtobufCMessage *req, uint64_
     if (body != stackbuf) {
         free(body);
     }
+    return rv != 0 ? KVC_ENOMEM : 0;
+}
+
+int kvc_send(struct kvc *c, Kvdb__Method m, const ProtobufCMessage *req, uint64_t *id)
+{
+    uint64_t want = c->next_id++;
+    int rv = send_frame(c, m, req, want);
     if (rv != 0) {
-        return KVC_ENOMEM;
+        return rv;
     }
-    *id = f.id;
+    if (m == KVDB__METHOD__METHOD_WATCH) {
+        c->watching = true; /* a stream: no count of its replies */
+    } else {
+        c->pipelined++;
+    }
+    *id = want;
     return 0;
 }
 
@@ -274,45 +379,28 @@ int kvc_flush(struct kvc *c)
     return 0;
 }
 
-int kvc_recv(struct kvc *c,
-             unsigned timeout_ms,
-             uint64_t *id,
-             Kvdb__ErrorCode *code,
-             const uint8_t **body,
-             size_t *len)
+/* Read the next frame from the connection by @deadline (now_ms() clock) into *@out (free with
+ * kvdb__frame__free_unpacked).  A deadline already past only looks at the bytes buffered.
+ * Errors: KVC_ETIMEOUT, KVC_EIO and KVC_EPROTO (the connection is closed), KVC_ENOMEM. */
+static int read_frame(struct kvc *c, uint64_t deadline, Kvdb__Frame **out)
 {
-    if (c->fd < 0) {
-        return KVC_EIO;
-    }
-    int rv = kvc_flush(c);
-    if (rv != 0) {
-        return rv;
-    }
-    if (c->last != NULL) {
-        kvdb__frame__free_unpacked(c->last, NULL);
-        c->last = NULL;
-    }
-    uint64_t deadline = now_ms() + timeout_ms;
     for (;;) {
+        if (c->fd < 0) {
+            snprintf(c->errmsg, sizeof c->errmsg, "not connected");
+            return KVC_EIO;
+        }
         const unsigned char *p;
         size_t n;
-        rv = pb_frame_reader_next(&c->rd, &p, &n);
+        int rv = pb_frame_reader_next(&c->rd, &p, &n);
         if (rv == 0) {
-            c->last = kvdb__frame__unpack(NULL, n, p);
-            if (c->last == NULL) {
-                snprintf(c->errmsg, sizeof c->errmsg, "undecodable reply frame");
-                disconnect(c);
-                return KVC_EPROTO;
+            *out = kvdb__frame__unpack(NULL, n, p);
+            if (*out != NULL) {
+                arrived(c, *out);
+                return 0;
             }
-            *id = c->last->id;
-            *code = c->last->error;
-            *body = c->last->body.data;
-            *len = c->last->body.len;
-            if (c->last->error != KVDB__ERROR_CODE__OK) {
-                snprintf(c->errmsg, sizeof c->errmsg, "%s", c->last->error_message);
-                c->server_code = c->last->error;
-            }
-            return 0;
+            snprintf(c->errmsg, sizeof c->errmsg, "undecodable reply frame");
+            disconnect(c);
+            return KVC_EPROTO;
         }
         if (rv != PB_EAGAIN) {
             snprintf(c->errmsg, sizeof c->errmsg, "reply frame too large");
@@ -321,7 +409,6 @@ int kvc_recv(struct kvc *c,
         }
         uint64_t now = now_ms();
         if (now >= deadline) {
-            snprintf(c->errmsg, sizeof c->errmsg, "no reply within %u ms", timeout_ms);
             return KVC_ETIMEOUT;
         }
         struct pollfd pf = {.fd = c->fd, .events = POLLIN};
@@ -345,6 +432,102 @@ int kvc_recv(struct kvc *c,
     }
 }
 
+/* Read frames until the one with id @want (into *@out, owned by the caller), keeping the others
+ * for kvc_recv()/kvc_watch_next().  Errors: those of read_frame(), KVC_EOVERFLOW (the backlog is
+ * at its bound: nothing more is read, nothing is dropped). */
+static int wait_for(struct kvc *c, uint64_t want, uint64_t deadline, Kvdb__Frame **out)
+{
+    for (;;) {
+        int rv = check_backlog(c);
+        if (rv != 0) {
+            return rv;
+        }
+        Kvdb__Frame *f;
+        rv = read_frame(c, deadline, &f);
+        if (rv != 0) {
+            return rv;
+        }
+        if (f->id == want) {
+            *out = f;
+            return 0;
+        }
+        rv = keep(c, f);
+        if (rv != 0) {
+            disconnect(c);
+            return rv;
+        }
+    }
+}
+
+/* Record a server error frame @f as the last error (kvc_errmsg, kvc_server_code). */
+static void note_server_error(struct kvc *c, const Kvdb__Frame *f)
+{
+    if (f->error != KVDB__ERROR_CODE__OK) {
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", f->error_message);
+        c->server_code = f->error;
+    }
+}
+
+/* Report, once, what a lost connection took with it (@what: enum lost bits). */
+static int report_lost(struct kvc *c, unsigned what)
+{
+    c->lost &= ~what;
+    snprintf(c->errmsg, sizeof c->errmsg, "%s", c->lost_msg);
+    return KVC_EIO;
+}
+
+/* The next frame for kvc_recv(): the oldest kept one, else one from the connection (late
+ * replies to abandoned kvc_call()s skipped). */
+static int next_frame(struct kvc *c, uint64_t deadline, Kvdb__Frame **out)
+{
+    if ((*out = kvc_backlog_take(&c->kept, false)) != NULL) {
+        return 0;
+    }
+    if (c->lost != 0) {
+        return report_lost(c, c->lost);
+    }
+    for (;;) {
+        int rv = read_frame(c, deadline, out);
+        if ((rv == KVC_EIO || rv == KVC_EPROTO) && c->lost != 0) {
+            report_lost(c, c->lost);
+        }
+        if (rv != 0 || !((*out)->id & CALL_ID)) {
+            return rv;
+        }
+        kvdb__frame__free_unpacked(*out, NULL);
+    }
+}
+
+int kvc_recv(struct kvc *c,
+             unsigned timeout_ms,
+             uint64_t *id,
+             Kvdb__ErrorCode *code,
+             const uint8_t **body,
+             size_t *len)
+{
+    if (c->fd >= 0) {
+        (void)kvc_flush(c); /* a failure closes the connection and is reported in order below */
+    }
+    if (c->last != NULL) {
+        kvdb__frame__free_unpacked(c->last, NULL);
+        c->last = NULL;
+    }
+    int rv = next_frame(c, now_ms() + timeout_ms, &c->last);
+    if (rv == KVC_ETIMEOUT) {
+        snprintf(c->errmsg, sizeof c->errmsg, "no reply within %u ms", timeout_ms);
+    }
+    if (rv != 0) {
+        c->last = NULL;
+        return rv;
+    }
+    *id = c->last->id;
+    *code = c->last->error;
+    *body = c->last->body.data;
+    *len = c->last->body.len;
+    note_server_error(c, c->last);
+    return 0;
+}
+
 /* True when the server closed our idle connection (it sent EOF or reset it): a request sent on
  * it would be lost with an unknown outcome, so the caller reconnects first. */
 static bool peer_closed(struct kvc *c)
@@ -361,38 +544,65 @@ static bool peer_closed(struct kvc *c)
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-/* Send one request and wait for its reply; KVC_EAGAIN-like retry decisions are the caller's. */
+/* Send one request and wait until @deadline for its reply frame (*@reply, owned by the caller);
+ * *@sent tells whether the request may have left.  Retry decisions are the caller's. */
 static int call_once(struct kvc *c,
                      Kvdb__Method m,
                      const ProtobufCMessage *req,
-                     unsigned timeout,
-                     Kvdb__ErrorCode *code,
-                     const uint8_t **body,
-                     size_t *len,
+                     uint64_t deadline,
+                     Kvdb__Frame **reply,
                      bool *sent)
 {
-    uint64_t want;
     *sent = false;
     if (c->fd >= 0 && c->rd.len == c->rd.off && peer_closed(c)) {
         disconnect(c);
         c->cur = (c->cur + 1) % c->n_eps; /* that member went away: try the next one */
     }
-    int rv = kvc_send(c, m, req, &want);
+    int rv = check_backlog(c); /* fail before sending: the request is not executed */
+    if (rv != 0) {
+        return rv;
+    }
+    uint64_t want = c->next_id++ | CALL_ID;
+    rv = send_frame(c, m, req, want);
     if (rv != 0) {
         return rv;
     }
     *sent = true;
-    for (;;) {
-        uint64_t id;
-        rv = kvc_recv(c, timeout, &id, code, body, len);
-        if (rv != 0 || id == want) {
-            return rv;
-        }
-        /* A stale reply from an abandoned call on this connection: skip it. */
+    rv = kvc_flush(c);
+    return rv != 0 ? rv : wait_for(c, want, deadline, reply);
+}
+
+/* Sleep @ms milliseconds (split into seconds and nanoseconds: nanosleep refuses tv_nsec of a
+ * second or more), resuming after signals. */
+static void sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
 
 static int login(struct kvc *c);
+
+/* What kvc_call does with a reply frame @f that is not OK: 0 to retry (after the backoff),
+ * -1 to send again at once (logged in again), or the error to return. */
+static int on_refused(struct kvc *c, Kvdb__Method m, const Kvdb__Frame *f, bool *reauthed)
+{
+    note_server_error(c, f);
+    /* A member that does not know our token (we failed over, or it expired): log in there and
+     * send again; the request was refused, not executed. */
+    if (f->error == KVDB__ERROR_CODE__UNAUTHENTICATED && c->user[0] != '\0' &&
+        m != KVDB__METHOD__METHOD_AUTHENTICATE && !*reauthed) {
+        *reauthed = true;
+        return login(c) == 0 ? -1 : KVC_ESERVER;
+    }
+    /* UNAVAILABLE means the member did not take the request (no leader, stopping): safe to
+     * retry elsewhere.  Anything else is the answer. */
+    if (f->error != KVDB__ERROR_CODE__UNAVAILABLE) {
+        return KVC_ESERVER;
+    }
+    disconnect(c);
+    return 0;
+}
 
 int kvc_call(struct kvc *c,
              Kvdb__Method m,
@@ -402,20 +612,19 @@ int kvc_call(struct kvc *c,
 {
     bool reauthed = false;
     uint64_t deadline = now_ms() + c->opts.request_timeout_ms;
-    unsigned backoff = 50;
+    uint64_t backoff = BACKOFF_FIRST_MS;
     for (;;) {
-        uint64_t now = now_ms();
-        if (now >= deadline) {
+        if (now_ms() >= deadline) {
+            snprintf(c->errmsg, sizeof c->errmsg, "no reply within %u ms",
+                     c->opts.request_timeout_ms);
             return KVC_ETIMEOUT;
         }
-        Kvdb__ErrorCode code = KVDB__ERROR_CODE__OK;
-        const uint8_t *body = NULL;
-        size_t len = 0;
+        Kvdb__Frame *f = NULL;
         bool sent = false;
-        int rv = call_once(c, m, req, (unsigned)(deadline - now), &code, &body, &len, &sent);
-        bool retry;
-        if (rv == 0 && code == KVDB__ERROR_CODE__OK) {
-            *resp = protobuf_c_message_unpack(resp_desc, NULL, len, body);
+        int rv = call_once(c, m, req, deadline, &f, &sent);
+        if (rv == 0 && f->error == KVDB__ERROR_CODE__OK) {
+            *resp = protobuf_c_message_unpack(resp_desc, NULL, f->body.len, f->body.data);
+            kvdb__frame__free_unpacked(f, NULL);
             if (*resp == NULL) {
                 snprintf(c->errmsg, sizeof c->errmsg, "undecodable %s", resp_desc->name);
                 return KVC_EPROTO;
@@ -423,36 +632,28 @@ int kvc_call(struct kvc *c,
             return 0;
         }
         if (rv == 0) {
-            /* A member that does not know our token (we failed over, or it expired): log in
-             * there and send again; the request was refused, not executed. */
-            if (code == KVDB__ERROR_CODE__UNAUTHENTICATED && c->user[0] != '\0' &&
-                m != KVDB__METHOD__METHOD_AUTHENTICATE && !reauthed) {
-                reauthed = true;
-                if (login(c) == 0) {
-                    continue;
-                }
-                return KVC_ESERVER;
+            rv = on_refused(c, m, f, &reauthed);
+            kvdb__frame__free_unpacked(f, NULL);
+            if (rv < 0) {
+                continue;
             }
-            /* UNAVAILABLE means the member did not take the request (no leader, stopping):
-             * safe to retry elsewhere.  Anything else is the answer. */
-            if (code != KVDB__ERROR_CODE__UNAVAILABLE) {
-                return KVC_ESERVER;
-            }
-            retry = true;
-            disconnect(c);
-        } else {
+        } else if (rv == KVC_ECONNECT || rv == KVC_EIO) {
             /* Reads are idempotent; a write whose request left is not retried. */
             bool idempotent = m == KVDB__METHOD__METHOD_RANGE || m == KVDB__METHOD__METHOD_STATUS ||
                               m == KVDB__METHOD__METHOD_MEMBER_LIST;
-            retry = (rv == KVC_ECONNECT || rv == KVC_EIO) && (!sent || idempotent);
-            if (!retry) {
-                return rv;
-            }
+            rv = !sent || idempotent ? 0 : rv;
+        }
+        if (rv == KVC_ETIMEOUT) {
+            snprintf(c->errmsg, sizeof c->errmsg, "no reply within %u ms",
+                     c->opts.request_timeout_ms);
+        }
+        if (rv != 0) {
+            return rv;
         }
         c->cur = (c->cur + 1) % c->n_eps; /* fail over */
-        struct timespec ts = {0, (long)backoff * 1000000L};
-        nanosleep(&ts, NULL);
-        backoff = backoff < 1000 ? backoff * 2 : 1000;
+        uint64_t now = now_ms(), left = deadline > now ? deadline - now : 0;
+        sleep_ms(left < backoff ? left : backoff);
+        backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
     }
 }
 
@@ -522,36 +723,60 @@ int kvc_watch(struct kvc *c, const Kvdb__WatchCreateRequest *req, uint64_t *stre
     return rv != 0 ? rv : kvc_flush(c);
 }
 
-int kvc_watch_next(struct kvc *c, unsigned timeout_ms, uint64_t *stream, Kvdb__WatchResponse **resp)
+/* The oldest watch response: a kept one, else one from the connection (keeping the other frames
+ * read before it for kvc_recv()).  *@out is owned by the caller. */
+static int next_watch_frame(struct kvc *c, uint64_t deadline, Kvdb__Frame **out)
 {
-    uint64_t deadline = now_ms() + timeout_ms;
+    if ((*out = kvc_backlog_take(&c->kept, true)) != NULL) {
+        return 0;
+    }
+    if (c->lost & LOST_WATCHES) {
+        return report_lost(c, LOST_WATCHES);
+    }
     for (;;) {
-        uint64_t now = now_ms();
-        if (now >= deadline) {
-            return KVC_ETIMEOUT;
-        }
-        uint64_t id;
-        Kvdb__ErrorCode code;
-        const uint8_t *body;
-        size_t len;
-        int rv = kvc_recv(c, (unsigned)(deadline - now), &id, &code, &body, &len);
+        int rv = check_backlog(c);
         if (rv != 0) {
             return rv;
         }
-        if (c->last->method != KVDB__METHOD__METHOD_WATCH) {
-            continue;
+        rv = read_frame(c, deadline, out);
+        if ((rv == KVC_EIO || rv == KVC_EPROTO) && (c->lost & LOST_WATCHES)) {
+            report_lost(c, LOST_WATCHES);
         }
-        if (code != KVDB__ERROR_CODE__OK) {
-            return KVC_ESERVER;
+        if (rv != 0 || (*out)->method == KVDB__METHOD__METHOD_WATCH) {
+            return rv;
         }
-        *resp = kvdb__watch_response__unpack(NULL, len, body);
-        if (*resp == NULL) {
-            snprintf(c->errmsg, sizeof c->errmsg, "undecodable WatchResponse");
-            return KVC_EPROTO;
+        rv = keep(c, *out);
+        if (rv != 0) {
+            disconnect(c);
+            return rv;
         }
-        *stream = id;
-        return 0;
     }
+}
+
+int kvc_watch_next(struct kvc *c, unsigned timeout_ms, uint64_t *stream, Kvdb__WatchResponse **resp)
+{
+    if (c->fd >= 0) {
+        (void)kvc_flush(c); /* a failure closes the connection and is reported in order */
+    }
+    Kvdb__Frame *f;
+    int rv = next_watch_frame(c, now_ms() + timeout_ms, &f);
+    if (rv == KVC_ETIMEOUT) {
+        snprintf(c->errmsg, sizeof c->errmsg, "no watch response within %u ms", timeout_ms);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (f->error != KVDB__ERROR_CODE__OK) {
+        note_server_error(c, f);
+        rv = KVC_ESERVER;
+    } else if ((*resp = kvdb__watch_response__unpack(NULL, f->body.len, f->body.data)) == NULL) {
+        snprintf(c->errmsg, sizeof c->errmsg, "undecodable WatchResponse");
+        rv = KVC_EPROTO;
+    } else {
+        *stream = f->id;
+    }
+    kvdb__frame__free_unpacked(f, NULL);
+    return rv;
 }
 
 static int login(struct kvc *c)
@@ -588,25 +813,28 @@ int kvc_snapshot(struct kvc *c, FILE *out, uint64_t *bytes)
 {
     Kvdb__SnapshotRequest r;
     kvdb__snapshot_request__init(&r);
-    uint64_t want;
-    int rv = kvc_send(c, KVDB__METHOD__METHOD_SNAPSHOT, &r.base, &want);
+    uint64_t want = c->next_id++ | CALL_ID;
+    int rv = send_frame(c, KVDB__METHOD__METHOD_SNAPSHOT, &r.base, want);
+    if (rv == 0) {
+        rv = kvc_flush(c);
+    }
     uint64_t total = 0;
     while (rv == 0) {
-        uint64_t id;
-        Kvdb__ErrorCode code;
-        const uint8_t *body;
-        size_t len;
-        rv = kvc_recv(c, c->opts.request_timeout_ms, &id, &code, &body, &len);
-        if (rv != 0 || id != want) {
-            continue;
-        }
-        if (code != KVDB__ERROR_CODE__OK) {
-            rv = KVC_ESERVER;
+        Kvdb__Frame *f;
+        rv = wait_for(c, want, now_ms() + c->opts.request_timeout_ms, &f);
+        if (rv != 0) {
             break;
         }
-        Kvdb__SnapshotResponse *s = kvdb__snapshot_response__unpack(NULL, len, body);
-        if (s == NULL) {
+        Kvdb__SnapshotResponse *s = NULL;
+        if (f->error != KVDB__ERROR_CODE__OK) {
+            note_server_error(c, f);
+            rv = KVC_ESERVER;
+        } else if ((s = kvdb__snapshot_response__unpack(NULL, f->body.len, f->body.data)) == NULL) {
+            snprintf(c->errmsg, sizeof c->errmsg, "undecodable SnapshotResponse");
             rv = KVC_EPROTO;
+        }
+        kvdb__frame__free_unpacked(f, NULL);
+        if (rv != 0) {
             break;
         }
         if (s->blob.len > 0 && fwrite(s->blob.data, 1, s->blob.len, out) != s->blob.len) {

@@ -39,14 +39,16 @@ struct kvc *sf_client(const char *eps, unsigned timeout_ms)
     return k;
 }
 
-void sf_put(struct kvc *k, const char *key, const char *val)
+int64_t sf_put(struct kvc *k, const char *key, const char *val)
 {
     Kvdb__PutResponse *r = NULL;
     int rv = kvc_put(k, key, strlen(key), val, strlen(val), &r);
     if (rv != 0) {
         fail_msg("put %s: %s: %s", key, kvc_strerror(rv), kvc_errmsg(k));
     }
+    int64_t rev = r->header->revision;
     kvdb__put_response__free_unpacked(r, NULL);
+    return rev;
 }
 
 int sf_call(struct kvc *k,

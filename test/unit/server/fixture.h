@@ -17,8 +17,8 @@ struct srv_embed *sf_start(const struct srv_embed_opts *o, int *leader);
 /* A client of @eps (kvc_open's list) whose requests give up after @timeout_ms. */
 struct kvc *sf_client(const char *eps, unsigned timeout_ms);
 
-/* Put @key = @val; an error fails the test. */
-void sf_put(struct kvc *k, const char *key, const char *val);
+/* Put @key = @val and return the put's revision; an error fails the test. */
+int64_t sf_put(struct kvc *k, const char *key, const char *val);
 
 /* kvc_call for a test that only looks at the outcome: frees the response, returns kvc_call's
  * code (kvc_server_code() still tells the server's). */

@@ -35,18 +35,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static int64_t put(struct kvc *k, const char *key, const char *val)
-{
-    Kvdb__PutResponse *r;
-    int rv = kvc_put(k, key, strlen(key), val, strlen(val), &r);
-    if (rv != 0) {
-        fail_msg("put %s: %s", key, kvc_errmsg(k));
-    }
-    int64_t rev = r->header->revision;
-    kvdb__put_response__free_unpacked(r, NULL);
-    return rev;
-}
-
 static void del(struct kvc *k, const char *key)
 {
     Kvdb__DeleteRangeResponse *r;
@@ -93,10 +81,10 @@ static struct kvc *watcher(struct fix *f, unsigned member)
 static void history_then_live_on_each_member(void **state)
 {
     struct fix *f = *state;
-    int64_t first = put(f->k, "h/a", "1");
-    put(f->k, "h/b", "1");
-    put(f->k, "other", "x");
-    put(f->k, "h/a", "2");
+    int64_t first = sf_put(f->k, "h/a", "1");
+    sf_put(f->k, "h/b", "1");
+    sf_put(f->k, "other", "x");
+    sf_put(f->k, "h/a", "2");
     del(f->k, "h/b");
     for (unsigned m = 0; m < 3; m++) {
         struct kvc *w = watcher(f, m);
@@ -111,8 +99,8 @@ static void history_then_live_on_each_member(void **state)
         assert_string_equal(got, want_hist);
         char key[16];
         snprintf(key, sizeof key, "h/live%u", m);
-        put(f->k, key, "v");
-        put(f->k, "zzz", "not watched");
+        sf_put(f->k, key, "v");
+        sf_put(f->k, "zzz", "not watched");
         collect(w, 1, got, sizeof got);
         char want[64];
         snprintf(want, sizeof want, "PUT %s v", key);
@@ -127,10 +115,10 @@ static void filters_and_single_key(void **state)
     struct fix *f = *state;
     struct kvc *w = watcher(f, 1);
     sf_watch(w, "f/k", NULL, 0, false, true);
-    put(f->k, "f/k", "1");
-    put(f->k, "f/k2", "no"); /* another key */
-    del(f->k, "f/k");        /* filtered */
-    put(f->k, "f/k", "2");
+    sf_put(f->k, "f/k", "1");
+    sf_put(f->k, "f/k2", "no"); /* another key */
+    del(f->k, "f/k");           /* filtered */
+    sf_put(f->k, "f/k", "2");
     char got[256];
     collect(w, 2, got, sizeof got);
     assert_string_equal(got, "PUT f/k 1|PUT f/k 2");
@@ -141,8 +129,8 @@ static void filters_and_single_key(void **state)
 static void compacted_revision_cancels(void **state)
 {
     struct fix *f = *state;
-    int64_t r1 = put(f->k, "c/k", "1");
-    int64_t r2 = put(f->k, "c/k", "2");
+    int64_t r1 = sf_put(f->k, "c/k", "1");
+    int64_t r2 = sf_put(f->k, "c/k", "2");
     Kvdb__CompactionRequest cr;
     kvdb__compaction_request__init(&cr);
     cr.revision = r2;
