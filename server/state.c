@@ -1,11 +1,11 @@
 /* The member's replicated state beside the keyspace: the member registry, the auth state, the
- * leases (and every later kind of replicated state).  Each lives in the store as state records
- * (lsm_state_rec: "members", "auth", "lease/<ID>"), written by the apply thread in the batch of
- * the entry that changes it, so it is atomic with that entry's effects and applied index, and
- * every checkpoint and snapshot carries it in its tables.  This file loads it: at start, and
- * after a snapshot install replaced the store.  Older builds kept it in files beside the store
- * (member/auth, member/leases, member/members; AUTH, LEASES, MEMBERS in snapshots): a store
- * without the "state" record takes them in once. */
+ * leases, the alarms (and every later kind of replicated state).  Each lives in the store as
+ * state records (lsm_state_rec: "members", "auth", "lease/<ID>", "alarms"), written by the apply
+ * thread in the batch of the entry that changes it, so it is atomic with that entry's effects and
+ * applied index, and every checkpoint and snapshot carries it in its tables.  This file loads it:
+ * at start, and after a snapshot install replaced the store.  Older builds kept it in files beside
+ * the store (member/auth, member/leases, member/members; AUTH, LEASES, MEMBERS in snapshots): a
+ * store without the "state" record takes them in once. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,8 +95,8 @@ static int import_files(struct srv *s, const char *dir, const char *const names[
             snprintf(errmsg, SRV_ERRMSG, "move the state files of %s into the store: %s", dir, err);
             rv = SRV_EIO;
         } else if (n > 1) {
-            srv_log(SRV_LOG_INFO, "state", "moved %zu leases%s%s from %s into the store",
-                    n_leases, auth != NULL ? ", the auth state" : "",
+            srv_log(SRV_LOG_INFO, "state", "moved %zu leases%s%s from %s into the store", n_leases,
+                    auth != NULL ? ", the auth state" : "",
                     members != NULL ? ", the member registry" : "", dir);
         }
     } else if (rv != 0) {
@@ -121,7 +121,10 @@ static int load_members(struct srv *s, struct srv_member *v, size_t *n, char *er
     return rv;
 }
 
-int srv_state_load(struct srv *s, const char *dir, const char *const files[3], bool at_start,
+int srv_state_load(struct srv *s,
+                   const char *dir,
+                   const char *const files[3],
+                   bool at_start,
                    char *errmsg)
 {
     struct state_bytes mark = {.name = REC_MARK};
@@ -161,6 +164,10 @@ int srv_state_load(struct srv *s, const char *dir, const char *const files[3], b
         } else {
             free(auth.buf);
         }
+    }
+    struct state_bytes alarms = {.name = "alarms"};
+    if (rv == 0 && (rv = read_rec(s, &alarms, errmsg)) == 0) {
+        srv_alarm_install(s, alarms.buf, alarms.len, at_start); /* takes the buffer */
     }
     return rv != 0 ? rv : srv_lease_load(s, at_start, errmsg);
 }
