@@ -157,6 +157,7 @@ struct apply_group
 
 #define REC_AUTH "auth"
 #define REC_MEMBERS "members"
+#define REC_ALARMS "alarms"
 
 static int group_reserve(struct apply_group *g, size_t n)
 {
@@ -220,6 +221,7 @@ static bool state_entry(const struct srv_job_ent *e, const Kvdb__InternalRequest
     case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
     case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
     case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+    case KVDB__INTERNAL_REQUEST__REQUEST_ALARM:
         return true;
     default:
         return false;
@@ -279,7 +281,17 @@ static void state_add(struct srv *s, struct apply_group *g, size_t i, Kvdb__Inte
             set_rec(g, i, REC_AUTH, true);
         }
         return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_ALARM:
+        if (srv_alarm_next(s, ir->alarm, &g->state_buf, &g->state_len) != 0) {
+            g->errs[i] = LSM_ENOMEM; /* flush_group fails the group: nothing applied */
+        } else if (g->state_buf != NULL) {
+            set_rec(g, i, REC_ALARMS, true);
+        }
+        return;
     case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+        if ((g->errs[i] = srv_alarm_apply_check(s, ir)) != 0) {
+            return; /* NOSPACE or CORRUPT, as on every member */
+        }
         if (srv_lease_exists(s, ir->lease_grant->id)) {
             g->errs[i] = LSM_EEXIST;
             return;
@@ -289,6 +301,9 @@ static void state_add(struct srv *s, struct apply_group *g, size_t i, Kvdb__Inte
         g->ents[i].n_state = 1;
         return;
     case KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+        if ((g->errs[i] = srv_alarm_apply_check(s, ir)) != 0) {
+            return; /* CORRUPT */
+        }
         /* One txn deleting every key of the lease, and the lease's record. */
         g->errs[i] = srv_lease_revoke_op(s, ir->lease_revoke->id, &g->arena, &g->ops[i]);
         if (g->errs[i] != 0) {
@@ -333,6 +348,9 @@ static void group_add(struct srv *s,
     if (state_entry(e, ir)) {
         state_add(s, g, i, ir);
         return;
+    }
+    if ((g->errs[i] = srv_alarm_apply_check(s, ir)) != 0) {
+        return; /* refused by an alarm: decided from replicated state, so on every member */
     }
     if (ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_PUT && ir->put->lease != 0 &&
         !srv_lease_exists(s, ir->put->lease)) {
@@ -405,7 +423,28 @@ static void finish_entry(struct srv *s,
     bool mine = ir->member == s->cfg.member_id && ir->id != 0;
     uint64_t term = g->ents[i].term;
     size_t len = 0;
+    if (g->errs[i] == SRV_ENOSPACE || g->errs[i] == SRV_ECORRUPT) {
+        if (mine) {
+            Kvdb__ErrorCode code;
+            const char *msg;
+            srv_alarm_error(g->errs[i], &code, &msg);
+            post_reply(s, ir->id, NULL, 0, code, msg);
+        }
+        return;
+    }
     switch (ir->request_case) {
+    case KVDB__INTERNAL_REQUEST__REQUEST_ALARM:
+        if (mine) {
+            uint8_t *body = srv_alarm_reply(s, ir->alarm, term, &len);
+            post_reply(s, ir->id, body, len,
+                       body != NULL ? KVDB__ERROR_CODE__OK : KVDB__ERROR_CODE__RESOURCE_EXHAUSTED,
+                       body != NULL ? NULL : "out of memory");
+        }
+        if (g->state_buf != NULL) {
+            srv_alarm_install(s, g->state_buf, g->state_len, false);
+            g->state_buf = NULL;
+        }
+        return;
     case KVDB__INTERNAL_REQUEST__REQUEST_AUTH:
         if (g->state_buf != NULL) {
             srv_auth_install(s, g->state_buf, g->state_len);

@@ -8,12 +8,14 @@
 #include <stdint.h>
 
 /* Error codes of the srv_ module (STYLE.md §3: 500-599). */
-#define SRV_ERRORS(X)                           \
-    X(SRV_ENOMEM, 500, "out of memory")         \
-    X(SRV_EINVAL, 501, "invalid configuration") \
-    X(SRV_EIO, 502, "I/O error")                \
-    X(SRV_ECLUSTER, 503, "cluster mismatch")    \
-    X(SRV_ESTOPPED, 504, "server stopped")
+#define SRV_ERRORS(X)                               \
+    X(SRV_ENOMEM, 500, "out of memory")             \
+    X(SRV_EINVAL, 501, "invalid configuration")     \
+    X(SRV_EIO, 502, "I/O error")                    \
+    X(SRV_ECLUSTER, 503, "cluster mismatch")        \
+    X(SRV_ESTOPPED, 504, "server stopped")          \
+    X(SRV_ENOSPACE, 505, "database space exceeded") \
+    X(SRV_ECORRUPT, 506, "corrupt cluster")
 
 enum srv_err {
 #define X(code, num, msg) code = num,

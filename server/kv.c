@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "proto/pb.h"
 #include "server/srv_int.h"
@@ -251,12 +252,8 @@ static void handle_write(struct srv_conn *c, const Kvdb__Frame *f)
         reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
         return;
     }
-    if (s->alarm_nospace &&
-        (f->method == KVDB__METHOD__METHOD_PUT || f->method == KVDB__METHOD__METHOD_TXN)) {
-        /* Deletes and compaction still go through: they are how space comes back. */
-        reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED,
-                    "database space exceeded (NOSPACE alarm): compact and delete to free space");
-        return;
+    if (!srv_alarm_admit(c, f)) {
+        return; /* refused (NOSPACE: deletes and compaction still pass, they free space) */
     }
     struct srv_pending *p = srv_pending_for(c, f);
     uint8_t stackbuf[4096];
@@ -391,42 +388,6 @@ static void handle_status(struct srv_conn *c, const Kvdb__Frame *f)
     srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
 }
 
-static void handle_alarm(struct srv_conn *c, const Kvdb__Frame *f)
-{
-    struct srv *s = c->s;
-    Kvdb__AlarmRequest *r = kvdb__alarm_request__unpack(NULL, f->body.len, f->body.data);
-    if (r == NULL) {
-        reply_error(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "malformed AlarmRequest");
-        return;
-    }
-    /* The NOSPACE alarm follows the store size (checked every sweep): DEACTIVATE clears it
-     * until the next check finds the store still over the quota. */
-    if (r->action == KVDB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE &&
-        (r->alarm == KVDB__ALARM_TYPE__NOSPACE || r->alarm == KVDB__ALARM_TYPE__NONE)) {
-        s->alarm_nospace = false;
-    }
-    kvdb__alarm_request__free_unpacked(r, NULL);
-    Kvdb__ResponseHeader h;
-    kvdb__response_header__init(&h);
-    h.cluster_id = s->cfg.cluster_id;
-    h.member_id = s->cfg.member_id;
-    h.revision = atomic_load(&s->revision);
-    h.raft_term = raft_term_of(s->raft);
-    Kvdb__AlarmMember am;
-    kvdb__alarm_member__init(&am);
-    am.memberid = s->cfg.member_id;
-    am.alarm = KVDB__ALARM_TYPE__NOSPACE;
-    Kvdb__AlarmMember *amp = &am;
-    Kvdb__AlarmResponse resp;
-    kvdb__alarm_response__init(&resp);
-    resp.header = &h;
-    resp.alarms = &amp;
-    resp.n_alarms = s->alarm_nospace ? 1 : 0;
-    uint8_t buf[256];
-    size_t n = kvdb__alarm_response__pack(&resp, buf);
-    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
-}
-
 void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
 {
     atomic_fetch_add_explicit(&c->s->metrics.client_requests, 1, memory_order_relaxed);
@@ -444,7 +405,7 @@ void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)
         handle_range(c, f);
         break;
     case KVDB__METHOD__METHOD_ALARM:
-        handle_alarm(c, f);
+        srv_alarm_request(c, f);
         break;
     case KVDB__METHOD__METHOD_PUT:
     case KVDB__METHOD__METHOD_DELETE_RANGE:
@@ -561,8 +522,20 @@ void srv_kv_reissue_reads(struct srv *s, bool all)
     }
 }
 
-/* Refresh the store size and the NOSPACE alarm (etcd's quota): raised when the store outgrows
- * --quota-backend-bytes, cleared when compaction brings it back under. */
+/* Free bytes of the file system holding @dir, or UINT64_MAX when unknown. */
+static uint64_t free_bytes(const char *dir)
+{
+    struct statvfs v;
+    if (statvfs(dir, &v) != 0) {
+        return UINT64_MAX;
+    }
+    return (uint64_t)v.f_bavail * v.f_frsize;
+}
+
+/* Refresh the store size and raise this member's NOSPACE alarm (etcd's quota) when the store
+ * outgrows --quota-backend-bytes or the disk is nearly full (less than four of the largest
+ * requests free: a write refused now is better than one the disk refuses later).  The alarm is
+ * replicated: only a disarm clears it, and a member still short of space raises it again here. */
 static void check_quota(struct srv *s)
 {
     struct lsm_status st;
@@ -571,15 +544,22 @@ static void check_quota(struct srv *s)
     pthread_rwlock_unlock(&s->lsm_lock);
     s->db_size = st.db_size_bytes;
     bool over = s->cfg.quota_backend_bytes > 0 && st.db_size_bytes > s->cfg.quota_backend_bytes;
-    if (over != s->alarm_nospace) {
-        srv_log(over ? SRV_LOG_WARN : SRV_LOG_INFO, "alarm",
-                "NOSPACE alarm %s: store %llu bytes, quota %llu", over ? "raised" : "cleared",
+    uint64_t avail = free_bytes(s->cfg.data_dir);
+    bool short_of_disk = avail < 4 * (uint64_t)s->cfg.max_request_bytes;
+    if ((over || short_of_disk) &&
+        !srv_alarm_has(s->alarms, s->n_alarms, s->cfg.member_id, KVDB__ALARM_TYPE__NOSPACE) &&
+        srv_alarm_raise(s, s->cfg.member_id, KVDB__ALARM_TYPE__NOSPACE) == 0) {
+        srv_log(SRV_LOG_WARN, "alarm",
+                "NOSPACE: store %llu bytes (quota %llu), %llu bytes free on disk",
                 (unsigned long long)st.db_size_bytes,
-                (unsigned long long)s->cfg.quota_backend_bytes);
-        s->alarm_nospace = over;
-        /* While over the quota, compactions give their space back at once. */
+                (unsigned long long)s->cfg.quota_backend_bytes, (unsigned long long)avail);
+    }
+    bool reclaim = over || atomic_load(&s->nospace_local);
+    if (reclaim != s->reclaim) {
+        s->reclaim = reclaim;
+        /* While short of space, compactions give their space back at once. */
         pthread_rwlock_rdlock(&s->lsm_lock);
-        lsm_set_reclaim(s->lsm, over);
+        lsm_set_reclaim(s->lsm, reclaim);
         pthread_rwlock_unlock(&s->lsm_lock);
     }
 }

@@ -447,6 +447,9 @@ void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
     switch (f->method) {
     case KVDB__METHOD__METHOD_LEASE_GRANT:
     case KVDB__METHOD__METHOD_LEASE_REVOKE: {
+        if (!srv_alarm_admit(c, f)) {
+            return; /* NOSPACE refuses grants, CORRUPT both */
+        }
         bool grant = f->method == KVDB__METHOD__METHOD_LEASE_GRANT;
         int64_t id = 0, ttl = 0;
         if (grant) {

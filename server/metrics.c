@@ -148,14 +148,17 @@ void srv_http_handle(struct srv_conn *c, const char *req, size_t len)
         render(s, &body);
     } else if (len >= 12 && strncmp(req, "GET /health", 11) == 0 &&
                (req[11] == ' ' || req[11] == '?')) {
-        /* etcd's /health: healthy when this member knows a leader and has no alarm. */
-        bool ok = s->leader != 0 && !s->alarm_nospace;
+        /* etcd's /health: healthy when this member knows a leader and no alarm is active
+         * (any member's: the alarms are the cluster's). */
+        char alarms[256];
+        size_t n_alarms = srv_alarm_describe(s, alarms, sizeof alarms);
+        bool ok = s->leader != 0 && n_alarms == 0;
         type = "application/json";
         status = ok ? "200 OK" : "503 Service Unavailable";
         put(&body, "{\"health\":\"%s\",\"reason\":\"%s\"}\n", ok ? "true" : "false",
-            s->leader == 0     ? "no leader"
-            : s->alarm_nospace ? "NOSPACE alarm"
-                               : "");
+            n_alarms > 0     ? alarms
+            : s->leader == 0 ? "no leader"
+                             : "");
     } else {
         status = "404 Not Found";
         put(&body, "not found: try /metrics or /health\n");

@@ -203,6 +203,7 @@ enum srv_done_kind {
     SRV_DONE_AUTH,           /* body: the new packed auth state */
     SRV_DONE_LEASE,          /* watch_id: lease ID, next_rev: TTL (0: gone; ID 0, -1: reset) */
     SRV_DONE_HISTORY,        /* watch_id, events, next_rev, err, complete: a catch-up read */
+    SRV_DONE_ALARMS,         /* body: the new alarm set (alarm.c's record bytes) */
 };
 
 /* A finished request or background task, from another thread back to the loop. */
@@ -248,6 +249,14 @@ struct srv_lease_clock
     int64_t ttl;
     uint64_t deadline_ms;
     bool revoking;
+};
+
+/* An active alarm (alarm.c): etcd's AlarmMember. */
+#define SRV_MAX_ALARMS 64
+struct srv_alarm
+{
+    uint64_t member;
+    int type; /* Kvdb__AlarmType: NOSPACE, CORRUPT */
 };
 
 /* A FIFO between threads, with a condition variable for the consumer. */
@@ -374,10 +383,20 @@ struct srv
     size_t n_tokens;
     size_t cap_tokens;
 
-    /* metrics and alarms (metrics.c, kv.c) */
+    /* metrics and alarms (metrics.c, kv.c, alarm.c) */
     struct srv_metrics metrics;
-    uint64_t db_size;   /* refreshed by the sweep timer */
-    bool alarm_nospace; /* db_size over --quota-backend-bytes: writes refused */
+    uint64_t db_size; /* refreshed by the sweep timer */
+    bool reclaim;     /* over the quota: compactions give their space back at once */
+    struct srv_alarm alarms[SRV_MAX_ALARMS]; /* the replicated set, loop's copy */
+    size_t n_alarms;
+    struct srv_alarm apply_alarms[SRV_MAX_ALARMS]; /* the same, apply thread's copy */
+    size_t n_apply_alarms;
+    uint64_t alarm_retry_ms[3]; /* srv_alarm_raise: next proposal of each type for us */
+    atomic_bool nospace_local;  /* the WAL or the store hit ENOSPC: writes refused here */
+    bool wal_nospace;           /* loop: the Ready in flight waits for space (node.c) */
+    bool store_nospace;         /* loop: the apply thread waits for space (apply.c) */
+    ev_timer wal_retry;         /* node.c: persist the held Ready again */
+    atomic_bool apply_stalled;  /* apply.c: a group waits for space; reads past it fail */
     uint64_t persist_start_us;
 
     /* auto-compaction (autocompact.c), leader only */
@@ -469,6 +488,42 @@ int srv_state_load(struct srv *s,
                    const char *const files[3],
                    bool at_start,
                    char *errmsg);
+
+/* alarm.c: replicated alarms (etcd's Alarm API) */
+/* "NOSPACE", "CORRUPT" or "NONE".  Any thread. */
+const char *srv_alarm_name(int type);
+/* Whether @v/@n holds an alarm of @member (0: any member) and @type (NONE: any type). */
+bool srv_alarm_has(const struct srv_alarm *v, size_t n, uint64_t member, int type);
+/* The alarms record's bytes @buf/@len into @v (SRV_MAX_ALARMS) / *@n.  Errors: SRV_EIO. */
+int srv_alarm_decode(const void *buf, size_t len, struct srv_alarm *v, size_t *n);
+/* Apply thread: the "alarms" record after @r (malloc'd into *@buf, *@len), or *@buf NULL when
+ * @r changes nothing (every member skips it alike).  Returns 0 or LSM_ENOMEM. */
+int srv_alarm_next(struct srv *s, const Kvdb__AlarmRequest *r, uint8_t **buf, size_t *len);
+/* Apply thread, once the batch holding record @buf (owned from now on; NULL: no alarms)
+ * applied, or after loading it: it becomes the apply thread's set; the loop gets a copy
+ * (@at_start: set directly, before the loop runs). */
+void srv_alarm_install(struct srv *s, uint8_t *buf, size_t len, bool at_start);
+/* Loop: SRV_DONE_ALARMS. */
+void srv_alarm_on_set(struct srv *s, const uint8_t *buf, size_t len);
+/* Apply thread: SRV_ENOSPACE or SRV_ECORRUPT when the apply thread's alarms refuse @ir (the
+ * same on every member), else 0. */
+int srv_alarm_apply_check(const struct srv *s, const Kvdb__InternalRequest *ir);
+/* The reply code and etcd's message for SRV_ENOSPACE / SRV_ECORRUPT.  Any thread. */
+void srv_alarm_error(int err, Kvdb__ErrorCode *code, const char **msg);
+/* Loop: false (and @f answered) when the alarms, or a full disk here, refuse write @f. */
+bool srv_alarm_admit(struct srv_conn *c, const Kvdb__Frame *f);
+/* Loop: propose ACTIVATE @type for @member through raft, unless it is active already or (for
+ * this member) proposed within the last 2 s.  Errors: SRV_EINVAL (type or member invalid),
+ * RAFT_ENOTLEADER (no leader known), raft's proposal errors. */
+int srv_alarm_raise(struct srv *s, uint64_t member, int type);
+/* Apply thread: the AlarmResponse (packed, malloc'd, *@len; NULL on OOM) of entry @r, before
+ * its record is installed: the alarms it activates or deactivates (etcd's answer). */
+uint8_t *srv_alarm_reply(struct srv *s, const Kvdb__AlarmRequest *r, uint64_t term, size_t *len);
+/* Loop: the Alarm method (GET from the loop's copy; ACTIVATE, DEACTIVATE through the log). */
+void srv_alarm_request(struct srv_conn *c, const Kvdb__Frame *f);
+/* Loop: "ALARM NOSPACE, ALARM CORRUPT" (etcd's /health reason) into @out (@cap bytes);
+ * returns how many alarms (a full disk here counts as NOSPACE). */
+size_t srv_alarm_describe(const struct srv *s, char *out, size_t cap);
 
 /* fpfs.c: the WAL file system with failpoints */
 struct wal_fs *srv_fpfs_new(uint64_t member);

@@ -1,11 +1,11 @@
 /* The member's replicated state beside the keyspace: the member registry, the auth state, the
- * leases (and every later kind of replicated state).  Each lives in the store as state records
- * (lsm_state_rec: "members", "auth", "lease/<ID>"), written by the apply thread in the batch of
- * the entry that changes it, so it is atomic with that entry's effects and applied index, and
- * every checkpoint and snapshot carries it in its tables.  This file loads it: at start, and
- * after a snapshot install replaced the store.  Older builds kept it in files beside the store
- * (member/auth, member/leases, member/members; AUTH, LEASES, MEMBERS in snapshots): a store
- * without the "state" record takes them in once. */
+ * leases, the alarms (and every later kind of replicated state).  Each lives in the store as
+ * state records (lsm_state_rec: "members", "auth", "lease/<ID>", "alarms"), written by the apply
+ * thread in the batch of the entry that changes it, so it is atomic with that entry's effects and
+ * applied index, and every checkpoint and snapshot carries it in its tables.  This file loads it:
+ * at start, and after a snapshot install replaced the store.  Older builds kept it in files beside
+ * the store (member/auth, member/leases, member/members; AUTH, LEASES, MEMBERS in snapshots): a
+ * store without the "state" record takes them in once. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +164,10 @@ int srv_state_load(struct srv *s,
         } else {
             free(auth.buf);
         }
+    }
+    struct state_bytes alarms = {.name = "alarms"};
+    if (rv == 0 && (rv = read_rec(s, &alarms, errmsg)) == 0) {
+        srv_alarm_install(s, alarms.buf, alarms.len, at_start); /* takes the buffer */
     }
     return rv != 0 ? rv : srv_lease_load(s, at_start, errmsg);
 }

@@ -374,22 +374,51 @@ static int hashkv_one(const char *ep, const struct opts *o)
     return 0;
 }
 
-static int cmd_alarm(struct kvc *c, bool disarm, const struct opts *o)
+static const char *alarm_name(Kvdb__AlarmType t)
+{
+    return t == KVDB__ALARM_TYPE__NOSPACE   ? "NOSPACE"
+           : t == KVDB__ALARM_TYPE__CORRUPT ? "CORRUPT"
+                                            : "NONE";
+}
+
+static int alarm_call(struct kvc *c,
+                      Kvdb__AlarmRequest__AlarmAction action,
+                      uint64_t member,
+                      Kvdb__AlarmType type,
+                      Kvdb__AlarmResponse **out)
 {
     Kvdb__AlarmRequest req;
     kvdb__alarm_request__init(&req);
-    req.action = disarm ? KVDB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE
-                        : KVDB__ALARM_REQUEST__ALARM_ACTION__GET;
-    req.alarm = KVDB__ALARM_TYPE__NOSPACE;
+    req.action = action;
+    req.memberid = member;
+    req.alarm = type;
+    return kvc_call(c, KVDB__METHOD__METHOD_ALARM, &req.base, &kvdb__alarm_response__descriptor,
+                    (ProtobufCMessage **)out);
+}
+
+/* alarm list: every member's alarms.  alarm disarm: as etcdctl, deactivate each listed alarm
+ * (through the log: on every member) and print those deactivated. */
+static int cmd_alarm(struct kvc *c, bool disarm, const struct opts *o)
+{
     Kvdb__AlarmResponse *a;
-    int rv = kvc_call(c, KVDB__METHOD__METHOD_ALARM, &req.base, &kvdb__alarm_response__descriptor,
-                      (ProtobufCMessage **)&a);
+    int rv = alarm_call(c, KVDB__ALARM_REQUEST__ALARM_ACTION__GET, 0, KVDB__ALARM_TYPE__NONE, &a);
     if (rv != 0) {
         return fail(c, rv);
     }
+    for (size_t i = 0; disarm && i < a->n_alarms; i++) {
+        Kvdb__AlarmResponse *d;
+        rv = alarm_call(c, KVDB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE, a->alarms[i]->memberid,
+                        a->alarms[i]->alarm, &d);
+        if (rv != 0) {
+            kvdb__alarm_response__free_unpacked(a, NULL);
+            return fail(c, rv);
+        }
+        kvdb__alarm_response__free_unpacked(d, NULL);
+    }
     if (!json(o, a)) {
         for (size_t i = 0; i < a->n_alarms; i++) {
-            printf("memberID:%" PRIu64 " alarm:NOSPACE\n", a->alarms[i]->memberid);
+            printf("memberID:%" PRIu64 " alarm:%s\n", a->alarms[i]->memberid,
+                   alarm_name(a->alarms[i]->alarm));
         }
     }
     kvdb__alarm_response__free_unpacked(a, NULL);

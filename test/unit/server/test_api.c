@@ -203,7 +203,8 @@ static void compactor_race_compacts_once_per_round(void **state)
 }
 
 /* The NOSPACE alarm: over the quota, puts are refused (deletes and compaction still pass);
- * deleting and compacting brings the store back under the quota and writes pass again. */
+ * deleting and compacting brings the store back under the quota, and once the alarm is
+ * disarmed (etcd: it stays until then) writes pass again. */
 static void quota_exceeded_and_cleared(void **state)
 {
     (void)state;
@@ -231,6 +232,7 @@ static void quota_exceeded_and_cleared(void **state)
         } else {
             assert_int_equal(rv, KVC_ESERVER);
             assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__RESOURCE_EXHAUSTED);
+            assert_string_equal(kvc_errmsg(k), "etcdserver: mvcc: database space exceeded");
             refused = true;
         }
         if (i % 50 == 49) {
@@ -257,9 +259,17 @@ static void quota_exceeded_and_cleared(void **state)
     assert_int_equal(
         sf_call(k, KVDB__METHOD__METHOD_COMPACT, &cr.base, &kvdb__compaction_response__descriptor),
         0);
+    /* Disarm (DEACTIVATE every NOSPACE alarm) until a put passes: while the store is still
+     * over the quota, the next check raises the alarm again. */
     bool cleared = false;
     for (int i = 0; i < 100 && !cleared; i++) {
         sf_sleep_ms(200);
+        Kvdb__AlarmRequest ar;
+        kvdb__alarm_request__init(&ar);
+        ar.action = KVDB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
+        ar.alarm = KVDB__ALARM_TYPE__NOSPACE;
+        assert_int_equal(
+            sf_call(k, KVDB__METHOD__METHOD_ALARM, &ar.base, &kvdb__alarm_response__descriptor), 0);
         Kvdb__PutResponse *r;
         if (kvc_put(k, "after", 5, "ok", 2, &r) == 0) {
             kvdb__put_response__free_unpacked(r, NULL);
