@@ -193,6 +193,14 @@ static int open_storage(struct srv *s, char *errmsg)
     lo.no_compression = s->cfg.backend_uncompressed;
     char lerr[256] = "";
     rv = lsm_open(sub, &lo, &s->lsm, lerr);
+    if (rv == LSM_ECORRUPT) {
+        /* lerr names the file; the member cannot mend it alone (and must not guess). */
+        snprintf(errmsg, SRV_ERRMSG,
+                 "open store: %s; restore a snapshot (kvdb-snapshot restore) or remove the "
+                 "member's data and add it again",
+                 lerr);
+        return SRV_EIO;
+    }
     if (rv != 0) {
         snprintf(errmsg, SRV_ERRMSG, "open store: %s: %s", lsm_strerror(rv), lerr);
         return SRV_EIO;

@@ -516,6 +516,41 @@ static void accept_out_of_fds_rests_instead_of_spinning(void **state)
     srv_embed_destroy(c);
 }
 
+/* A member whose store lost member/db/CURRENT refuses to start, with a message that names the
+ * file and what to do, instead of "store layout version 0" (issue #14 point 7) or an empty store;
+ * with CURRENT back it starts with its data. */
+static void start_refused_naming_a_lost_current(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kvdb-cur-XXXXXX", cmd[4 * PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct srv_embed_opts o = {.members = 1, .dir = dir};
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
+    sf_put(k, "kept", "1");
+    kvc_close(k);
+    srv_embed_stop(c, 0);
+    snprintf(cmd, sizeof cmd, "mv %s/m0/member/db/CURRENT %s/CURRENT.bak", dir, dir);
+    run(cmd);
+    char err[256] = "";
+    assert_int_not_equal(srv_embed_restart(c, 0, err), 0);
+    if (strstr(err, "CURRENT is missing") == NULL || strstr(err, "kvdb-snapshot restore") == NULL) {
+        fail_msg("start error does not name CURRENT and the remedy: %s", err);
+    }
+    print_message("refused as expected: %s\n", err);
+    snprintf(cmd, sizeof cmd, "mv %s/CURRENT.bak %s/m0/member/db/CURRENT", dir, dir);
+    run(cmd);
+    if (srv_embed_restart(c, 0, err) != 0) {
+        fail_msg("restart: %s", err);
+    }
+    assert_true(srv_embed_wait_leader(c, 10000) == 0);
+    k = sf_client(srv_embed_endpoints(c), 15000);
+    assert_value(k, "kept", "1");
+    kvc_close(k);
+    srv_embed_destroy(c);
+    srv_remove_tree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +564,7 @@ int main(void)
         cmocka_unit_test(stop_during_a_stuck_snapshot_transfer),
         cmocka_unit_test(restart_with_the_store_at_an_older_snapshot),
         cmocka_unit_test(accept_out_of_fds_rests_instead_of_spinning),
+        cmocka_unit_test(start_refused_naming_a_lost_current),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
