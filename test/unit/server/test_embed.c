@@ -517,6 +517,37 @@ static void accept_out_of_fds_rests_instead_of_spinning(void **state)
     srv_embed_destroy(c);
 }
 
+/* Start-up failures come back as SRV_E* codes with a message naming the file (srv.h's
+ * contract; no raw errno): an unreadable member file, then one of another member. */
+static void start_errors_are_srv_codes_naming_the_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kvdb-mf-XXXXXX", cmd[4 * PATH_MAX], mdir[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    struct srv_embed_opts o = {.members = 1, .dir = dir};
+    struct srv_embed *c = sf_start(&o, NULL);
+    srv_embed_stop(c, 0);
+    snprintf(cmd, sizeof cmd,
+             "cp %s/m0/member/member %s/member.bak && echo garbage > %s/m0/member/member", dir, dir,
+             dir);
+    run(cmd);
+    char err[256] = "";
+    assert_int_equal(srv_embed_restart(c, 0, err), SRV_EIO);
+    assert_non_null(strstr(err, "unreadable member file"));
+    snprintf(mdir, sizeof mdir, "%s/m0/member", dir);
+    uint64_t voters[1] = {7};
+    assert_int_equal(srv_member_file_write(mdir, 1, 7, voters, 1, err), 0);
+    assert_int_equal(srv_embed_restart(c, 0, err), SRV_EINVAL);
+    assert_non_null(strstr(err, "belongs to member 7 of cluster 1"));
+    snprintf(cmd, sizeof cmd, "mv %s/member.bak %s/m0/member/member", dir, dir);
+    run(cmd);
+    if (srv_embed_restart(c, 0, err) != 0) {
+        fail_msg("restart: %s", err);
+    }
+    srv_embed_destroy(c);
+    srv_remove_tree(dir);
+}
+
 /* How many snapshot directories member 0 under @dir holds (names as newest_snapshot's). */
 static int count_snapshots(const char *dir)
 {
@@ -589,7 +620,7 @@ static void start_refused_naming_a_lost_current(void **state)
     snprintf(cmd, sizeof cmd, "mv %s/m0/member/db/CURRENT %s/CURRENT.bak", dir, dir);
     run(cmd);
     char err[256] = "";
-    assert_int_not_equal(srv_embed_restart(c, 0, err), 0);
+    assert_int_equal(srv_embed_restart(c, 0, err), SRV_EIO);
     if (strstr(err, "CURRENT is missing") == NULL || strstr(err, "kvdb-snapshot restore") == NULL) {
         fail_msg("start error does not name CURRENT and the remedy: %s", err);
     }
@@ -621,6 +652,7 @@ int main(void)
         cmocka_unit_test(restart_with_the_store_at_an_older_snapshot),
         cmocka_unit_test(accept_out_of_fds_rests_instead_of_spinning),
         cmocka_unit_test(start_refused_naming_a_lost_current),
+        cmocka_unit_test(start_errors_are_srv_codes_naming_the_file),
         cmocka_unit_test(snapshot_abandoned_when_its_file_list_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
