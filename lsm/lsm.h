@@ -315,10 +315,14 @@ void lsm_options_default(struct lsm_options *opts);
 struct lsm_store;
 
 /* Open (creating if missing) the store in directory @dir.  @opts may be NULL (defaults).  Starts
- * the compaction thread and resumes an unfinished compaction.
- * Errors: LSM_EIO (LevelDB could not open: message in @errmsg), LSM_ECORRUPT (bad meta record),
- * LSM_ENOMEM.  On success *@out is owned by the caller (lsm_close).  @errmsg (256 bytes, may be
- * NULL) gets the context on failure.  Any thread. */
+ * the compaction thread and resumes an unfinished compaction.  A directory is new only if it holds
+ * no table, log or MANIFEST file: one that does but lacks a readable CURRENT naming an existing
+ * MANIFEST is refused, never repaired or started afresh.
+ * Errors: LSM_EIO (LevelDB could not open, e.g. its LOCK is held by another process: message in
+ * @errmsg), LSM_ECORRUPT (CURRENT missing or garbled, MANIFEST or tables missing, a bad meta
+ * record, another layout version: @errmsg names the file or record), LSM_ENOMEM.  On success *@out
+ * is owned by the caller (lsm_close).  @errmsg (256 bytes, may be NULL) gets the context on
+ * failure.  Any thread. */
 int lsm_open(const char *dir, const struct lsm_options *opts, struct lsm_store **out, char *errmsg);
 
 /* Stop the compaction thread (an unfinished compaction resumes at the next open) and close.

@@ -1,5 +1,7 @@
 /* Opening and closing the store, published read views, status, and releasing results. */
+#include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,8 +153,127 @@ static int load_state(struct lsm_store *s)
     return 0;
 }
 
+/* A file of LevelDB's data (tables, logs, manifests), not its info log or lock file. */
+static bool is_store_file(const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(name, "MANIFEST-", 9) == 0 ||
+           (n > 4 && (strcmp(name + n - 4, ".ldb") == 0 || strcmp(name + n - 4, ".sst") == 0 ||
+                      strcmp(name + n - 4, ".log") == 0));
+}
+
+/* How many store files @dir holds, and one of their names in @example. */
+static size_t count_store_files(const char *dir, char *example, size_t size)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (is_store_file(e->d_name) && n++ == 0) {
+            snprintf(example, size, "%s", e->d_name);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
+/* Read CURRENT into @manifest: "MANIFEST-<digits>\n" is all it may hold.  ENOENT if absent,
+ * EINVAL if garbled, or the errno of the read. */
+static int read_current(const char *dir, char *manifest, size_t size)
+{
+    char path[4096], buf[64];
+    snprintf(path, sizeof path, "%s/CURRENT", dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return errno;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int err = ferror(f) ? EIO : 0;
+    fclose(f);
+    buf[n] = '\0';
+    if (err != 0) {
+        return err;
+    }
+    size_t digits = 0;
+    while (n > 9 && isdigit((unsigned char)buf[9 + digits])) {
+        digits++;
+    }
+    if (strncmp(buf, "MANIFEST-", 9) != 0 || digits == 0 || n != 9 + digits + 1 ||
+        buf[n - 1] != '\n') {
+        return EINVAL;
+    }
+    buf[n - 1] = '\0';
+    snprintf(manifest, size, "%s", buf);
+    return 0;
+}
+
+/* LevelDB takes a directory without CURRENT for a new database (create_if_missing): it would
+ * start an empty store over the old one and delete its tables as obsolete.  So before LevelDB
+ * sees it, a directory that holds store files must have a readable CURRENT naming a MANIFEST
+ * that exists.  Nothing is repaired: the caller restores or re-adds the member. */
+static int check_dir(struct lsm_store *s)
+{
+    char manifest[64], example[256] = "", path[4096];
+    int err = read_current(s->dir, manifest, sizeof manifest);
+    if (err == ENOENT) {
+        size_t n = count_store_files(s->dir, example, sizeof example);
+        if (n == 0) {
+            return 0; /* a new store (or a directory LevelDB never got to write) */
+        }
+        lsm_set_err(s->errmsg,
+                    "CURRENT is missing but %zu store files remain (%s...): a damaged or "
+                    "incomplete store, not a new one",
+                    n, example);
+        return LSM_ECORRUPT;
+    }
+    if (err == EINVAL) {
+        lsm_set_err(s->errmsg,
+                    "CURRENT is garbled (it must name the MANIFEST file): the store is damaged");
+        return LSM_ECORRUPT;
+    }
+    if (err != 0) {
+        lsm_set_err(s->errmsg, "read CURRENT: %s", strerror(err));
+        return LSM_EIO;
+    }
+    snprintf(path, sizeof path, "%s/%s", s->dir, manifest);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        err = errno;
+        lsm_set_err(s->errmsg, "CURRENT names %s, which is %s: the store is damaged", manifest,
+                    err == ENOENT ? "missing" : strerror(err));
+        return err == ENOENT ? LSM_ECORRUPT : LSM_EIO;
+    }
+    return 0;
+}
+
+/* LevelDB's open errors, with the two that need a person's decision told apart: a LOCK held by
+ * another process (another member on this directory) and a corruption (missing tables, a bad
+ * MANIFEST). */
+static int open_err(struct lsm_store *s, char *err)
+{
+    int rv = LSM_EIO;
+    if (strstr(err, "/LOCK: ") != NULL) {
+        lsm_set_err(s->errmsg,
+                    "LOCK is held (%s): is another member running on this data dir? Stop it first",
+                    err);
+    } else if (strncmp(err, "Corruption: ", 12) == 0) {
+        lsm_set_err(s->errmsg, "%s: the store is damaged", err + 12);
+        rv = LSM_ECORRUPT;
+    } else {
+        lsm_set_err(s->errmsg, "open leveldb: %s", err);
+    }
+    leveldb_free(err);
+    return rv;
+}
+
 static int ldb_open(struct lsm_store *s)
 {
+    int rv = check_dir(s);
+    if (rv != 0) {
+        return rv;
+    }
     const struct lsm_options *o = &s->opts;
     s->lopts = leveldb_options_create();
     s->cache = leveldb_cache_create_lru(o->block_cache_bytes);
@@ -174,7 +295,7 @@ static int ldb_open(struct lsm_store *s)
     s->db = leveldb_open(s->lopts, s->dir, &err);
     if (err != NULL) {
         s->db = NULL;
-        return lsm_ldb_err(s->errmsg, "open leveldb", err);
+        return open_err(s, err);
     }
     return 0;
 }

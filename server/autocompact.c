@@ -3,6 +3,7 @@
  *   periodic: keep at least `retention` of history.  The revision is sampled every tenth of
  *             the retention; the newest sample older than the retention is the compaction point.
  *   revision: every --auto-compaction-interval, compact to (current revision - retention). */
+#include <assert.h>
 #include <string.h>
 
 #include "server/srv_int.h"
@@ -20,7 +21,8 @@ static void propose_compact(struct srv *s, int64_t rev)
     ir.member = s->cfg.member_id;
     ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_COMPACTION;
     ir.compaction = &cr;
-    uint8_t buf[64];
+    uint8_t buf[64]; /* integers only: at most 37 bytes */
+    assert(kvdb__internal_request__get_packed_size(&ir) <= sizeof buf);
     size_t n = kvdb__internal_request__pack(&ir, buf);
     if (srv_node_propose(s, buf, n, 0) == 0) {
         s->ac_last_rev = rev;

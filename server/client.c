@@ -320,6 +320,26 @@ void srv_conn_reply(struct srv_conn *c,
     mark_dirty(c);
 }
 
+void srv_conn_reply_msg(struct srv_conn *c,
+                        uint64_t frame_id,
+                        uint32_t method,
+                        const ProtobufCMessage *m)
+{
+    uint8_t small[512]; /* most replies: no allocation */
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = len <= sizeof small ? small : malloc(len);
+    if (buf == NULL) {
+        srv_conn_reply(c, frame_id, method, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory",
+                       NULL, 0);
+        return;
+    }
+    protobuf_c_message_pack(m, buf);
+    srv_conn_reply(c, frame_id, method, KVDB__ERROR_CODE__OK, NULL, buf, len);
+    if (buf != small) {
+        free(buf);
+    }
+}
+
 /* Decode one client frame and hand it to the KV service; undecodable frames get an error
  * reply with id 0, since their id cannot be trusted. */
 static void client_frame(struct srv_conn *c, const unsigned char *p, size_t len)

@@ -230,6 +230,40 @@ int srv_embed_start(const struct srv_embed_opts *opts, struct srv_embed **out, c
     return 0;
 }
 
+/* Send @req as one frame on @fd (the buffer sized from its packed size: requests have no fixed
+ * bound).  False with @errmsg on failure. */
+static bool send_request(int fd,
+                         unsigned i,
+                         Kvdb__Method method,
+                         const ProtobufCMessage *req,
+                         char *errmsg)
+{
+    size_t blen = protobuf_c_message_get_packed_size(req);
+    uint8_t *body = malloc(blen > 0 ? blen : 1);
+    Kvdb__Frame f;
+    kvdb__frame__init(&f);
+    f.id = 1;
+    f.method = method;
+    f.body.data = body;
+    f.body.len = body != NULL ? protobuf_c_message_pack(req, body) : 0;
+    struct pb_frame_writer w;
+    pb_frame_writer_init(&w);
+    bool ok = body != NULL && pb_frame_writer_append(&w, &f.base) == 0;
+    free(body);
+    if (!ok) {
+        snprintf(errmsg, 256, "out of memory");
+    } else {
+        const unsigned char *out;
+        size_t n = pb_frame_writer_pending(&w, &out);
+        ok = send(fd, out, n, MSG_NOSIGNAL) == (ssize_t)n;
+        if (!ok) {
+            snprintf(errmsg, 256, "send to member %u: %s", i, strerror(errno));
+        }
+    }
+    pb_frame_writer_fini(&w);
+    return ok;
+}
+
 /* One request/reply on a fresh connection to member @i's client port (the embedding has no
  * client library: it speaks the frame protocol directly).  *@body is malloc'ed. */
 static int rpc(struct srv_embed *c,
@@ -253,20 +287,7 @@ static int rpc(struct srv_embed *c,
         }
         return SRV_EIO;
     }
-    uint8_t body_buf[1024];
-    Kvdb__Frame f;
-    kvdb__frame__init(&f);
-    f.id = 1;
-    f.method = method;
-    f.body.data = body_buf;
-    f.body.len = protobuf_c_message_pack(req, body_buf);
-    struct pb_frame_writer w;
-    pb_frame_writer_init(&w);
-    pb_frame_writer_append(&w, &f.base);
-    const unsigned char *out;
-    size_t n = pb_frame_writer_pending(&w, &out);
-    bool ok = send(fd, out, n, MSG_NOSIGNAL) == (ssize_t)n;
-    pb_frame_writer_fini(&w);
+    bool ok = send_request(fd, i, method, req, errmsg);
     struct pb_frame_reader r;
     pb_frame_reader_init(&r, 1 << 20);
     int rv = SRV_EIO;

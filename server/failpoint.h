@@ -14,6 +14,10 @@
  *                                      count tells tests that a transfer is under way)
  *   snap_recv                          a receiver, before it answers the manifest (error, delay)
  *   accept                             a listener's accept (error: EMFILE, no connection taken)
+ *   snap_list                          listing a new snapshot's files (error: one name's
+ *                                      allocation fails; the snapshot is abandoned)
+ *   watch_alloc                        building a watch response's events (error: out of
+ *                                      memory; the watcher is cancelled)
  * Built without KV_FAILPOINTS, sites compile to nothing. */
 #ifndef KV_SERVER_FAILPOINT_H
 #define KV_SERVER_FAILPOINT_H

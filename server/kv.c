@@ -300,16 +300,23 @@ void srv_kv_propose_auth(struct srv_conn *c, const Kvdb__Frame *f, const Kvdb__A
     ir.member = s->cfg.member_id;
     ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_AUTH;
     ir.auth = (Kvdb__AuthChange *)ch;
-    uint8_t buf[4096];
-    int rv = RAFT_EINVAL;
-    if (kvdb__internal_request__get_packed_size(&ir) <= sizeof buf) {
-        size_t n = kvdb__internal_request__pack(&ir, buf);
+    /* Sized from the change (a role's permissions have no fixed bound); the frame reader
+     * already bounded the request. */
+    size_t n = kvdb__internal_request__get_packed_size(&ir);
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    int rv = RAFT_ENOMEM;
+    if (buf != NULL) {
+        kvdb__internal_request__pack(&ir, buf);
         rv = srv_node_propose(s, buf, n, p->req_id);
+        free(buf);
     }
     if (rv != 0) {
         srv_pending_release(s, srv_pending_take(s, p->req_id));
-        reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE,
-                    rv == RAFT_EINVAL ? "auth change too large" : "no leader");
+        if (rv == RAFT_ENOMEM) {
+            reply_error(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+        } else {
+            reply_error(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
+        }
     }
 }
 
@@ -383,9 +390,7 @@ static void handle_status(struct srv_conn *c, const Kvdb__Frame *f)
     r.raft_term = h.raft_term;
     r.raft_applied_index = st.applied_index;
     r.is_learner = raft_conf_is_learner(raft_conf_of(s->raft), s->cfg.member_id);
-    uint8_t buf[512];
-    size_t n = kvdb__status_response__pack(&r, buf);
-    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
+    srv_conn_reply_msg(c, f->id, f->method, &r.base);
 }
 
 void srv_kv_dispatch(struct srv_conn *c, const Kvdb__Frame *f)

@@ -8,6 +8,7 @@
  * every member.  Expiry is the leader's: it tracks each lease's deadline on the loop, renews it
  * on keep-alive, proposes a revoke when it passes, and on becoming leader gives every lease a
  * full TTL again (etcd's promote), so leases survive leader changes. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -395,7 +396,8 @@ static int propose_lease(struct srv *s, uint64_t req_id, bool grant, int64_t id,
         ir.request_case = KVDB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE;
         ir.lease_revoke = &r;
     }
-    uint8_t buf[64];
+    uint8_t buf[64]; /* integers only: at most 46 bytes */
+    assert(kvdb__internal_request__get_packed_size(&ir) <= sizeof buf);
     size_t n = kvdb__internal_request__pack(&ir, buf);
     return srv_node_propose(s, buf, n, req_id);
 }
@@ -420,13 +422,7 @@ void srv_lease_tick(struct srv *s)
 
 static void reply_msg(struct srv_conn *c, const Kvdb__Frame *f, const ProtobufCMessage *m)
 {
-    uint8_t buf[512];
-    size_t n = protobuf_c_message_get_packed_size(m);
-    if (n > sizeof buf) {
-        return;
-    }
-    protobuf_c_message_pack(m, buf);
-    srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, n);
+    srv_conn_reply_msg(c, f->id, f->method, m);
 }
 
 static void fail(struct srv_conn *c, const Kvdb__Frame *f, Kvdb__ErrorCode code, const char *msg)
@@ -569,13 +565,7 @@ void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
         r.header = &h;
         r.leases = stp;
         r.n_leases = s->n_mirror;
-        size_t len = kvdb__lease_leases_response__get_packed_size(&r);
-        uint8_t *buf = malloc(len > 0 ? len : 1);
-        if (buf != NULL) {
-            kvdb__lease_leases_response__pack(&r, buf);
-            srv_conn_reply(c, f->id, f->method, KVDB__ERROR_CODE__OK, NULL, buf, len);
-        }
-        free(buf);
+        reply_msg(c, f, &r.base);
         free(st);
         free(stp);
         return;

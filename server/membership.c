@@ -473,16 +473,7 @@ static void members_reply(struct srv *s,
     }
     /* MemberRemove/Update/Promote responses have the same wire shape as MemberListResponse:
      * header (1) and members (2). */
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        srv_conn_reply(c, frame_id, method, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory",
-                       NULL, 0);
-        return;
-    }
-    protobuf_c_message_pack(msg, buf);
-    srv_conn_reply(c, frame_id, method, KVDB__ERROR_CODE__OK, NULL, buf, len);
-    free(buf);
+    srv_conn_reply_msg(c, frame_id, method, msg);
 }
 
 void srv_members_list(struct srv_conn *c, const Kvdb__Frame *f)
@@ -715,10 +706,7 @@ void srv_members_on_leader(struct srv *s)
             Kvdb__MoveLeaderResponse resp;
             kvdb__move_leader_response__init(&resp);
             resp.header = &h;
-            uint8_t buf[128];
-            size_t n = kvdb__move_leader_response__pack(&resp, buf);
-            srv_conn_reply(c, s->move_frame, KVDB__METHOD__METHOD_MOVE_LEADER, KVDB__ERROR_CODE__OK,
-                           NULL, buf, n);
+            srv_conn_reply_msg(c, s->move_frame, KVDB__METHOD__METHOD_MOVE_LEADER, &resp.base);
         } else {
             srv_conn_reply(c, s->move_frame, KVDB__METHOD__METHOD_MOVE_LEADER,
                            KVDB__ERROR_CODE__DEADLINE_EXCEEDED, "leadership transfer timed out",

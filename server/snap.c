@@ -137,32 +137,65 @@ void srv_remove_tree(const char *dir)
     rmdir(dir);
 }
 
-static int list_files(const char *dir, char ***names, size_t *n)
+static void names_free(char **v, size_t n)
 {
+    for (size_t i = 0; v != NULL && i < n; i++) {
+        free(v[i]);
+    }
+    free(v);
+}
+
+/* Every file name in @dir into *@names (malloc'ed, with each name; names_free), *@n of them.  All
+ * or nothing: a snapshot made from a partial list would look valid and miss tables.
+ * Errors: SRV_EIO, SRV_ENOMEM, with @err (SNAP_ERRMSG_SIZE).  The "snap_list" failpoint (error)
+ * fails the allocation of one name, the way an exhausted heap would. */
+static int list_files(struct srv *s, const char *dir, char ***names, size_t *n, char *err)
+{
+    *names = NULL;
+    *n = 0;
     DIR *d = opendir(dir);
     if (d == NULL) {
+        snprintf(err, SNAP_ERRMSG_SIZE, "list %s: %s", dir, strerror(errno));
         return SRV_EIO;
     }
-    size_t cap = 64;
+    size_t cap = 64, k = 0;
     char **v = malloc(cap * sizeof *v);
-    *n = 0;
+    int rv = v != NULL ? 0 : SRV_ENOMEM;
     struct dirent *de;
-    while (v != NULL && (de = readdir(d)) != NULL) {
+    errno = 0;
+    while (rv == 0 && (de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.') {
             continue;
         }
-        if (*n == cap) {
-            char **nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (nv == NULL) {
-                break;
-            }
-            v = nv;
+        char **nv = k < cap ? v : realloc(v, (cap *= 2) * sizeof *v);
+        if (nv == NULL) {
+            rv = SRV_ENOMEM;
+            break;
         }
-        v[(*n)++] = strdup(de->d_name);
+        v = nv;
+        bool fail = SRV_FAILPOINT(s->cfg.member_id, "snap_list") == SRV_FP_ERROR;
+        if ((v[k] = fail ? NULL : strdup(de->d_name)) == NULL) {
+            rv = SRV_ENOMEM;
+            break;
+        }
+        k++;
+        errno = 0;
+    }
+    if (rv == 0 && errno != 0) {
+        snprintf(err, SNAP_ERRMSG_SIZE, "list %s: %s", dir, strerror(errno));
+        rv = SRV_EIO;
     }
     closedir(d);
+    if (rv == SRV_ENOMEM) {
+        snprintf(err, SNAP_ERRMSG_SIZE, "list %s: out of memory after %zu names", dir, k);
+    }
+    if (rv != 0) {
+        names_free(v, k);
+        return rv;
+    }
     *names = v;
-    return v != NULL ? 0 : SRV_ENOMEM;
+    *n = k;
+    return 0;
 }
 
 /* Checkpoint the store into a new snapshot at its applied index.  Apply thread only. */
@@ -226,14 +259,18 @@ static int finish_snapshot(struct pending_snap *p, char *out_dir)
     struct snap_manifest m;
     memset(&m, 0, sizeof m);
     char err[SNAP_ERRMSG_SIZE] = "";
-    int rv = list_files(p->tmp, &names, &n);
-    if (rv == 0) {
-        rv = snap_create(s->snap_root, &p->meta, p->tmp, (const char *const *)names, n, &m, err);
+    int rv = list_files(s, p->tmp, &names, &n, err);
+    if (rv != 0) {
+        /* Abandoned before snap_create: no manifest, so nothing looks like a snapshot. */
+        srv_log(SRV_LOG_WARN, "snap", "create snapshot %llu: abandoned: %s",
+                (unsigned long long)p->meta.index, err);
+        names_free(names, n);
+        srv_remove_tree(p->tmp);
+        free(p);
+        return rv;
     }
-    for (size_t i = 0; names != NULL && i < n; i++) {
-        free(names[i]);
-    }
-    free(names);
+    rv = snap_create(s->snap_root, &p->meta, p->tmp, (const char *const *)names, n, &m, err);
+    names_free(names, n);
     srv_remove_tree(p->tmp);
     if (rv != 0 && rv != SNAP_EEXIST) {
         srv_log(SRV_LOG_WARN, "snap", "create snapshot %llu: %s: %s",

@@ -72,18 +72,23 @@ int srv_member_file_write(const char *member_dir,
     return 0;
 }
 
-static int member_file_read(struct srv *s, const char *dir, char *errmsg)
+/* Read <dir>/member into s->boot_conf and check it against the flags.  *@found is false (and 0
+ * returned) when there is none yet.  Errors: SRV_EIO (unreadable), SRV_EINVAL (another identity),
+ * with @errmsg. */
+static int member_file_read(struct srv *s, const char *dir, bool *found, char *errmsg)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/member", dir);
+    *found = false;
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         if (errno == ENOENT) {
-            return ENOENT;
+            return 0;
         }
         snprintf(errmsg, SRV_ERRMSG, "open %s: %s", path, strerror(errno));
         return SRV_EIO;
     }
+    *found = true;
     int version = 0;
     uint64_t cid = 0, mid = 0, id;
     int rv = 0;
@@ -139,14 +144,17 @@ static int open_storage(struct srv *s, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    rv = member_file_read(s, dir, errmsg);
-    if (rv == ENOENT && s->cfg.cluster_state == SRV_CLUSTER_EXISTING) {
+    bool found = false;
+    rv = member_file_read(s, dir, &found, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (!found && s->cfg.cluster_state == SRV_CLUSTER_EXISTING) {
         /* Joining a running cluster (after `member add`): no configuration of our own; the
          * leader's entries or snapshot bring it, and the first peer brings the cluster ID
          * (peer.c), which is when the member file is written. */
         s->cluster_id_unknown = true;
-        rv = 0;
-    } else if (rv == ENOENT) {
+    } else if (!found) {
         if (s->cfg.n_members > RAFT_MAX_MEMBERS) {
             snprintf(errmsg, SRV_ERRMSG, "at most %d initial members", RAFT_MAX_MEMBERS);
             return SRV_EINVAL;
@@ -193,6 +201,14 @@ static int open_storage(struct srv *s, char *errmsg)
     lo.no_compression = s->cfg.backend_uncompressed;
     char lerr[256] = "";
     rv = lsm_open(sub, &lo, &s->lsm, lerr);
+    if (rv == LSM_ECORRUPT) {
+        /* lerr names the file; the member cannot mend it alone (and must not guess). */
+        snprintf(errmsg, SRV_ERRMSG,
+                 "open store: %s; restore a snapshot (kvdb-snapshot restore) or remove the "
+                 "member's data and add it again",
+                 lerr);
+        return SRV_EIO;
+    }
     if (rv != 0) {
         snprintf(errmsg, SRV_ERRMSG, "open store: %s: %s", lsm_strerror(rv), lerr);
         return SRV_EIO;

@@ -461,6 +461,13 @@ void srv_conn_reply(struct srv_conn *c,
                     const char *errmsg,
                     const uint8_t *body,
                     size_t len);
+/* Reply OK to @frame_id with @m packed, whatever its size (the buffer is sized from its packed
+ * size); out of memory answers RESOURCE_EXHAUSTED instead, never nothing.  @m is borrowed.  Loop
+ * thread. */
+void srv_conn_reply_msg(struct srv_conn *c,
+                        uint64_t frame_id,
+                        uint32_t method,
+                        const ProtobufCMessage *m);
 void srv_conn_flush_all(struct srv *s);
 void srv_conn_close_after_reply(struct srv_conn *c);
 /* A reply header: this member and cluster, @term, the current revision.  Any thread. */

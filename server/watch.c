@@ -94,8 +94,46 @@ static void set_kv(Kvdb__KeyValue *p, const struct lsm_kv *kv)
     p->lease = kv->lease;
 }
 
+/* Why a watcher is cancelled when its response cannot be built: etcd cancels a watcher it cannot
+ * serve rather than lose events, and the client can watch again from the last revision it got. */
+#define OOM_REASON \
+    "kvdb: out of memory: events not sent; watch again from the last revision received"
+
+/* The @n events of a response, from @a; NULL when out of memory (or the "watch_alloc" failpoint
+ * fails it, as an exhausted heap would). */
+static Kvdb__Event **build_events(struct srv *s,
+                                  const struct srv_watcher *w,
+                                  const struct lsm_event *const *events,
+                                  size_t n,
+                                  struct srv_arena *a)
+{
+    if (SRV_FAILPOINT(s->cfg.member_id, "watch_alloc") == SRV_FP_ERROR) {
+        return NULL;
+    }
+    Kvdb__Event **evp = srv_arena_alloc(a, n * sizeof *evp);
+    for (size_t i = 0; evp != NULL && i < n; i++) {
+        Kvdb__Event *e = srv_arena_alloc(a, sizeof *e);
+        Kvdb__KeyValue *kv = srv_arena_alloc(a, 2 * sizeof *kv);
+        if (e == NULL || kv == NULL) {
+            return NULL;
+        }
+        kvdb__event__init(e);
+        e->type = events[i]->type == LSM_EVENT_PUT ? KVDB__EVENT__EVENT_TYPE__PUT
+                                                   : KVDB__EVENT__EVENT_TYPE__DELETE;
+        set_kv(&kv[0], &events[i]->kv);
+        e->kv = &kv[0];
+        if (w->prev_kv && events[i]->has_prev) {
+            set_kv(&kv[1], &events[i]->prev_kv);
+            e->prev_kv = &kv[1];
+        }
+        evp[i] = e;
+    }
+    return evp;
+}
+
 /* Send one WatchResponse for @w.  @events may be NULL.  Returns false if the connection is gone
- * (the watcher must then be dropped). */
+ * or the response could not be built (out of memory: @w was then sent a cancel instead, never a
+ * response short of its events); either way the watcher must be dropped. */
 static bool respond(struct srv *s,
                     struct srv_watcher *w,
                     const struct lsm_event *const *events,
@@ -111,24 +149,11 @@ static bool respond(struct srv *s,
         return false;
     }
     struct srv_arena a = {0};
-    Kvdb__Event **evp = srv_arena_alloc(&a, (n > 0 ? n : 1) * sizeof *evp);
-    for (size_t i = 0; evp != NULL && i < n; i++) {
-        Kvdb__Event *e = srv_arena_alloc(&a, sizeof *e);
-        Kvdb__KeyValue *kv = srv_arena_alloc(&a, 2 * sizeof *kv);
-        if (e == NULL || kv == NULL) {
-            evp = NULL;
-            break;
-        }
-        kvdb__event__init(e);
-        e->type = events[i]->type == LSM_EVENT_PUT ? KVDB__EVENT__EVENT_TYPE__PUT
-                                                   : KVDB__EVENT__EVENT_TYPE__DELETE;
-        set_kv(&kv[0], &events[i]->kv);
-        e->kv = &kv[0];
-        if (w->prev_kv && events[i]->has_prev) {
-            set_kv(&kv[1], &events[i]->prev_kv);
-            e->prev_kv = &kv[1];
-        }
-        evp[i] = e;
+    Kvdb__Event **evp = n > 0 ? build_events(s, w, events, n, &a) : NULL;
+    if (n > 0 && evp == NULL) {
+        srv_arena_free(&a);
+        respond(s, w, NULL, 0, revision, false, true, 0, OOM_REASON);
+        return false;
     }
     Kvdb__ResponseHeader h;
     kvdb__response_header__init(&h);
@@ -145,13 +170,20 @@ static bool respond(struct srv *s,
     r.compact_revision = compact_rev;
     r.cancel_reason = (char *)(reason != NULL ? reason : "");
     r.events = evp;
-    r.n_events = evp != NULL ? n : 0;
+    r.n_events = n;
+    /* Responses without events (created, cancel, progress) fit on the stack, so the cancel
+     * above cannot itself fail for want of memory. */
+    uint8_t small[256];
     size_t len = kvdb__watch_response__get_packed_size(&r);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf != NULL) {
-        kvdb__watch_response__pack(&r, buf);
-        srv_conn_reply(c, w->stream, KVDB__METHOD__METHOD_WATCH, KVDB__ERROR_CODE__OK, NULL, buf,
-                       len);
+    uint8_t *buf = len <= sizeof small ? small : malloc(len);
+    if (buf == NULL) {
+        srv_arena_free(&a);
+        respond(s, w, NULL, 0, revision, false, true, 0, OOM_REASON);
+        return false;
+    }
+    kvdb__watch_response__pack(&r, buf);
+    srv_conn_reply(c, w->stream, KVDB__METHOD__METHOD_WATCH, KVDB__ERROR_CODE__OK, NULL, buf, len);
+    if (buf != small) {
         free(buf);
     }
     srv_arena_free(&a);
@@ -185,6 +217,7 @@ static bool deliver(struct srv *s,
 {
     const struct lsm_event **pick = malloc((n > 0 ? n : 1) * sizeof *pick);
     if (pick == NULL) {
+        respond(s, w, NULL, 0, revision, false, true, 0, OOM_REASON);
         return false;
     }
     size_t k = 0, start = 0;
@@ -291,6 +324,8 @@ static void create(struct srv_conn *c, uint64_t stream, const Kvdb__WatchCreateR
     struct srv *s = c->s;
     struct srv_watcher *w = calloc(1, sizeof *w);
     if (w == NULL) {
+        srv_conn_reply(c, stream, KVDB__METHOD__METHOD_WATCH, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED,
+                       "out of memory", NULL, 0);
         return;
     }
     w->slot = c->slot;
@@ -301,6 +336,8 @@ static void create(struct srv_conn *c, uint64_t stream, const Kvdb__WatchCreateR
     w->end = malloc(r->range_end.len + 1);
     if (w->key == NULL || w->end == NULL) {
         watcher_free(w);
+        srv_conn_reply(c, stream, KVDB__METHOD__METHOD_WATCH, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED,
+                       "out of memory", NULL, 0);
         return;
     }
     /* Empty protobuf bytes arrive as NULL: no memcpy from them. */
@@ -398,8 +435,12 @@ void srv_watch_sweep(struct srv *s)
         }
         if (!w->synced && !w->reading && c->wr.len - c->wr.off < SLOW_BACKLOG / 2) {
             start_catchup(s, w);
-        } else if (progress && w->synced && w->progress_notify) {
-            respond(s, w, NULL, 0, s->hub_rev, false, false, 0, NULL);
+        } else if (progress && w->synced && w->progress_notify &&
+                   !respond(s, w, NULL, 0, s->hub_rev, false, false, 0, NULL)) {
+            *pp = w->next;
+            atomic_fetch_sub(&s->n_watchers, 1);
+            watcher_free(w);
+            continue;
         }
         pp = &w->next;
     }

@@ -500,6 +500,81 @@ static void other_layout_refused(void **state)
     fx_free(f);
 }
 
+/* The names of @db's files, sorted and joined by spaces (to see that a refused open changed
+ * nothing). */
+static void list_dir(const char *db, char *out, size_t size)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -v '^LOG' | tr '\\n' ' '", db);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    pclose(p);
+}
+
+/* Open @db expecting @code with an error naming @what; the directory is left as it was. */
+static void open_refused(const char *db, int code, const char *what)
+{
+    char before[2048], after[2048], err[256] = "";
+    list_dir(db, before, sizeof before);
+    struct lsm_store *s = NULL;
+    assert_int_equal(lsm_open(db, NULL, &s, err), code);
+    assert_null(s);
+    if (strstr(err, what) == NULL) {
+        fail_msg("open error \"%s\" does not name %s", err, what);
+    }
+    list_dir(db, after, sizeof after);
+    assert_string_equal(before, after);
+}
+
+/* A store directory that lost CURRENT, has a garbled one or lost its MANIFEST is refused with a
+ * message naming the file, not taken for a new store (LevelDB would start an empty database and
+ * delete the tables), and nothing in it is changed: put back, the store opens with its data.  A
+ * LOCK held by another open store is named as such. */
+static void damaged_directory_refused_naming_the_file(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    fill(f, 3000, "a");
+    lsm_close(f->s);
+    f->s = NULL;
+    char cur[200], bak[220], manifest[64] = "", mpath[200], mbak[220];
+    snprintf(cur, sizeof cur, "%s/CURRENT", f->db);
+    snprintf(bak, sizeof bak, "%s.bak", cur);
+    FILE *c = fopen(cur, "r");
+    assert_non_null(c);
+    assert_non_null(fgets(manifest, sizeof manifest, c));
+    fclose(c);
+    manifest[strcspn(manifest, "\n")] = '\0';
+    snprintf(mpath, sizeof mpath, "%s/%s", f->db, manifest);
+    snprintf(mbak, sizeof mbak, "%s.bak", mpath);
+
+    assert_int_equal(rename(cur, bak), 0);
+    open_refused(f->db, LSM_ECORRUPT, "CURRENT is missing");
+    sh("printf 'MANIFEST-00000x' > '%s/CURRENT'", f->db);
+    open_refused(f->db, LSM_ECORRUPT, "CURRENT is garbled");
+    assert_int_equal(rename(bak, cur), 0);
+    assert_int_equal(rename(mpath, mbak), 0);
+    open_refused(f->db, LSM_ECORRUPT, manifest);
+    assert_int_equal(rename(mbak, mpath), 0);
+
+    fx_open(f);
+    assert_int_equal(f->index, 3000);
+    open_refused(f->db, LSM_EIO, "LOCK is held");
+    fx_free(f);
+
+    /* An empty directory, or one with only LevelDB's info log, is a new store. */
+    f = fx_new();
+    lsm_close(f->s);
+    rm_rf(f->db);
+    assert_int_equal(mkdir(f->db, 0700), 0);
+    sh("echo info > '%s/LOG'", f->db);
+    fx_open(f);
+    assert_int_equal(f->index, 0);
+    fx_free(f);
+}
+
 /* Compaction in small batches, interrupted by close, resumes at open and ends in the same
  * logical state (same HashKV) as an uninterrupted one. */
 static void compaction_resumes_after_close(void **state)
@@ -561,6 +636,7 @@ int main(void)
         cmocka_unit_test(reopen_keeps_applied_index),
         cmocka_unit_test(compaction_resumes_after_close),
         cmocka_unit_test(other_layout_refused),
+        cmocka_unit_test(damaged_directory_refused_naming_the_file),
         cmocka_unit_test(key_filter_never_misses_a_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

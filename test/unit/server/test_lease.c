@@ -157,11 +157,58 @@ static void members_joining_later_apply_leased_puts_the_same(void **state)
     srv_embed_destroy(c);
 }
 
+/* A lease reply larger than a small fixed buffer arrives whole: LeaseLeases over 80 leases is
+ * about 1 KiB, packed by srv_conn_reply_msg as every lease, status and membership reply is (the
+ * old lease replies dropped anything over 512 bytes and the client timed out). */
+static void lease_list_larger_than_512_bytes_arrives(void **state)
+{
+    (void)state;
+    struct srv_embed_opts o = {.members = 1};
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
+    enum { N = 80 };
+    int64_t ids[N];
+    for (int i = 0; i < N; i++) {
+        ids[i] = grant(k, 600);
+    }
+    Kvdb__LeaseLeasesRequest r;
+    kvdb__lease_leases_request__init(&r);
+    Kvdb__LeaseLeasesResponse *resp;
+    assert_int_equal(kvc_call(k, KVDB__METHOD__METHOD_LEASE_LEASES, &r.base,
+                              &kvdb__lease_leases_response__descriptor, (ProtobufCMessage **)&resp),
+                     0);
+    assert_true(kvdb__lease_leases_response__get_packed_size(resp) > 512);
+    assert_int_equal(resp->n_leases, N);
+    for (int i = 0; i < N; i++) {
+        bool found = false;
+        for (size_t j = 0; j < resp->n_leases && !found; j++) {
+            found = resp->leases[j]->id == ids[i];
+        }
+        assert_true(found);
+    }
+    kvdb__lease_leases_response__free_unpacked(resp, NULL);
+    /* TimeToLive goes the same way. */
+    Kvdb__LeaseTimeToLiveRequest t;
+    kvdb__lease_time_to_live_request__init(&t);
+    t.id = ids[N - 1];
+    Kvdb__LeaseTimeToLiveResponse *tr;
+    assert_int_equal(
+        kvc_call(k, KVDB__METHOD__METHOD_LEASE_TIME_TO_LIVE, &t.base,
+                 &kvdb__lease_time_to_live_response__descriptor, (ProtobufCMessage **)&tr),
+        0);
+    assert_int_equal(tr->grantedttl, 600);
+    assert_true(tr->ttl > 0 && tr->ttl <= 600);
+    kvdb__lease_time_to_live_response__free_unpacked(tr, NULL);
+    kvc_close(k);
+    srv_embed_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(leases_expire_revoke_and_survive_elections),
         cmocka_unit_test(members_joining_later_apply_leased_puts_the_same),
+        cmocka_unit_test(lease_list_larger_than_512_bytes_arrives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "server/failpoint.h"
 #include "test/unit/server/fixture.h"
 
 struct fix
@@ -159,12 +160,43 @@ static void compacted_revision_cancels(void **state)
     kvc_close(w);
 }
 
+/* Events whose response cannot be built (out of memory: the "watch_alloc" failpoint) cancel the
+ * watcher with a reason the client sees, as etcd would rather than lose events; the response
+ * never arrives without them.  Another watcher, built afterwards, gets the next events. */
+static void out_of_memory_cancels_instead_of_dropping_events(void **state)
+{
+    struct fix *f = *state;
+    struct kvc *w = watcher(f, 2);
+    sf_watch(w, "oom/k", NULL, 0, false, false);
+    assert_int_equal(
+        srv_fp_set("watch_alloc", srv_embed_member_id(f->c, 2), SRV_FP_ERROR, 100, 1, 0), 0);
+    sf_put(f->k, "oom/k", "1");
+    uint64_t stream;
+    Kvdb__WatchResponse *r;
+    assert_int_equal(kvc_watch_next(w, 10000, &stream, &r), 0);
+    srv_fp_clear_all();
+    assert_true(r->canceled);
+    assert_int_equal(r->n_events, 0);
+    assert_non_null(strstr(r->cancel_reason, "out of memory"));
+    kvdb__watch_response__free_unpacked(r, NULL);
+    kvc_close(w);
+
+    w = watcher(f, 2);
+    sf_watch(w, "oom/k", NULL, 0, false, false);
+    sf_put(f->k, "oom/k", "2");
+    char got[64];
+    collect(w, 1, got, sizeof got);
+    assert_string_equal(got, "PUT oom/k 2");
+    kvc_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(history_then_live_on_each_member),
         cmocka_unit_test(filters_and_single_key),
         cmocka_unit_test(compacted_revision_cancels),
+        cmocka_unit_test(out_of_memory_cancels_instead_of_dropping_events),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
