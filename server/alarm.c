@@ -251,8 +251,8 @@ int srv_alarm_apply_check(const struct srv *s, const Kvdb__InternalRequest *ir)
 
 void srv_alarm_error(int err, Kvdb__ErrorCode *code, const char **msg)
 {
-    *code = err == SRV_ECORRUPT ? KVDB__ERROR_CODE__DATA_LOSS
-                                : KVDB__ERROR_CODE__RESOURCE_EXHAUSTED;
+    *code =
+        err == SRV_ECORRUPT ? KVDB__ERROR_CODE__DATA_LOSS : KVDB__ERROR_CODE__RESOURCE_EXHAUSTED;
     *msg = err == SRV_ECORRUPT ? msg_corrupt : msg_nospace;
 }
 
@@ -263,8 +263,8 @@ bool srv_alarm_admit(struct srv_conn *c, const Kvdb__Frame *f)
     if (s->n_alarms == 0 && !nospace) {
         return true;
     }
-    bool grows = f->method == KVDB__METHOD__METHOD_PUT ||
-                 f->method == KVDB__METHOD__METHOD_LEASE_GRANT;
+    bool grows =
+        f->method == KVDB__METHOD__METHOD_PUT || f->method == KVDB__METHOD__METHOD_LEASE_GRANT;
     if (f->method == KVDB__METHOD__METHOD_TXN) {
         Kvdb__TxnRequest *t = kvdb__txn_request__unpack(NULL, f->body.len, f->body.data);
         grows = t == NULL || txn_has_put(t); /* undecodable: refused later anyway */
@@ -435,9 +435,9 @@ size_t srv_alarm_describe(const struct srv *s, char *out, size_t cap)
 {
     size_t len = 0;
     out[0] = '\0';
-    bool local = atomic_load(&((struct srv *)s)->nospace_local) &&
-                 !srv_alarm_has(s->alarms, s->n_alarms, s->cfg.member_id,
-                                KVDB__ALARM_TYPE__NOSPACE);
+    bool local =
+        atomic_load(&((struct srv *)s)->nospace_local) &&
+        !srv_alarm_has(s->alarms, s->n_alarms, s->cfg.member_id, KVDB__ALARM_TYPE__NOSPACE);
     size_t n = s->n_alarms + (local ? 1 : 0);
     for (size_t i = 0; i < n; i++) {
         const char *name = i < s->n_alarms ? srv_alarm_name(s->alarms[i].type) : "NOSPACE";

@@ -352,6 +352,9 @@ static void group_add(struct srv *s,
     if ((g->errs[i] = srv_alarm_apply_check(s, ir)) != 0) {
         return; /* refused by an alarm: decided from replicated state, so on every member */
     }
+    if (ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_HASH_REPORT) {
+        return; /* no store operation: srv_hash_apply after the group */
+    }
     if (ir->request_case == KVDB__INTERNAL_REQUEST__REQUEST_PUT && ir->put->lease != 0 &&
         !srv_lease_exists(s, ir->put->lease)) {
         g->errs[i] = LSM_EKEYNOTFOUND; /* the lease was revoked after the check */
@@ -454,6 +457,9 @@ static void finish_entry(struct srv *s,
             uint8_t *body = srv_auth_change_reply(s, term, &len);
             post_reply(s, ir->id, body, len, KVDB__ERROR_CODE__OK, NULL);
         }
+        return;
+    case KVDB__INTERNAL_REQUEST__REQUEST_HASH_REPORT:
+        srv_hash_apply(s, ir->hash_report);
         return;
     case KVDB__INTERNAL_REQUEST__REQUEST_MEMBER_ATTR:
         if (g->members_next) {
@@ -1029,6 +1035,18 @@ void srv_watch_read_submit(struct srv *s,
     queue_push(&s->readq, j);
 }
 
+void srv_read_hash(struct srv *s, int64_t rev, uint64_t round)
+{
+    struct srv_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        return; /* the next round asks again */
+    }
+    j->type = SRV_JOB_HASH;
+    j->start_rev = rev;
+    j->watch_id = (int64_t)round;
+    queue_push(&s->readq, j);
+}
+
 static void *read_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "kv-read");
@@ -1037,6 +1055,12 @@ static void *read_main(void *arg)
     while ((jobs = queue_take_all(&s->readq)) != NULL) {
         for (struct srv_job *j = jobs; j != NULL;) {
             struct srv_job *next = j->next;
+            if (j->type == SRV_JOB_HASH) {
+                srv_hash_run(s, j->start_rev, (uint64_t)j->watch_id);
+                free(j);
+                j = next;
+                continue;
+            }
             if (j->type == SRV_JOB_HISTORY) {
                 run_history(s, j);
                 free(j->buf);

@@ -113,6 +113,8 @@ void srv_config_defaults(struct srv_config *c)
     c->compaction_mode = SRV_COMPACT_PERIODIC;
     c->compaction_retention = 0; /* off, as in etcd */
     c->compaction_interval_ms = 5 * 60 * 1000;
+    c->corrupt_check_ms = 5 * 60 * 1000;
+    c->initial_corrupt_check = true;
     c->quota_backend_bytes = 2ull << 30;
 }
 
@@ -164,10 +166,9 @@ static int parse_cluster(struct srv_config *c, const char *v)
     return c->n_members > 0 ? 0 : SRV_EINVAL;
 }
 
-/* "0" (off), a plain number, or a duration with a unit: "1h", "30m", "10s", "500ms".  A plain
- * number means hours in periodic mode (etcd) and revisions in revision mode; units are only for
- * periodic mode.  Kept as given and resolved in srv_config_finish (the mode may come later). */
-static int parse_retention(struct srv_config *c, const char *v)
+/* A duration: a number with a unit ("1h", "30m", "10s", "500ms") into *@ms, or a plain number
+ * (*@plain set, *@ms the number as given: the caller knows its unit).  Errors: SRV_EINVAL. */
+static int parse_duration(const char *v, uint64_t *ms, bool *plain)
 {
     char *end;
     errno = 0;
@@ -175,25 +176,26 @@ static int parse_retention(struct srv_config *c, const char *v)
     if (errno != 0 || end == v || x < 0) {
         return SRV_EINVAL;
     }
-    double ms;
-    if (*end == '\0') {
-        c->retention_plain = true;
-        c->compaction_retention = (uint64_t)x;
-        return 0;
-    } else if (strcmp(end, "h") == 0) {
-        ms = x * 3600e3;
-    } else if (strcmp(end, "m") == 0) {
-        ms = x * 60e3;
-    } else if (strcmp(end, "s") == 0) {
-        ms = x * 1e3;
-    } else if (strcmp(end, "ms") == 0) {
-        ms = x;
-    } else {
+    *plain = *end == '\0';
+    double scale = *plain                   ? 1
+                   : strcmp(end, "h") == 0  ? 3600e3
+                   : strcmp(end, "m") == 0  ? 60e3
+                   : strcmp(end, "s") == 0  ? 1e3
+                   : strcmp(end, "ms") == 0 ? 1
+                                            : 0;
+    if (scale == 0) {
         return SRV_EINVAL;
     }
-    c->retention_plain = false;
-    c->compaction_retention = (uint64_t)ms;
+    *ms = (uint64_t)(x * scale);
     return 0;
+}
+
+/* "0" (off), a plain number, or a duration with a unit.  A plain number means hours in periodic
+ * mode (etcd) and revisions in revision mode; units are only for periodic mode.  Kept as given
+ * and resolved in srv_config_finish (the mode may come later). */
+static int parse_retention(struct srv_config *c, const char *v)
+{
+    return parse_duration(v, &c->compaction_retention, &c->retention_plain);
 }
 
 static int set_flag(struct srv_config *c, const char *k, const char *v)
@@ -226,6 +228,21 @@ static int set_flag(struct srv_config *c, const char *k, const char *v)
         return 0;
     } else if (strcmp(k, "auto-compaction-retention") == 0) {
         return parse_retention(c, v);
+    } else if (strcmp(k, "corrupt-check-interval") == 0 ||
+               strcmp(k, "experimental-corrupt-check-time") == 0) {
+        bool plain;
+        int rv = parse_duration(v, &c->corrupt_check_ms, &plain);
+        if (rv == 0 && plain && c->corrupt_check_ms != 0) {
+            c->corrupt_check_ms *= 1000; /* a plain number: seconds */
+        }
+        return rv;
+    } else if (strcmp(k, "initial-corrupt-check") == 0 ||
+               strcmp(k, "experimental-initial-corrupt-check") == 0) {
+        if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+            return SRV_EINVAL;
+        }
+        c->initial_corrupt_check = strcmp(v, "true") == 0;
+        return 0;
     } else if (strcmp(k, "initial-cluster-state") == 0) {
         if (strcmp(v, "new") == 0) {
             c->cluster_state = SRV_CLUSTER_NEW;
@@ -423,29 +440,34 @@ int srv_config_finish(struct srv_config *c, char *errmsg, size_t errlen)
 
 void srv_config_usage(void *out)
 {
-    fprintf((FILE *)out,
-            "flags (--flag value or --flag=value):\n"
-            "  --name NAME                        member name (default)\n"
-            "  --data-dir DIR                     data directory (default.kvdb)\n"
-            "  --listen-peer-urls URL             peer listener (http://127.0.0.1:2380)\n"
-            "  --listen-client-urls URL           client listener (http://127.0.0.1:2379)\n"
-            "  --initial-advertise-peer-urls URL  peer URL others use (listen-peer-urls)\n"
-            "  --advertise-client-urls URL        client URL others use (listen-client-urls)\n"
-            "  --initial-cluster N=URL,...        initial members (this member alone)\n"
-            "  --initial-cluster-token TOKEN      cluster token (kvdb-cluster)\n"
-            "  --initial-cluster-state new|existing (new)\n"
-            "  --snapshot-count N                 applied entries per snapshot (50000)\n"
-            "  --snapshot-catchup-entries N       log kept behind a snapshot (5000)\n"
-            "  --heartbeat-interval MS            (100)\n"
-            "  --election-timeout MS              (1000)\n"
-            "  --max-request-bytes N              (1572864)\n"
-            "  --max-txn-ops N                    (128)\n"
-            "  --max-key-bytes N                  (65536)\n"
-            "  --quota-backend-bytes N            (2147483648)\n"
-            "  --backend-compression none|snappy  new store tables (snappy)\n"
-            "  --auto-compaction-mode periodic|revision (periodic)\n"
-            "  --auto-compaction-retention R      0 = off; periodic: 1h, 30m, 10s (a plain\n"
-            "                                     number is hours); revision: a count\n"
-            "  --auto-compaction-interval MS      how often revision mode checks (300000)\n"
-            "  --config-file PATH                 'flag: value' lines, read in place\n");
+    fprintf(
+        (FILE *)out,
+        "flags (--flag value or --flag=value):\n"
+        "  --name NAME                        member name (default)\n"
+        "  --data-dir DIR                     data directory (default.kvdb)\n"
+        "  --listen-peer-urls URL             peer listener (http://127.0.0.1:2380)\n"
+        "  --listen-client-urls URL           client listener (http://127.0.0.1:2379)\n"
+        "  --initial-advertise-peer-urls URL  peer URL others use (listen-peer-urls)\n"
+        "  --advertise-client-urls URL        client URL others use (listen-client-urls)\n"
+        "  --initial-cluster N=URL,...        initial members (this member alone)\n"
+        "  --initial-cluster-token TOKEN      cluster token (kvdb-cluster)\n"
+        "  --initial-cluster-state new|existing (new)\n"
+        "  --snapshot-count N                 applied entries per snapshot (50000)\n"
+        "  --snapshot-catchup-entries N       log kept behind a snapshot (5000)\n"
+        "  --heartbeat-interval MS            (100)\n"
+        "  --election-timeout MS              (1000)\n"
+        "  --max-request-bytes N              (1572864)\n"
+        "  --max-txn-ops N                    (128)\n"
+        "  --max-key-bytes N                  (65536)\n"
+        "  --quota-backend-bytes N            (2147483648)\n"
+        "  --corrupt-check-interval D         members compare HashKV through the log every D\n"
+        "                                     (5m; 0 = off; also "
+        "--experimental-corrupt-check-time)\n"
+        "  --initial-corrupt-check true|false report this member's HashKV once at start (true)\n"
+        "  --backend-compression none|snappy  new store tables (snappy)\n"
+        "  --auto-compaction-mode periodic|revision (periodic)\n"
+        "  --auto-compaction-retention R      0 = off; periodic: 1h, 30m, 10s (a plain\n"
+        "                                     number is hours); revision: a count\n"
+        "  --auto-compaction-interval MS      how often revision mode checks (300000)\n"
+        "  --config-file PATH                 'flag: value' lines, read in place\n");
 }

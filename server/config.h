@@ -77,6 +77,8 @@ struct srv_config
     uint64_t compaction_interval_ms; /* --auto-compaction-interval (revision mode checks) */
     bool retention_plain;            /* parsing: retention given without a unit */
     uint64_t quota_backend_bytes;    /* --quota-backend-bytes */
+    uint64_t corrupt_check_ms;       /* --corrupt-check-interval (0: off) */
+    bool initial_corrupt_check;      /* --initial-corrupt-check: report our hash once at start */
     bool backend_uncompressed;       /* --backend-compression none (default snappy) */
     uint64_t member_id;              /* derived: this member's ID */
     uint64_t cluster_id;             /* derived: from the member IDs */

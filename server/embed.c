@@ -122,7 +122,9 @@ static int configure_one(struct srv_embed *c,
     snprintf(data, sizeof data, "%s/%s", c->dir, name);
     snprintf(peer, sizeof peer, "http://127.0.0.1:%u", (unsigned)peer_port);
     snprintf(client, sizeof client, "http://%s", m->endpoint);
-    char hb[16], el[16], sc[24], scu[24], quota[24];
+    char hb[16], el[16], sc[24], scu[24], quota[24], cc[24];
+    snprintf(cc, sizeof cc, "%ums",
+             c->opts.corrupt_check_ms != 0 ? c->opts.corrupt_check_ms : 5 * 60 * 1000);
     snprintf(quota, sizeof quota, "%llu",
              (unsigned long long)(c->opts.quota_bytes != 0 ? c->opts.quota_bytes : 2ull << 30));
     snprintf(hb, sizeof hb, "%u", c->opts.heartbeat_ms != 0 ? c->opts.heartbeat_ms : 50);
@@ -154,6 +156,8 @@ static int configure_one(struct srv_embed *c,
                     scu,
                     "--quota-backend-bytes",
                     quota,
+                    "--corrupt-check-interval",
+                    cc,
                     "--initial-cluster-state",
                     existing ? "existing" : "new"};
     srv_config_defaults(&m->cfg);

@@ -34,7 +34,8 @@ struct srv_embed_opts
     unsigned election_ms;    /* 0: 500 */
     uint64_t snapshot_count; /* 0: the member default (10,000) */
     uint64_t snapshot_catchup;
-    uint64_t quota_bytes; /* --quota-backend-bytes; 0: the member default (2 GiB) */
+    uint64_t quota_bytes;      /* --quota-backend-bytes; 0: the member default (2 GiB) */
+    unsigned corrupt_check_ms; /* --corrupt-check-interval; 0: the member default (5 min) */
 };
 
 struct srv_embed;

@@ -546,6 +546,10 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
     case SRV_DONE_ALARMS:
         srv_alarm_on_set(s, d->body, d->len);
         break;
+    case SRV_DONE_HASH:
+    case SRV_DONE_CORRUPT:
+        srv_hash_on_done(s, d);
+        break;
     case SRV_DONE_CONF:
         srv_members_on_conf(s, d->snap.index, &d->snap.conf);
         break;

@@ -358,6 +358,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *t, int revents)
     srv_kv_sweep(t->data);
     srv_members_publish(t->data);
     srv_watch_sweep(t->data);
+    srv_hash_tick(t->data);
     srv_lease_tick(t->data);
     srv_autocompact_tick(t->data);
 }
@@ -370,6 +371,7 @@ int srv_open(const struct srv_config *cfg, struct srv **out, char *errmsg)
         return SRV_ENOMEM;
     }
     s->cfg = *cfg;
+    s->hash_start_pending = cfg->initial_corrupt_check;
     s->client_l.fd = -1;
     s->peer_l.fd = -1;
     s->request_timeout_ms = REQUEST_TIMEOUT_BASE_MS + 2ull * cfg->election_ms;

@@ -168,6 +168,7 @@ enum srv_job_type {
     SRV_JOB_INSTALL,
     SRV_JOB_HISTORY,
     SRV_JOB_SNAPSHOT, /* take a snapshot and stream it to a client */
+    SRV_JOB_HASH,     /* read thread: HashKV at start_rev for round watch_id (hashcheck.c) */
 };
 
 struct srv_job
@@ -204,6 +205,9 @@ enum srv_done_kind {
     SRV_DONE_LEASE,          /* watch_id: lease ID, next_rev: TTL (0: gone; ID 0, -1: reset) */
     SRV_DONE_HISTORY,        /* watch_id, events, next_rev, err, complete: a catch-up read */
     SRV_DONE_ALARMS,         /* body: the new alarm set (alarm.c's record bytes) */
+    SRV_DONE_HASH,           /* hash, hash_rev, hash_compact, err: this member's HashKV */
+    SRV_DONE_CORRUPT,        /* hash_member, hash_rev, hash_compact, hash; next_rev: the
+                              * majority's hash, ok: a majority agreed (hashcheck.c) */
 };
 
 /* A finished request or background task, from another thread back to the loop. */
@@ -232,6 +236,35 @@ struct srv_done
     char *errmsg;  /* owned, may be NULL */
     uint8_t *body; /* owned packed response */
     size_t len;
+    uint32_t hash; /* SRV_DONE_HASH, SRV_DONE_CORRUPT */
+    int64_t hash_rev;
+    int64_t hash_compact;
+    uint64_t hash_member;
+    uint64_t hash_round;
+};
+
+/* One member's HashKV report in a round of the corruption check (hashcheck.c). */
+struct srv_hash_report
+{
+    uint64_t member;
+    int64_t rev;
+    int64_t compact;
+    uint32_t hash;
+    bool named; /* reported as corrupt already */
+};
+
+#define SRV_HASH_ROUNDS 4
+#define SRV_HASH_REPORTS (2 * SRV_MAX_MEMBERS)
+
+/* The reports of one revision, as applied (apply thread). */
+struct srv_hash_round
+{
+    uint64_t id;  /* HashReport.round */
+    int64_t rev;  /* 0: unused */
+    uint64_t seq; /* order of creation: the oldest is reused */
+    bool asked;   /* this member's own hash was reported or asked for */
+    size_t n;
+    struct srv_hash_report r[SRV_HASH_REPORTS];
 };
 
 /* An auth token issued by this member (auth.c). */
@@ -425,6 +458,12 @@ struct srv
     atomic_bool bg_stop;             /* srv_close: snapshot transfers give up at once */
     atomic_bool snap_receiving;      /* a snapshot receiver thread runs (one at a time) */
     pthread_mutex_t snap_mu;         /* retention vs. readers of the snapshot directory */
+
+    /* corruption check (hashcheck.c) */
+    struct srv_hash_round hash_rounds[SRV_HASH_ROUNDS]; /* apply thread */
+    uint64_t hash_seq;                                  /* apply thread */
+    uint64_t hash_next_ms;                              /* loop: next round as leader */
+    bool hash_start_pending;                            /* loop: the start-up report is due */
 };
 
 /* node.c: the Ready loop */
@@ -531,6 +570,21 @@ void srv_alarm_request(struct srv_conn *c, const Kvdb__Frame *f);
 /* Loop: "ALARM NOSPACE, ALARM CORRUPT" (etcd's /health reason) into @out (@cap bytes);
  * returns how many alarms (a full disk here counts as NOSPACE). */
 size_t srv_alarm_describe(const struct srv *s, char *out, size_t cap);
+
+/* hashcheck.c: the corruption check through the log.
+ * srv_hash_tick (loop, every sweep): start a round as leader every --corrupt-check-interval,
+ * and this member's start-up report once it has applied its leader's commit index.
+ * srv_hash_on_done (loop): SRV_DONE_HASH proposes our report; SRV_DONE_CORRUPT logs the verdict
+ * and proposes the CORRUPT alarm for the member named.
+ * srv_hash_run (read thread): HashKV at @rev (0: current), posted as SRV_DONE_HASH.
+ * srv_hash_apply (apply thread, after the report's group applied): records the report, asks for
+ * our own hash in a round others started, and decides. */
+void srv_hash_tick(struct srv *s);
+void srv_hash_on_done(struct srv *s, const struct srv_done *d);
+void srv_hash_run(struct srv *s, int64_t rev, uint64_t round);
+void srv_hash_apply(struct srv *s, const Kvdb__HashReport *rep);
+/* apply.c: queue srv_hash_run(@rev, @round) on the read thread.  Any thread. */
+void srv_read_hash(struct srv *s, int64_t rev, uint64_t round);
 
 /* fpfs.c: the WAL file system with failpoints */
 struct wal_fs *srv_fpfs_new(uint64_t member);

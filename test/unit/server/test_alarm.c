@@ -53,14 +53,13 @@ static bool lists(struct srv_embed *c,
     struct kvc *k = sf_client(srv_embed_endpoint(c, i), 3000);
     Kvdb__AlarmResponse *a = NULL;
     bool same = false;
-    if (alarm_call(k, KVDB__ALARM_REQUEST__ALARM_ACTION__GET, 0, KVDB__ALARM_TYPE__NONE, &a) ==
-        0) {
+    if (alarm_call(k, KVDB__ALARM_REQUEST__ALARM_ACTION__GET, 0, KVDB__ALARM_TYPE__NONE, &a) == 0) {
         same = a->n_alarms == n;
         for (size_t j = 0; same && j < n; j++) {
             bool found = false;
             for (size_t m = 0; m < a->n_alarms; m++) {
-                found = found || (a->alarms[m]->memberid == members[j] &&
-                                  a->alarms[m]->alarm == types[j]);
+                found = found ||
+                        (a->alarms[m]->memberid == members[j] && a->alarms[m]->alarm == types[j]);
             }
             same = found;
         }
@@ -123,7 +122,9 @@ static int put(struct kvc *k, const char *key)
 }
 
 /* A put on member @i's own connection must be refused with @code and @msg. */
-static void assert_put_refused(struct srv_embed *c, unsigned i, Kvdb__ErrorCode code,
+static void assert_put_refused(struct srv_embed *c,
+                               unsigned i,
+                               Kvdb__ErrorCode code,
                                const char *msg)
 {
     struct kvc *k = sf_client(srv_embed_endpoint(c, i), 5000);
@@ -205,9 +206,9 @@ static void nospace_alarm_refuses_writes_on_every_member_until_disarmed(void **s
     Kvdb__LeaseGrantRequest g;
     kvdb__lease_grant_request__init(&g);
     g.ttl = 60;
-    assert_int_equal(
-        sf_call(k, KVDB__METHOD__METHOD_LEASE_GRANT, &g.base, &kvdb__lease_grant_response__descriptor),
-        KVC_ESERVER);
+    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_LEASE_GRANT, &g.base,
+                             &kvdb__lease_grant_response__descriptor),
+                     KVC_ESERVER);
     assert_string_equal(kvc_errmsg(k), NOSPACE_MSG);
     assert_int_equal(del(k, "before"), 0); /* deletes free space: they pass */
     /* Disarm as etcdctl does: DEACTIVATE the listed alarm. */

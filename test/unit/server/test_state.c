@@ -14,6 +14,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <leveldb/c.h>
+
 #include "lsm/lsm.h"
 #include "test/lib/seed.h"
 #include "test/unit/server/fixture.h"
@@ -39,8 +41,11 @@ static uint64_t next(struct load *l)
     return l->rng;
 }
 
-static int call(struct load *l, Kvdb__Method m, const ProtobufCMessage *req,
-                const ProtobufCMessageDescriptor *d, ProtobufCMessage **resp)
+static int call(struct load *l,
+                Kvdb__Method m,
+                const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *d,
+                ProtobufCMessage **resp)
 {
     int rv = kvc_call(l->k, m, req, d, resp);
     if (rv == KVC_EPROTO || rv == KVC_ENOMEM || rv == KVC_EINVAL || rv == KVC_EOVERFLOW) {
@@ -331,9 +336,10 @@ static void one_log_gives_one_state_by_every_path(void **state)
         struct dump d = {0};
         uint32_t h = read_store(dir, i, rev, &d);
         if (h != h0 || d.len != d0.len || memcmp(d.p, d0.p, d.len) != 0) {
-            fail_msg("m%u's store differs from m0's at revision %lld (hash %08x vs %08x, state "
-                     "records %zu vs %zu bytes); seed %" PRIu64,
-                     i, (long long)rev, h, h0, d.len, d0.len, seed);
+            fail_msg(
+                "m%u's store differs from m0's at revision %lld (hash %08x vs %08x, state "
+                "records %zu vs %zu bytes); seed %" PRIu64,
+                i, (long long)rev, h, h0, d.len, d0.len, seed);
         }
         free(d.p);
     }
@@ -346,10 +352,125 @@ static void one_log_gives_one_state_by_every_path(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Plant a current record for @key straight into a stopped member's LevelDB (meta: revisions 1,
+ * version 1, no lease; sub 0): readable data the log never wrote, so its HashKV differs. */
+static void plant_key(const char *dir, unsigned i, const char *key)
+{
+    char db[600];
+    snprintf(db, sizeof db, "%s/m%u/member/db", dir, i);
+    leveldb_options_t *o = leveldb_options_create();
+    char *err = NULL;
+    leveldb_t *l = leveldb_open(o, db, &err);
+    if (err != NULL) {
+        fail_msg("open %s: %s", db, err);
+    }
+    char k[64], v[64];
+    size_t kl = (size_t)snprintf(k, sizeof k, "c%s", key);
+    memset(v, 0, sizeof v);
+    v[0] = 1;  /* create revision */
+    v[8] = 1;  /* mod revision */
+    v[16] = 1; /* version */
+    memcpy(v + 36, "planted", 7);
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(wo, 1);
+    leveldb_put(l, wo, k, kl, v, 43, &err);
+    assert_null(err);
+    leveldb_writeoptions_destroy(wo);
+    leveldb_close(l);
+    leveldb_options_destroy(o);
+}
+
+static bool has_corrupt_alarm(struct kvc *k, uint64_t member)
+{
+    Kvdb__AlarmRequest r;
+    kvdb__alarm_request__init(&r);
+    r.action = KVDB__ALARM_REQUEST__ALARM_ACTION__GET;
+    Kvdb__AlarmResponse *resp = NULL;
+    if (kvc_call(k, KVDB__METHOD__METHOD_ALARM, &r.base, &kvdb__alarm_response__descriptor,
+                 (ProtobufCMessage **)&resp) != 0) {
+        return false;
+    }
+    bool found = false;
+    for (size_t i = 0; i < resp->n_alarms; i++) {
+        found = found || (resp->alarms[i]->memberid == member &&
+                          resp->alarms[i]->alarm == KVDB__ALARM_TYPE__CORRUPT);
+    }
+    kvdb__alarm_response__free_unpacked(resp, NULL);
+    return found;
+}
+
+static bool wait_corrupt_alarm(struct kvc *k, uint64_t member, unsigned ms)
+{
+    for (unsigned waited = 0; waited < ms; waited += 100) {
+        if (has_corrupt_alarm(k, member)) {
+            return true;
+        }
+        sf_sleep_ms(100);
+    }
+    return false;
+}
+
+/* A member whose store holds data the log never wrote is named by the corruption check: at its
+ * start (its own report against the others'), and again by the periodic check after the alarm
+ * is disarmed; the CORRUPT alarm refuses writes on every member. */
+static void a_member_holding_other_data_is_named_corrupt(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kvdb-corrupt-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct srv_embed_opts o = {.members = 3, .dir = dir, .corrupt_check_ms = 1000};
+    struct srv_embed *c = sf_start(&o, NULL);
+    struct kvc *k = sf_client(srv_embed_endpoints(c), 15000);
+    for (int i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "key%02d", i);
+        sf_put(k, key, "v");
+    }
+    sf_assert_converged(c, 3, 20000);
+    /* Rounds so far found nothing. */
+    for (unsigned i = 0; i < 3; i++) {
+        assert_false(has_corrupt_alarm(k, srv_embed_member_id(c, i)));
+    }
+    srv_embed_stop(c, 2);
+    plant_key(dir, 2, "planted");
+    char err[256];
+    if (srv_embed_restart(c, 2, err) != 0) {
+        fail_msg("restart m2: %s", err);
+    }
+    uint64_t bad = srv_embed_member_id(c, 2);
+    assert_true(wait_corrupt_alarm(k, bad, 15000));
+    for (unsigned i = 0; i < 2; i++) {
+        assert_false(has_corrupt_alarm(k, srv_embed_member_id(c, i)));
+    }
+    /* Writes are refused on every member. */
+    for (unsigned i = 0; i < 3; i++) {
+        struct kvc *mk = sf_client(srv_embed_endpoint(c, i), 5000);
+        Kvdb__PutResponse *pr = NULL;
+        assert_int_equal(kvc_put(mk, "after", 5, "x", 1, &pr), KVC_ESERVER);
+        assert_non_null(strstr(kvc_errmsg(mk), "corrupt"));
+        kvc_close(mk);
+    }
+    /* Disarmed: the periodic check (every second on the leader) names it again. */
+    Kvdb__AlarmRequest r;
+    kvdb__alarm_request__init(&r);
+    r.action = KVDB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
+    r.memberid = bad;
+    r.alarm = KVDB__ALARM_TYPE__CORRUPT;
+    assert_int_equal(
+        sf_call(k, KVDB__METHOD__METHOD_ALARM, &r.base, &kvdb__alarm_response__descriptor), 0);
+    assert_true(wait_corrupt_alarm(k, bad, 15000));
+    kvc_close(k);
+    srv_embed_destroy(c);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_log_gives_one_state_by_every_path),
+        cmocka_unit_test(a_member_holding_other_data_is_named_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
