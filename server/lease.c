@@ -463,6 +463,20 @@ static void fail(struct srv_conn *c, const Kvdb__Frame *f, Kvdb__ErrorCode code,
     srv_conn_reply(c, f->id, f->method, code, msg, NULL, 0);
 }
 
+/* A lease ID for a grant that names none: unused among the leases this leader knows (etcd's
+ * leader draws again on a collision too).  Mixed with the member ID, because members started in
+ * the same millisecond count request IDs alike, and their grants drew the same IDs. */
+static int64_t new_lease_id(struct srv *s)
+{
+    for (;;) {
+        uint64_t x = (s->next_req_id++ ^ s->cfg.member_id) * 0x9e3779b97f4a7c15ull;
+        int64_t id = (int64_t)(x >> 1); /* positive, as etcd's IDs */
+        if (id != 0 && clock_find(s, id) == NULL) {
+            return id;
+        }
+    }
+}
+
 /* Any member takes a revoke, as in etcd (it goes through the log): no front check of the
  * lease, whose table on this member may lag the log (a new leader that has not applied a grant
  * yet); the apply answers "not found" deterministically. */
@@ -531,7 +545,7 @@ void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
         ttl = r->ttl < min_ttl ? min_ttl : r->ttl;
         kvdb__lease_grant_request__free_unpacked(r, NULL);
         if (id == 0) {
-            id = (int64_t)((s->next_req_id * 0x9e3779b97f4a7c15ull) >> 1);
+            id = new_lease_id(s);
         }
         if (clock_find(s, id) != NULL) {
             fail(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, "lease already exists");
