@@ -62,6 +62,15 @@ static int keep_alive(struct kvc *k, int64_t id)
                    &kvdb__lease_keep_alive_response__descriptor);
 }
 
+static int revoke(struct kvc *k, int64_t id)
+{
+    Kvdb__LeaseRevokeRequest r;
+    kvdb__lease_revoke_request__init(&r);
+    r.id = id;
+    return sf_call(k, KVDB__METHOD__METHOD_LEASE_REVOKE, &r.base,
+                   &kvdb__lease_revoke_response__descriptor);
+}
+
 static void leases_expire_revoke_and_survive_elections(void **state)
 {
     (void)state;
@@ -110,12 +119,7 @@ static void leases_expire_revoke_and_survive_elections(void **state)
     /* Revoke deletes at once. */
     int64_t rev = grant(k, 60);
     assert_int_equal(put_lease(k, "revoked", rev), 0);
-    Kvdb__LeaseRevokeRequest rr;
-    kvdb__lease_revoke_request__init(&rr);
-    rr.id = rev;
-    assert_int_equal(sf_call(k, KVDB__METHOD__METHOD_LEASE_REVOKE, &rr.base,
-                             &kvdb__lease_revoke_response__descriptor),
-                     0);
+    assert_int_equal(revoke(k, rev), 0);
     assert_false(exists(k, "revoked"));
     assert_int_equal(keep_alive(k, rev), KVC_ESERVER);
     assert_int_equal(kvc_server_code(k), KVDB__ERROR_CODE__NOT_FOUND);
@@ -214,15 +218,6 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int revoke(struct kvc *k, int64_t id)
-{
-    Kvdb__LeaseRevokeRequest r;
-    kvdb__lease_revoke_request__init(&r);
-    r.id = id;
-    return sf_call(k, KVDB__METHOD__METHOD_LEASE_REVOKE, &r.base,
-                   &kvdb__lease_revoke_response__descriptor);
 }
 
 /* Member @i's own view: @key absent (serializable read) and @id not among its leases. */
