@@ -551,6 +551,19 @@ raft_id raft_id_of(const struct raft *r)
     return r->id;
 }
 
+raft_index raft_match_of(const struct raft *r, raft_id id)
+{
+    if (r->role != RAFT_LEADER) {
+        return 0; /* only the leader tracks its followers' logs */
+    }
+    for (unsigned i = 0; i < r->n_prs; i++) {
+        if (r->prs[i].id == id) {
+            return r->prs[i].match;
+        }
+    }
+    return 0;
+}
+
 const struct raft_conf *raft_conf_of(const struct raft *r)
 {
     return &r->conf;

@@ -339,6 +339,11 @@ raft_term raft_term_of(const struct raft *r);
 raft_index raft_commit_index(const struct raft *r);
 raft_index raft_last_index(const struct raft *r);
 raft_id raft_id_of(const struct raft *r);
+/* Leader only: the highest index known to be in member @id's log (its progress match; for the
+ * leader itself, what it has persisted).  0 when @r is not the leader or @id is not in the
+ * configuration.  Read-only: for decisions outside the protocol, such as whether a learner has
+ * caught up enough to be promoted (etcd's isLearnerReady). */
+raft_index raft_match_of(const struct raft *r, raft_id id);
 /* The configuration in effect (the last one appended to the log). */
 const struct raft_conf *raft_conf_of(const struct raft *r);
 

@@ -113,8 +113,19 @@ struct srv_pending *srv_pending_for(struct srv_conn *c, const Kvdb__Frame *f)
         p->arg_id = 0;
         p->arg_learner = false;
         p->conf_index = 0;
+        p->via = 0;
+        p->retry_ms = 0;
     }
     return p;
+}
+
+void srv_pending_each(struct srv *s, void (*fn)(struct srv *s, struct srv_pending *p))
+{
+    for (size_t i = 0; i < s->ptable_cap; i++) {
+        for (struct srv_pending *p = s->ptable[i]; p != NULL; p = p->next) {
+            fn(s, p);
+        }
+    }
 }
 
 /* ---- writes ---- */

@@ -402,9 +402,42 @@ static int propose_lease(struct srv *s, uint64_t req_id, bool grant, int64_t id,
     return srv_node_propose(s, buf, n, req_id);
 }
 
-/* Leader, every sweep: revoke what expired. */
+/* A client's revoke: proposed here when we lead, else forwarded to the leader; answered when
+ * its entry applies on this member (the entry names us).  Notes the leader it went through, so
+ * that a leader change proposes it again. */
+static int propose_revoke(struct srv *s, struct srv_pending *p)
+{
+    p->via = s->leader;
+    p->retry_ms = srv_now_ms() + s->cfg.election_ms;
+    return propose_lease(s, p->req_id, false, (int64_t)p->arg_id, 0);
+}
+
+/* A revoke's entry is lost when the leader it reached loses its leadership (isolated, paused,
+ * killed) before replicating it, or drops it (a leadership transfer); it would then wait for its
+ * request timeout and answer an unknown outcome.  Proposing it again is safe: the second copy
+ * to apply finds the lease gone and applies as nothing, and only the first answers the client.
+ * (A copy still in flight when the first applies could revoke a lease granted again under the
+ * same ID in between; etcd's client, which retries revokes, has the same window.) */
+static void retry_revoke(struct srv *s, struct srv_pending *p)
+{
+    if (p->method != KVDB__METHOD__METHOD_LEASE_REVOKE || s->leader == 0) {
+        return;
+    }
+    if (p->via == s->leader && srv_now_ms() < p->retry_ms) {
+        return; /* the same leader has it, and not for long yet */
+    }
+    propose_revoke(s, p); /* on failure (no leader, out of memory) the next sweep tries again */
+}
+
+void srv_lease_retry_revokes(struct srv *s)
+{
+    srv_pending_each(s, retry_revoke);
+}
+
+/* Every sweep: client revokes waiting too long go again; the leader revokes what expired. */
 void srv_lease_tick(struct srv *s)
 {
+    srv_lease_retry_revokes(s);
     if (s->role != RAFT_LEADER) {
         return;
     }
@@ -430,9 +463,60 @@ static void fail(struct srv_conn *c, const Kvdb__Frame *f, Kvdb__ErrorCode code,
     srv_conn_reply(c, f->id, f->method, code, msg, NULL, 0);
 }
 
+/* A lease ID for a grant that names none: unused among the leases this leader knows (etcd's
+ * leader draws again on a collision too).  Mixed with the member ID, because members started in
+ * the same millisecond count request IDs alike, and their grants drew the same IDs. */
+static int64_t new_lease_id(struct srv *s)
+{
+    for (;;) {
+        uint64_t x = (s->next_req_id++ ^ s->cfg.member_id) * 0x9e3779b97f4a7c15ull;
+        int64_t id = (int64_t)(x >> 1); /* positive, as etcd's IDs */
+        if (id != 0 && clock_find(s, id) == NULL) {
+            return id;
+        }
+    }
+}
+
+/* Any member takes a revoke, as in etcd (it goes through the log): no front check of the
+ * lease, whose table on this member may lag the log (a new leader that has not applied a grant
+ * yet); the apply answers "not found" deterministically. */
+static void revoke_request(struct srv_conn *c, const Kvdb__Frame *f)
+{
+    struct srv *s = c->s;
+    if (!srv_alarm_admit(c, f)) {
+        return; /* CORRUPT refuses revokes (NOSPACE lets them free space) */
+    }
+    if (s->leader == 0) {
+        fail(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
+        return;
+    }
+    Kvdb__LeaseRevokeRequest *r =
+        kvdb__lease_revoke_request__unpack(NULL, f->body.len, f->body.data);
+    if (r == NULL) {
+        fail(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "malformed LeaseRevokeRequest");
+        return;
+    }
+    int64_t id = r->id;
+    kvdb__lease_revoke_request__free_unpacked(r, NULL);
+    struct srv_pending *p = srv_pending_for(c, f);
+    if (p == NULL) {
+        fail(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    p->arg_id = (uint64_t)id;
+    if (propose_revoke(s, p) != 0) {
+        srv_pending_release(s, srv_pending_take(s, p->req_id));
+        fail(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "no leader");
+    }
+}
+
 void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
 {
     struct srv *s = c->s;
+    if (f->method == KVDB__METHOD__METHOD_LEASE_REVOKE) {
+        revoke_request(c, f);
+        return;
+    }
     if (s->role != RAFT_LEADER && f->method != KVDB__METHOD__METHOD_LEASE_LEASES) {
         /* Deadlines live on the leader (etcd forwards these to it); the client fails over. */
         fail(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
@@ -441,53 +525,38 @@ void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f)
     Kvdb__ResponseHeader h;
     srv_header(s, &h, atomic_load(&s->term_pub));
     switch (f->method) {
-    case KVDB__METHOD__METHOD_LEASE_GRANT:
-    case KVDB__METHOD__METHOD_LEASE_REVOKE: {
+    case KVDB__METHOD__METHOD_LEASE_GRANT: {
         if (!srv_alarm_admit(c, f)) {
-            return; /* NOSPACE refuses grants, CORRUPT both */
+            return; /* NOSPACE and CORRUPT refuse grants */
         }
-        bool grant = f->method == KVDB__METHOD__METHOD_LEASE_GRANT;
         int64_t id = 0, ttl = 0;
-        if (grant) {
-            Kvdb__LeaseGrantRequest *r =
-                kvdb__lease_grant_request__unpack(NULL, f->body.len, f->body.data);
-            if (r == NULL || r->ttl <= 0 || r->id < 0) {
-                fail(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "lease TTL must be positive");
-                if (r != NULL) {
-                    kvdb__lease_grant_request__free_unpacked(r, NULL);
-                }
-                return;
-            }
-            id = r->id;
-            /* etcd's minimum TTL: long enough to survive an election. */
-            int64_t min_ttl = (int64_t)((3ull * s->cfg.election_ms / 2 + 999) / 1000);
-            ttl = r->ttl < min_ttl ? min_ttl : r->ttl;
-            kvdb__lease_grant_request__free_unpacked(r, NULL);
-            if (id == 0) {
-                id = (int64_t)((s->next_req_id * 0x9e3779b97f4a7c15ull) >> 1);
-            }
-            if (clock_find(s, id) != NULL) {
-                fail(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, "lease already exists");
-                return;
-            }
-        } else {
-            Kvdb__LeaseRevokeRequest *r =
-                kvdb__lease_revoke_request__unpack(NULL, f->body.len, f->body.data);
-            id = r != NULL ? r->id : 0;
+        Kvdb__LeaseGrantRequest *r =
+            kvdb__lease_grant_request__unpack(NULL, f->body.len, f->body.data);
+        if (r == NULL || r->ttl <= 0 || r->id < 0) {
+            fail(c, f, KVDB__ERROR_CODE__INVALID_ARGUMENT, "lease TTL must be positive");
             if (r != NULL) {
-                kvdb__lease_revoke_request__free_unpacked(r, NULL);
+                kvdb__lease_grant_request__free_unpacked(r, NULL);
             }
-            if (clock_find(s, id) == NULL) {
-                fail(c, f, KVDB__ERROR_CODE__NOT_FOUND, "requested lease not found");
-                return;
-            }
+            return;
+        }
+        id = r->id;
+        /* etcd's minimum TTL: long enough to survive an election. */
+        int64_t min_ttl = (int64_t)((3ull * s->cfg.election_ms / 2 + 999) / 1000);
+        ttl = r->ttl < min_ttl ? min_ttl : r->ttl;
+        kvdb__lease_grant_request__free_unpacked(r, NULL);
+        if (id == 0) {
+            id = new_lease_id(s);
+        }
+        if (clock_find(s, id) != NULL) {
+            fail(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, "lease already exists");
+            return;
         }
         struct srv_pending *p = srv_pending_for(c, f);
         if (p == NULL) {
             fail(c, f, KVDB__ERROR_CODE__RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
-        if (propose_lease(s, p->req_id, grant, id, ttl) != 0) {
+        if (propose_lease(s, p->req_id, true, id, ttl) != 0) {
             srv_pending_release(s, srv_pending_take(s, p->req_id));
             fail(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
         }

@@ -601,6 +601,22 @@ static void member_update(struct srv_conn *c, const Kvdb__Frame *f)
     }
 }
 
+/* etcd's readyPercentThreshold: a learner may become a voter once its log holds at least 90%
+ * of the leader's. */
+#define LEARNER_READY_PERCENT 90
+#define LEARNER_NOT_READY \
+    "etcdserver: can only promote a learner member which is in sync with leader"
+
+/* Leader: whether learner @id has caught up enough to vote (etcd's isLearnerReady compares the
+ * learner's match index with the leader's own).  Promoting one far behind would give the cluster
+ * a voter that cannot acknowledge anything yet, so a quorum could be lost with one more failure. */
+static bool learner_is_ready(const struct srv *s, uint64_t id)
+{
+    raft_index learner = raft_match_of(s->raft, id);
+    raft_index leader = raft_match_of(s->raft, s->cfg.member_id);
+    return learner * 100 >= leader * LEARNER_READY_PERCENT;
+}
+
 /* Remove and promote are raft configuration changes on the leader. */
 static void member_change(struct srv_conn *c, const Kvdb__Frame *f, enum raft_cc_type type)
 {
@@ -632,6 +648,11 @@ static void member_change(struct srv_conn *c, const Kvdb__Frame *f, enum raft_cc
     }
     if (s->role != RAFT_LEADER) {
         fail_req(c, f, KVDB__ERROR_CODE__UNAVAILABLE, "not the leader");
+        return;
+    }
+    if (type == RAFT_CC_ADD_VOTER && !learner_is_ready(s, id)) {
+        /* etcd's ErrLearnerNotReady, gRPC FailedPrecondition: retry once it caught up. */
+        fail_req(c, f, KVDB__ERROR_CODE__FAILED_PRECONDITION, LEARNER_NOT_READY);
         return;
     }
     raft_index index = 0;

@@ -323,9 +323,10 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
             srv_node_input(s, in);
         }
     }
-    if (s->reissue_reads) {
+    if (s->reissue_reads) { /* a new leader is known */
         s->reissue_reads = false;
         srv_kv_reissue_reads(s, true);
+        srv_lease_retry_revokes(s); /* the old leader may have lost them */
     }
     srv_node_drive(s);
     srv_done_drain(s); /* replies of entries applied on this thread just now */

@@ -103,9 +103,11 @@ struct srv_pending
     uint64_t frame_id;
     uint32_t method;
     uint64_t deadline_ms;
-    uint64_t arg_id;          /* member add: the new member */
+    uint64_t arg_id;          /* member add: the new member; lease revoke: the lease */
     bool arg_learner;         /* member add: as a learner */
     uint64_t conf_index;      /* membership: answered once this configuration entry applies */
+    uint64_t via;             /* lease revoke: the leader it was last proposed through */
+    uint64_t retry_ms;        /* lease revoke: propose again from then if still unanswered */
     struct srv_pending *next; /* hash chain, free list or conf_waits */
 };
 
@@ -513,6 +515,9 @@ void srv_conn_close_after_reply(struct srv_conn *c);
 void srv_header(const struct srv *s, Kvdb__ResponseHeader *h, uint64_t term);
 /* A pending request for frame @f on @c, answered within the request timeout.  NULL on OOM. */
 struct srv_pending *srv_pending_for(struct srv_conn *c, const Kvdb__Frame *f);
+/* Call @fn on every request waiting for its entry to apply (not those waiting on a
+ * configuration).  @fn may propose but must not add or take pending requests.  Loop thread. */
+void srv_pending_each(struct srv *s, void (*fn)(struct srv *s, struct srv_pending *p));
 void srv_http_handle(struct srv_conn *c, const char *req, size_t len);
 void srv_conns_close_all(struct srv *s);
 
@@ -672,6 +677,10 @@ void srv_lease_revoked(struct srv *s, int64_t id);
 void srv_lease_on_done(struct srv *s, int64_t id, int64_t ttl);
 void srv_lease_promote(struct srv *s);
 void srv_lease_tick(struct srv *s);
+/* Loop: propose again, through the leader now known, every client revoke still unanswered
+ * (etcd retries a revoke until it commits or its request times out).  The leader changed, or
+ * the sweep found one waiting an election timeout. */
+void srv_lease_retry_revokes(struct srv *s);
 void srv_lease_request(struct srv_conn *c, const Kvdb__Frame *f);
 uint8_t *srv_lease_reply(struct srv *s,
                          const Kvdb__InternalRequest *ir,

@@ -141,6 +141,35 @@ static void diverged_follower_converges(void **state)
     stop_all(nodes, 3);
 }
 
+/* The leader's view of each log (raft_match_of): its own persisted last index, a follower's
+ * acknowledged index, which lags while the follower misses entries; 0 off the leader and for
+ * non-members. */
+static void leader_reports_each_members_match(void **state)
+{
+    (void)state;
+    struct h_node nodes[3];
+    start_three(nodes, NULL);
+    elect_one(nodes, 3);
+    struct raft *r3 = nodes[2].r;
+    nodes[2].r = NULL; /* member 3 misses the next entries */
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(h_propose(&nodes[0], "entry", NULL), 0);
+        assert_int_equal(h_settle(nodes, 3), 0);
+    }
+    raft_index last = raft_last_index(nodes[0].r);
+    assert_int_equal(raft_match_of(nodes[0].r, 1), last);
+    assert_int_equal(raft_match_of(nodes[0].r, 2), last);
+    assert_true(raft_match_of(nodes[0].r, 3) + 10 <= last);
+    assert_int_equal(raft_match_of(nodes[0].r, 99), 0);
+    assert_int_equal(raft_match_of(nodes[1].r, 2), 0); /* a follower tracks no progress */
+    nodes[2].r = r3;
+    h_clear(&nodes[2]);
+    assert_int_equal(h_tick(&nodes[0], 1), 0);
+    assert_int_equal(h_settle(nodes, 3), 0);
+    assert_int_equal(raft_match_of(nodes[0].r, 3), last);
+    stop_all(nodes, 3);
+}
+
 /* Flow control: in replicate state at most max_inflight_msgs MsgApps are outstanding. */
 static void inflight_window_caps_messages(void **state)
 {
@@ -483,6 +512,7 @@ int main(void)
         cmocka_unit_test(leader_commits_only_entries_of_its_term),
         cmocka_unit_test(rejection_hint_skips_conflicting_term),
         cmocka_unit_test(diverged_follower_converges),
+        cmocka_unit_test(leader_reports_each_members_match),
         cmocka_unit_test(inflight_window_caps_messages),
         cmocka_unit_test(byte_limits_split_and_cap),
         cmocka_unit_test(heartbeat_commit_is_capped_by_match),
