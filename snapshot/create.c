@@ -489,3 +489,35 @@ int snap_retain(const char *root, size_t keep, size_t *n_removed, char *errmsg)
     }
     return rv;
 }
+
+int snap_set_aside(const char *dir, char *out, char *errmsg)
+{
+    char to[PATH_MAX], parent[PATH_MAX];
+    int rv = snap_fs_path(to, sizeof to, errmsg, "%s.broken", dir);
+    if (rv == 0) {
+        rv = snap_fs_path(parent, sizeof parent, errmsg, "%s", dir);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL) {
+        snprintf(parent, sizeof parent, ".");
+    } else {
+        *slash = '\0';
+    }
+    struct stat st;
+    if (stat(to, &st) == 0) {
+        rv = snap_fs_remove_dir(to, errmsg); /* an earlier one of the same snapshot */
+    }
+    if (rv == 0) {
+        rv = snap_fs_rename(dir, to, errmsg);
+    }
+    if (rv == 0) {
+        rv = snap_fs_fsync_dir(parent, errmsg);
+    }
+    if (rv == 0 && out != NULL) {
+        snprintf(out, PATH_MAX, "%s", to);
+    }
+    return rv;
+}
