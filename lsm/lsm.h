@@ -437,8 +437,8 @@ int lsm_state_write(struct lsm_store *s, const struct lsm_state_rec *recs, size_
 /* Check every live table file of @s whole: each block against its checksum, the index and the
  * footer, read by LevelDB's own table reader (its repair, run with paranoid checks on hard links
  * of the tables in the scratch directory <dir>.verify, so the store keeps serving meanwhile and
- * is never written).  Costs a read of every table: about 9 s per GB of tables on the 2-core
- * development machine (docs/architecture.md, "Corruption"), so callers run it off the hot path.
+ * is never written).  Costs a read and a decode of every table: about 15 s per GB of tables on
+ * the 2-core development machine (docs/architecture.md, "Corruption"): run it off the hot path.
  * Reads and applies check the blocks they touch anyway (paranoid checks and verify_checksums);
  * this finds damage in blocks nothing has read yet, and names the file, which LevelDB's own
  * read errors do not.  @stop (may be NULL) is asked with @arg between batches of 16 tables:

@@ -11,16 +11,16 @@
 
 #include "server/srv_int.h"
 
-#define WHAT_TO_DO                                                                               \
+#define WHAT_TO_DO                                                                              \
     "restore this member from a healthy member's snapshot (kvctl snapshot save, kvdb-snapshot " \
     "restore) or remove it and add it back with an empty data dir"
 
 struct srv_corrupt_report
 {
     struct srv *s;
-    char what[32];     /* "read", "apply", ... */
-    char detail[256];  /* the store's message */
-    bool located;      /* @detail already names the damaged table (lsm_verify's) */
+    char what[32];    /* "read", "apply", ... */
+    char detail[256]; /* the store's message */
+    bool located;     /* @detail already names the damaged table (lsm_verify's) */
 };
 
 bool srv_store_is_corrupt(struct srv *s)
@@ -109,7 +109,7 @@ void srv_store_corrupt(struct srv *s, const char *what, const char *detail)
     report_start(r);
 }
 
-/* Start-up: every live table checked whole, in the background (about 9 s per GB: serving does
+/* Start-up: every live table checked whole, in the background (about 15 s per GB: serving does
  * not wait for it; reads and applies check what they touch meanwhile). */
 static void *verify_main(void *arg)
 {

@@ -75,9 +75,7 @@ static int check_snapshot(struct srv *s, const char *dir, struct snap_manifest *
     int rv = snap_verify(dir, m, err);
     /* A read error or no memory says nothing about the snapshot's content: keep it. */
     if (rv == SNAP_ECORRUPT || rv == SNAP_EMALFORMED || rv == SNAP_EVERSION) {
-        char why[SNAP_ERRMSG_SIZE + PATH_MAX];
-        snprintf(why, sizeof why, "%s: %s", dir, err);
-        set_aside(s, dir, why);
+        set_aside(s, dir, err); /* the message names the file */
     }
     return rv;
 }
@@ -98,15 +96,14 @@ static void check_stored(struct srv *s)
         return;
     }
     for (size_t i = n; i-- > 0;) {
-        char name[64], dir[PATH_MAX], why[SNAP_ERRMSG_SIZE + PATH_MAX];
+        char name[64], dir[PATH_MAX];
         snap_dir_name(v[i].index, v[i].term, name, sizeof name);
         snprintf(dir, sizeof dir, "%s/%s", s->snap_root, name);
         if (v[i].status == SNAP_INCOMPLETE) {
             continue;
         }
         if (v[i].status == SNAP_BAD) {
-            snprintf(why, sizeof why, "%s: %s", dir, v[i].why);
-            set_aside(s, dir, why);
+            set_aside(s, dir, v[i].why); /* names the file */
         } else {
             checked++;
             check_snapshot(s, dir, NULL, err);
@@ -384,8 +381,7 @@ static void *finish_main(void *arg)
 bool srv_snap_due(struct srv *s, uint64_t applied)
 {
     /* Not due, or the previous one is still being written. */
-    return (applied >= s->last_snap_index + s->cfg.snapshot_count ||
-            atomic_load(&s->snap_redo)) &&
+    return (applied >= s->last_snap_index + s->cfg.snapshot_count || atomic_load(&s->snap_redo)) &&
            !atomic_load(&s->snap_building);
 }
 

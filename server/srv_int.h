@@ -429,9 +429,10 @@ struct srv
                                         applied entry */
 
     /* a damaged store (corrupt.c) */
-    atomic_bool store_corrupt;    /* reads are refused; the member is stopping */
-    struct srv_corrupt_report *corrupt_early; /* found during start-up, reported once the threads run */
-    pthread_mutex_t verify_mu;    /* one lsm_verify at a time (they share a scratch dir) */
+    atomic_bool store_corrupt; /* reads are refused; the member is stopping */
+    struct srv_corrupt_report
+        *corrupt_early;        /* found during start-up, reported once the threads run */
+    pthread_mutex_t verify_mu; /* one lsm_verify at a time (they share a scratch dir) */
 };
 
 /* corrupt.c: a damaged store */
