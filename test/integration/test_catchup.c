@@ -43,20 +43,6 @@ static unsigned long long created_snapshot(const struct ih_member *m)
     return best;
 }
 
-/* Poll member @i's serializable (local) read of @key until it returns @want. */
-static bool eventually_local(struct ih_fix *f, size_t i, const char *key, const char *want)
-{
-    uint64_t deadline = ih_now_ms() + 30000;
-    while (ih_now_ms() < deadline) {
-        char v[64];
-        if (ih_get(f->k[i], key, true, v, sizeof v) == 1 && strcmp(v, want) == 0) {
-            return true;
-        }
-        ih_sleep_ms(50);
-    }
-    return false;
-}
-
 /* A follower is down while the others take ~600 writes (several snapshot intervals); after a
  * restart it catches up: its local read sees the last write, and a linearizable read through
  * it sees every acknowledged write, and it did so by installing a snapshot. */
@@ -91,7 +77,7 @@ static void follower_down_during_compaction_catches_up(void **state)
     assert_int_equal(0, ih_member_start(&f->c, down));
     assert_int_equal(0, ih_member_wait_up(&f->c, down, 30000));
     assert_non_null(f->k[down] = ih_client(&f->c, down, 15000));
-    assert_true(eventually_local(f, down, "marker", "last"));
+    assert_true(ih_fix_eventually_local(f, down, "marker", "last"));
     /* It got there by snapshot: the leader's log was compacted past it (the server's
      * "installed snapshot" log line is the observable trace of the install). */
     assert_true(ih_member_log_has(&f->c.m[down], "installed snapshot"));

@@ -102,8 +102,8 @@ static bool reads_right_until_stopped(struct ih_fix *f, size_t i, unsigned ms)
 static int setup_plain(void **state)
 {
     /* Uncompressed tables: a flipped value byte is a wrong value unless checksums are read. */
-    static const char *const extra[] = {"--backend-compression", "none", "--snapshot-count",
-                                        "50", NULL};
+    static const char *const extra[] = {"--backend-compression", "none", "--snapshot-count", "50",
+                                        NULL};
     return ih_fix_setup(state, 1, extra, 30000, true);
 }
 
@@ -202,20 +202,6 @@ static int setup_three(void **state)
     return ih_fix_setup(state, 3, extra, 30000, false);
 }
 
-/* Eventually member @i's local read of @key gives @want. */
-static bool eventually_local(struct kvc *k, const char *key, const char *want)
-{
-    uint64_t deadline = ih_now_ms() + 60000;
-    while (ih_now_ms() < deadline) {
-        char v[64];
-        if (ih_get(k, key, true, v, sizeof v) == 1 && strcmp(v, want) == 0) {
-            return true;
-        }
-        ih_sleep_ms(50);
-    }
-    return false;
-}
-
 /* Stopped members: one's newest snapshot has a flipped table byte (a table only the snapshot
  * holds), the other's a flipped manifest byte.  At start each sets its damaged snapshot aside
  * with a line naming it; a follower that was down and must catch up by snapshot gets a good
@@ -259,14 +245,14 @@ static void snapshot_flips_are_set_aside_and_never_sent(void **state)
     assert_int_equal(0, stat(aside, &st));
 
     assert_true(ih_cluster_leader(&f->c, 20000) >= 0);
-    assert_non_null(f->k[0] = ih_client(&f->c, (size_t)-1, 15000));
-    assert_true(ih_put(f->k[0], "marker", "last") > 0);
+    assert_non_null(f->k[a] = ih_client(&f->c, (size_t)-1, 15000));
+    assert_true(ih_put(f->k[a], "marker", "last") > 0);
     assert_int_equal(0, ih_member_start(&f->c, down));
     assert_int_equal(0, ih_member_wait_up(&f->c, down, 30000));
-    assert_non_null(f->k[1] = ih_client(&f->c, down, 15000));
-    assert_true(eventually_local(f->k[1], "marker", "last"));
+    assert_non_null(f->k[down] = ih_client(&f->c, down, 15000));
+    assert_true(ih_fix_eventually_local(f, down, "marker", "last"));
     assert_true(ih_member_log_has(&f->c.m[down], "installed snapshot"));
-    assert_true(ih_writer_check(w, f->k[1]) >= 450);
+    assert_true(ih_writer_check(w, f->k[down]) >= 450);
 }
 
 int main(void)
@@ -277,8 +263,8 @@ int main(void)
                                         setup_plain, ih_fix_teardown),
         cmocka_unit_test_setup_teardown(wal_flip_in_the_middle_is_never_served, setup_plain,
                                         ih_fix_teardown),
-        cmocka_unit_test_setup_teardown(snapshot_flips_are_set_aside_and_never_sent,
-                                        setup_three, ih_fix_teardown),
+        cmocka_unit_test_setup_teardown(snapshot_flips_are_set_aside_and_never_sent, setup_three,
+                                        ih_fix_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
