@@ -455,6 +455,10 @@ int lsm_apply(struct lsm_store *s,
         lsm_set_err(s->errmsg, "apply: an earlier write failed; reopen the store");
         return LSM_EIO;
     }
+    if (atomic_load(&s->bg_corrupt)) {
+        lsm_set_err(s->errmsg, "apply: %s", s->bg_errmsg);
+        return LSM_ECORRUPT;
+    }
     out->results = calloc(n ? n : 1, sizeof *out->results);
     if (out->results == NULL) {
         return LSM_ENOMEM;

@@ -11,7 +11,7 @@
 #include "lsm/internal.h"
 
 /* Table numbers from the `leveldb.sstables` property: lines " <number>:<size>[...]". */
-static int parse_tables(const char *prop, uint64_t **out, size_t *n)
+int lsm_tables_parse(const char *prop, uint64_t **out, size_t *n)
 {
     size_t cap = 0;
     *out = NULL;
@@ -38,8 +38,7 @@ static int parse_tables(const char *prop, uint64_t **out, size_t *n)
     return 0;
 }
 
-/* Link table @num into @dir under its own name; *@gone when LevelDB already deleted it. */
-static int link_table(const char *src_dir, const char *dir, uint64_t num, bool *gone, char *errmsg)
+int lsm_table_link(const char *src_dir, const char *dir, uint64_t num, bool *gone, char *errmsg)
 {
     static const char *const exts[] = {"ldb", "sst"};
     char from[4096], to[4096];
@@ -114,11 +113,11 @@ static int checkpoint_once(struct lsm_store *s,
         lsm_set_err(s->errmsg, "checkpoint: no leveldb.sstables property");
         return LSM_EIO;
     }
-    int rv = parse_tables(prop, tables, n);
+    int rv = lsm_tables_parse(prop, tables, n);
     leveldb_free(prop);
     for (size_t i = 0; i < *n && rv == 0; i++) {
         bool gone;
-        rv = link_table(s->dir, dir, (*tables)[i], &gone, s->errmsg);
+        rv = lsm_table_link(s->dir, dir, (*tables)[i], &gone, s->errmsg);
         if (rv == 0 && gone) {
             unlink_tables(dir, *tables, i);
             *retry = true;
@@ -220,11 +219,17 @@ static int place_tables(const char *tables_dir, const char *db_dir, size_t *n, c
 
 /* Repair writes a manifest with every table in level 0; a full compaction then merges them by
  * sequence number (level-0 point lookups go by file number, which is not safe across levels
- * of the source) and leaves level 0 empty, so writes are not throttled. */
-static int rebuild(const char *db_dir, const struct lsm_options *opts, char *errmsg)
+ * of the source) and leaves level 0 empty, so writes are not throttled.  With paranoid checks
+ * repair reads every block with its checksum and moves a table it cannot read whole into
+ * lost/ (keeping what it could read): that would be a store missing data, so it fails. */
+static int rebuild(const char *tables_dir,
+                   const char *db_dir,
+                   const struct lsm_options *opts,
+                   char *errmsg)
 {
     leveldb_options_t *o = leveldb_options_create();
     leveldb_options_set_create_if_missing(o, 0);
+    leveldb_options_set_paranoid_checks(o, 1);
     /* The compaction rewrites every table: give them the bloom filters the store will use. */
     int bits = opts != NULL && opts->bloom_bits_per_key != 0 ? opts->bloom_bits_per_key : 10;
     leveldb_filterpolicy_t *bloom = bits > 0 ? leveldb_filterpolicy_create_bloom(bits) : NULL;
@@ -238,6 +243,8 @@ static int rebuild(const char *db_dir, const struct lsm_options *opts, char *err
     int rv = 0;
     if (err != NULL) {
         rv = lsm_ldb_err(errmsg, "repair", err);
+    } else {
+        rv = lsm_lost_tables(db_dir, tables_dir, errmsg);
     }
     leveldb_t *db = rv == 0 ? leveldb_open(o, db_dir, &err) : NULL;
     if (rv == 0 && err != NULL) {
@@ -272,7 +279,7 @@ int lsm_open_from_tables(const char *tables_dir,
         rv = LSM_ECORRUPT;
     }
     if (rv == 0) {
-        rv = rebuild(db_dir, opts, errmsg);
+        rv = rebuild(tables_dir, db_dir, opts, errmsg);
     }
     if (rv == 0) {
         rv = lsm_open(db_dir, opts, out, errmsg);

@@ -284,7 +284,10 @@ void lsm_set_err(char *errmsg, const char *fmt, ...)
 
 int lsm_ldb_err(char *errmsg, const char *what, char *err)
 {
+    /* leveldb::Status::ToString() starts with the status kind: a failed checksum, a bad block or
+     * a bad manifest is "Corruption: ...", and serving around it would return damaged data. */
+    int rv = err != NULL && strncmp(err, "Corruption: ", 12) == 0 ? LSM_ECORRUPT : LSM_EIO;
     lsm_set_err(errmsg, "%s: %s", what, err ? err : "unknown leveldb error");
     leveldb_free(err);
-    return LSM_EIO;
+    return rv;
 }

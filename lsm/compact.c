@@ -169,14 +169,21 @@ static int compact_revlog(struct cpass *p, leveldb_iterator_t *it)
         }
         rv = del(p, k, klen);
     }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    if (rv == 0 && err != NULL) {
+        return lsm_ldb_err(p->errmsg, "compact: scan revision log", err);
+    }
+    leveldb_free(err);
     return rv;
 }
 
-static int compact_pass(struct lsm_store *s, int64_t target)
+static int compact_pass(struct lsm_store *s, int64_t target, char *errmsg)
 {
     struct cpass p = {.s = s, .target = target, .batch_start_us = now_us()};
     p.wb = leveldb_writebatch_create();
     leveldb_readoptions_t *ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_verify_checksums(ro, 1);
     leveldb_readoptions_set_fill_cache(ro, 0); /* a full scan would evict the hot set */
     /* One state for the history and current iterators; applies go on meanwhile. */
     const leveldb_snapshot_t *snap = leveldb_create_snapshot(s->db);
@@ -199,6 +206,7 @@ static int compact_pass(struct lsm_store *s, int64_t target)
     leveldb_writebatch_destroy(p.wb);
     lsm_buf_fini(&p.key);
     lsm_buf_fini(&p.held);
+    memcpy(errmsg, p.errmsg, sizeof p.errmsg);
     return rv;
 }
 
@@ -244,7 +252,9 @@ static void *compactor_main(void *arg)
         }
         int64_t target = s->compact_target;
         pthread_mutex_unlock(&s->mu);
-        int rv = compact_pass(s, target);
+        char err[256] = "";
+        int rv = compact_pass(s, target, err);
+        lsm_bg_failed(s, rv, err);
         pthread_mutex_lock(&s->mu);
         if (rv != 0) {
             /* Retried at the next open; reads stay correct meanwhile (they check the mark). */

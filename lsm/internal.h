@@ -77,6 +77,9 @@ struct lsm_store
     int64_t db_size_at_ms;  /* guarded by mu: when (CLOCK_MONOTONIC ms), 0 = never */
 
     struct lsm_kfilter kf;
+
+    atomic_bool bg_corrupt; /* a background scan met a damaged table: applies fail */
+    char bg_errmsg[256];    /* what it found; written once, before bg_corrupt is set */
 };
 
 /* Decoded metadata of a key version (the mvcc fields besides key and value). */
@@ -167,11 +170,15 @@ int lsm_kv_fill(struct lsm_kv *kv,
                 const struct lsm_meta *m);
 void lsm_kv_fini(struct lsm_kv *kv);
 
-/* Copy a LevelDB error into @errmsg as "@what: <err>", free it, return LSM_EIO. */
+/* Copy a LevelDB error into @errmsg as "@what: <err>", free it, and return LSM_ECORRUPT for a
+ * LevelDB corruption status (its text names the file only where LevelDB does), else LSM_EIO. */
 int lsm_ldb_err(char *errmsg, const char *what, char *err);
 void lsm_set_err(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- store.c ---- */
+/* A background thread's (compactor, key filter builder) failure @rv: when it is LSM_ECORRUPT,
+ * remember @msg (the first one) so that the next lsm_apply fails with it.  Any thread. */
+void lsm_bg_failed(struct lsm_store *s, int rv, const char *msg);
 struct lsm_view *lsm_view_acquire(struct lsm_store *s);
 void lsm_view_release(struct lsm_store *s, struct lsm_view *v);
 /* Publish the apply thread's state with a fresh snapshot. */
@@ -223,6 +230,19 @@ int lsm_hist_read(leveldb_t *db,
                   struct lsm_meta *m,
                   bool *tomb,
                   char *errmsg);
+
+/* ---- checkpoint.c ---- */
+/* Table numbers from a `leveldb.sstables` property value into *@out (malloc'd), *@n.
+ * LSM_ENOMEM (*@out then holds what was parsed: free it). */
+int lsm_tables_parse(const char *prop, uint64_t **out, size_t *n);
+/* Link table @num of @src_dir into @dir under its own name; *@gone when LevelDB already deleted
+ * it.  LSM_EIO with @errmsg. */
+int lsm_table_link(const char *src_dir, const char *dir, uint64_t num, bool *gone, char *errmsg);
+
+/* ---- verify.c ---- */
+/* After a paranoid repair of @dir: LSM_ECORRUPT (or LSM_EIO for a read error) naming, as
+ * @origin/<file>, the first table repair moved into @dir/lost; 0 when none. */
+int lsm_lost_tables(const char *dir, const char *origin, char *errmsg);
 
 /* ---- keyfilter.c ---- */
 /* After load_state: take the saved filter, or start a build, or none (opts).  LSM_ENOMEM. */

@@ -151,6 +151,7 @@ static void *kf_build_main(void *arg)
     struct lsm_kfilter *f = &s->kf;
     lsm_background_thread("kv-lsm-keys");
     leveldb_readoptions_t *ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_verify_checksums(ro, 1);
     leveldb_readoptions_set_fill_cache(ro, 0); /* a full scan would evict the hot set */
     leveldb_readoptions_set_snapshot(ro, f->snap);
     leveldb_iterator_t *it = leveldb_create_iterator(s->db, ro);
@@ -175,7 +176,13 @@ static void *kf_build_main(void *arg)
     if (err == NULL && !stopped) {
         atomic_store_explicit(&f->complete, true, memory_order_release);
     }
-    leveldb_free(err); /* a failed scan leaves the filter unused: every put reads */
+    if (err != NULL) {
+        /* A failed scan leaves the filter unused (every put reads); a damaged table it met must
+         * still stop the applies, or the store would go on with a hole the reads skip. */
+        char msg[256];
+        int rv = lsm_ldb_err(msg, "build key filter", err);
+        lsm_bg_failed(s, rv, msg);
+    }
     leveldb_iter_destroy(it);
     leveldb_readoptions_destroy(ro);
     return NULL;

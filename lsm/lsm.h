@@ -320,7 +320,8 @@ struct lsm_store;
  * MANIFEST is refused, never repaired or started afresh.
  * Errors: LSM_EIO (LevelDB could not open, e.g. its LOCK is held by another process: message in
  * @errmsg), LSM_ECORRUPT (CURRENT missing or garbled, MANIFEST or tables missing, a bad meta
- * record, another layout version: @errmsg names the file or record), LSM_ENOMEM.  On success *@out
+ * record, another layout version, or LevelDB's paranoid checks found a damaged manifest, log or
+ * table: @errmsg names the file or record where it can), LSM_ENOMEM.  On success *@out
  * is owned by the caller (lsm_close).  @errmsg (256 bytes, may be NULL) gets the context on
  * failure.  Any thread. */
 int lsm_open(const char *dir, const struct lsm_options *opts, struct lsm_store **out, char *errmsg);
@@ -339,8 +340,10 @@ const char *lsm_errmsg(const struct lsm_store *s);
  * (compacted, key not found, ...) go to the entry's result and do not fail the call.
  * @out receives results and events (caller releases with lsm_apply_out_fini, also on error).
  * Errors: LSM_EINVAL (indexes not increasing), LSM_EIO (the LevelDB write failed: nothing of
- * the group is applied; the store refuses further applies until reopened), LSM_ENOMEM (nothing
- * applied; the same group may be retried).  Readers see the group once this returns (it
+ * the group is applied; the store refuses further applies until reopened), LSM_ECORRUPT (a read
+ * or the write met a damaged table or log, or a background scan of the store did earlier:
+ * nothing applied; the message says what LevelDB found), LSM_ENOMEM (nothing applied; the same
+ * group may be retried).  Readers see the group once this returns (it
  * publishes a new read view).  Apply thread only. */
 int lsm_apply(struct lsm_store *s,
               const struct lsm_entry *entries,
@@ -350,8 +353,8 @@ int lsm_apply(struct lsm_store *s,
 /* Serve a Range request at the latest published state (the view the last lsm_apply published;
  * physical compaction done since then becomes visible with the next apply).  @out (zeroed by the
  * callee) gets the result; release it with lsm_result_fini.  Errors: LSM_ECOMPACTED,
- * LSM_EFUTUREREV, LSM_EEMPTYKEY, LSM_EIO, LSM_ENOMEM; context in @errmsg (256 bytes, may be NULL).
- * Any thread. */
+ * LSM_EFUTUREREV, LSM_EEMPTYKEY, LSM_EIO, LSM_ECORRUPT (a block failed its checksum: nothing
+ * of it is returned), LSM_ENOMEM; context in @errmsg (256 bytes, may be NULL).  Any thread. */
 int lsm_range(struct lsm_store *s,
               const struct lsm_range_req *req,
               struct lsm_result *out,
@@ -361,7 +364,8 @@ int lsm_range(struct lsm_store *s,
  * rules), up to the current revision, in revision order.  Stops at a revision boundary once at
  * least @max_events (0 = no limit) are collected.  *@next_rev is the revision to continue from
  * (current + 1 when everything was returned).  The caller frees *@events with lsm_events_free.
- * Errors: LSM_ECOMPACTED (@start_rev below the compacted revision), LSM_EIO, LSM_ENOMEM.
+ * Errors: LSM_ECOMPACTED (@start_rev below the compacted revision), LSM_EIO, LSM_ECORRUPT,
+ * LSM_ENOMEM.
  * Any thread. */
 int lsm_events_read(struct lsm_store *s,
                     struct lsm_bytes key,
@@ -400,7 +404,8 @@ void lsm_set_reclaim(struct lsm_store *s, bool on);
 /* etcd HashKV: a hash of every key version visible at revisions in [compact_revision, @rev]
  * (the versions a fully compacted member keeps), so members at the same applied state agree
  * whatever their physical compaction progress.  @rev 0 = current.  Fills *@hash, *@hash_rev (the
- * revision hashed) and *@compact_rev.  Errors: LSM_ECOMPACTED, LSM_EFUTUREREV, LSM_EIO.
+ * revision hashed) and *@compact_rev.  Errors: LSM_ECOMPACTED, LSM_EFUTUREREV, LSM_EIO,
+ * LSM_ECORRUPT.
  * Any thread. */
 int lsm_hash_kv(struct lsm_store *s,
                 int64_t rev,
@@ -427,6 +432,26 @@ int lsm_state_scan(struct lsm_store *s,
  * LSM_EINVAL (an empty name).  Apply thread, or any thread while no apply runs. */
 int lsm_state_write(struct lsm_store *s, const struct lsm_state_rec *recs, size_t n, char *errmsg);
 
+/* ---- Integrity ---- */
+
+/* Check every live table file of @s whole: each block against its checksum, the index and the
+ * footer, read by LevelDB's own table reader (its repair, run with paranoid checks on hard links
+ * of the tables in the scratch directory <dir>.verify, so the store keeps serving meanwhile and
+ * is never written).  Costs a read and a decode of every table: about 15 s per GB of tables on
+ * the 2-core development machine (docs/architecture.md, "Corruption"): run it off the hot path.
+ * Reads and applies check the blocks they touch anyway (paranoid checks and verify_checksums);
+ * this finds damage in blocks nothing has read yet, and names the file, which LevelDB's own
+ * read errors do not.  @stop (may be NULL) is asked with @arg between batches of 16 tables:
+ * true ends the check with LSM_ECLOSED.  @n_tables (may be NULL): how many tables were checked.
+ * Errors: LSM_ECORRUPT (@errmsg names the first damaged table and what LevelDB found),
+ * LSM_EIO (a table could not be read or linked, or the scratch directory made), LSM_ENOMEM,
+ * LSM_ECLOSED.  Any thread; not concurrently with lsm_close(). */
+int lsm_verify(struct lsm_store *s,
+               bool (*stop)(void *arg),
+               void *arg,
+               size_t *n_tables,
+               char *errmsg);
+
 /* ---- Snapshot support ---- */
 
 /* Checkpoint the state into new directory @dir: pause applies and compaction, flush the LevelDB
@@ -438,10 +463,10 @@ int lsm_checkpoint(struct lsm_store *s, const char *dir, struct lsm_status *st);
 
 /* Build a fresh store in new directory @db_dir from the table files (*.ldb, *.sst) in
  * @tables_dir (a checkpoint, or a received snapshot): link (or copy) them, let LevelDB's repair
- * rebuild the manifest, compact everything out of level 0, then open it.  The applied index
- * read back is in lsm_status_get().  @tables_dir is left untouched.
- * Errors: LSM_EEXIST (@db_dir exists), LSM_EIO, LSM_ECORRUPT (no applied index in the tables).
- * Any thread. */
+ * rebuild the manifest (reading every block with its checksum), compact everything out of level
+ * 0, then open it.  The applied index read back is in lsm_status_get().  @tables_dir is left
+ * untouched.  Errors: LSM_EEXIST (@db_dir exists), LSM_EIO, LSM_ECORRUPT (a damaged table,
+ * named in @errmsg, or no applied index in the tables).  Any thread. */
 int lsm_open_from_tables(const char *tables_dir,
                          const char *db_dir,
                          const struct lsm_options *opts,

@@ -230,8 +230,12 @@ static bool past_end(const struct lsm_span *sp, const uint8_t *k, size_t klen)
 static int next_cur(struct lsm_src *src)
 {
     src->valid = false;
-    if (!leveldb_iter_valid(src->it)) {
-        return iter_status(src->it, src->errmsg);
+    /* At every step, not only at the end: LevelDB's iterator steps over a block that fails its
+     * checksum and only its status tells, so a caller that stops early (a limit) would
+     * otherwise return keys from past a hole as if nothing were missing. */
+    int rv = iter_status(src->it, src->errmsg);
+    if (rv != 0 || !leveldb_iter_valid(src->it)) {
+        return rv;
     }
     size_t klen, vlen;
     const uint8_t *k = (const uint8_t *)leveldb_iter_key(src->it, &klen);

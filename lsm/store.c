@@ -286,9 +286,14 @@ static int ldb_open(struct lsm_store *s)
     leveldb_options_set_max_open_files(s->lopts, o->max_open_files);
     leveldb_options_set_max_file_size(s->lopts, o->max_file_bytes);
     leveldb_options_set_create_if_missing(s->lopts, 1);
+    /* A damaged table, log or manifest fails the open, the read or the compaction that meets
+     * it, instead of LevelDB dropping what it cannot read: the member must not serve, or hand
+     * a follower, a state that differs from the log's. */
+    leveldb_options_set_paranoid_checks(s->lopts, 1);
     leveldb_options_set_compression(
         s->lopts, o->no_compression ? leveldb_no_compression : leveldb_snappy_compression);
     s->ropts = leveldb_readoptions_create();
+    leveldb_readoptions_set_verify_checksums(s->ropts, 1);
     s->wopts = leveldb_writeoptions_create();
     leveldb_writeoptions_set_sync(s->wopts, 0);
     char *err = NULL;
@@ -375,6 +380,19 @@ void lsm_close(struct lsm_store *s)
     free(s);
 }
 
+void lsm_bg_failed(struct lsm_store *s, int rv, const char *msg)
+{
+    if (rv != LSM_ECORRUPT) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (!atomic_load(&s->bg_corrupt)) {
+        snprintf(s->bg_errmsg, sizeof s->bg_errmsg, "%s", msg);
+        atomic_store(&s->bg_corrupt, true);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 const char *lsm_errmsg(const struct lsm_store *s)
 {
     return s->errmsg;
@@ -406,6 +424,7 @@ int lsm_view_publish(struct lsm_store *s)
     }
     v->snap = leveldb_create_snapshot(s->db);
     v->ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_verify_checksums(v->ro, 1); /* a flipped bit is an error, not data */
     leveldb_readoptions_set_snapshot(v->ro, v->snap);
     v->rev = s->rev;
     v->compact_rev = s->compact_rev;

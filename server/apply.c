@@ -702,6 +702,10 @@ static int run_jobs(struct srv *s, struct apply_group *g, struct srv_job *jobs)
 static void apply_failed(struct srv *s, int rv)
 {
     atomic_store(&s->apply_dead, true);
+    if (rv == LSM_ECORRUPT) {
+        srv_store_corrupt(s, "an apply", lsm_errmsg(s->lsm)); /* stops the member */
+        return;
+    }
     srv_log(SRV_LOG_ERROR, "apply", "apply failed: %s: %s", lsm_strerror(rv), lsm_errmsg(s->lsm));
     struct srv_done *d = calloc(1, sizeof *d);
     if (d != NULL) {
@@ -914,9 +918,15 @@ static struct srv_done *run_hash(struct srv *s, const struct srv_read *r)
     uint32_t hash = 0;
     int64_t hrev = 0, crev = 0;
     char err[256] = "";
-    pthread_rwlock_rdlock(&s->lsm_lock);
-    int rv = lsm_hash_kv(s->lsm, req->revision, &hash, &hrev, &crev, err);
-    pthread_rwlock_unlock(&s->lsm_lock);
+    int rv = LSM_ECORRUPT; /* a damaged store serves nothing */
+    if (!srv_store_is_corrupt(s)) {
+        pthread_rwlock_rdlock(&s->lsm_lock);
+        rv = lsm_hash_kv(s->lsm, req->revision, &hash, &hrev, &crev, err);
+        pthread_rwlock_unlock(&s->lsm_lock);
+        if (rv == LSM_ECORRUPT) {
+            srv_store_corrupt(s, "a HashKV read", err);
+        }
+    }
     kvdb__hash_kvrequest__free_unpacked(req, NULL);
     d->code = srv_conv_error(rv, &msg);
     if (rv != 0) {
@@ -965,9 +975,15 @@ static void run_read(struct srv *s, struct srv_read *r)
         struct lsm_result res;
         memset(&res, 0, sizeof res);
         char err[256];
-        pthread_rwlock_rdlock(&s->lsm_lock);
-        int rv = lsm_range(s->lsm, &lr, &res, err);
-        pthread_rwlock_unlock(&s->lsm_lock);
+        int rv = LSM_ECORRUPT; /* a damaged store serves nothing */
+        if (!srv_store_is_corrupt(s)) {
+            pthread_rwlock_rdlock(&s->lsm_lock);
+            rv = lsm_range(s->lsm, &lr, &res, err);
+            pthread_rwlock_unlock(&s->lsm_lock);
+            if (rv == LSM_ECORRUPT) {
+                srv_store_corrupt(s, "a read", err);
+            }
+        }
         d = make_done(&res, rv, &h);
         lsm_result_fini(&res);
         kvdb__range_request__free_unpacked(req, NULL);
@@ -989,10 +1005,16 @@ static void run_history(struct srv *s, struct srv_job *j)
     }
     struct lsm_bytes key = {j->buf, j->klen}, end = {j->buf + j->klen, j->elen};
     char err[256];
-    pthread_rwlock_rdlock(&s->lsm_lock);
-    d->err = lsm_events_read(s->lsm, key, end, j->start_rev, j->max_events, &d->events,
-                             &d->n_events, &d->next_rev, err);
-    pthread_rwlock_unlock(&s->lsm_lock);
+    d->err = LSM_ECORRUPT; /* a damaged store serves nothing */
+    if (!srv_store_is_corrupt(s)) {
+        pthread_rwlock_rdlock(&s->lsm_lock);
+        d->err = lsm_events_read(s->lsm, key, end, j->start_rev, j->max_events, &d->events,
+                                 &d->n_events, &d->next_rev, err);
+        pthread_rwlock_unlock(&s->lsm_lock);
+        if (d->err == LSM_ECORRUPT) {
+            srv_store_corrupt(s, "a watch's history read", err);
+        }
+    }
     d->kind = SRV_DONE_HISTORY;
     d->watch_id = j->watch_id;
     d->complete = d->err == 0 && (j->max_events == 0 || d->n_events < j->max_events);

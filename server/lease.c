@@ -193,7 +193,16 @@ int srv_lease_load(struct srv *s, bool at_start, char *errmsg)
     struct lsm_range_req all = {.key = {"\0", 1}, .range_end = {"\0", 1}, .keys_only = true};
     struct lsm_result res;
     memset(&res, 0, sizeof res);
-    if (lsm_range(s->lsm, &all, &res, err) == 0) {
+    rv = lsm_range(s->lsm, &all, &res, err);
+    if (rv != 0) {
+        /* A lease without its keys would not delete them at revoke: this member's state would
+         * differ from its peers'.  (LSM_ECORRUPT: a damaged table, named where LevelDB says.) */
+        lsm_result_fini(&res);
+        snprintf(errmsg, SRV_ERRMSG, "find the leased keys in the store: %s: %s", lsm_strerror(rv),
+                 err);
+        return rv == LSM_ENOMEM ? SRV_ENOMEM : SRV_EIO;
+    }
+    if (rv == 0) {
         for (size_t i = 0; i < res.u.range.n_kvs; i++) {
             const struct lsm_kv *kv = &res.u.range.kvs[i];
             struct srv_lease *l = kv->lease != 0 ? find(s->leases, s->n_leases, kv->lease) : NULL;

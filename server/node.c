@@ -497,6 +497,10 @@ void srv_node_on_done(struct srv *s, struct srv_done *d)
         srv_kv_on_done(s, d);
         break;
     case SRV_DONE_FATAL:
+        if (d->errmsg != NULL) {
+            srv_fail(s, SRV_EIO, "%s", d->errmsg); /* a damaged store (corrupt.c) */
+            break;
+        }
         srv_fail(s, SRV_EIO, "the apply thread stopped: the store cannot follow the log");
         break;
     case SRV_DONE_SNAP_CREATED:

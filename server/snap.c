@@ -52,6 +52,68 @@ static void meta_to_conf(const struct snap_meta *m, struct raft_conf *c)
     }
 }
 
+/* A stored snapshot failed its check (@why): set it aside, never to be sent, installed or
+ * counted again, and ask for a fresh one (a follower that needs a snapshot gets that one).
+ * Callers other than start-up hold snap_mu (retention). */
+static void set_aside(struct srv *s, const char *dir, const char *why)
+{
+    char to[PATH_MAX] = "", err[SNAP_ERRMSG_SIZE] = "";
+    int rv = snap_set_aside(dir, to, err);
+    if (rv == 0) {
+        srv_log(SRV_LOG_WARN, "snap", "damaged snapshot: %s; set aside as %s", why, to);
+    } else {
+        srv_log(SRV_LOG_WARN, "snap", "damaged snapshot: %s; cannot set it aside: %s", why, err);
+    }
+    atomic_store(&s->snap_redo, true);
+}
+
+/* Check snapshot @dir whole (manifest, each file's size and crc32c) before it is sent or
+ * installed; a damaged one is set aside.  @m (may be NULL) gets the manifest.  Returns 0 or the
+ * snap_verify error, with the reason in @err (SNAP_ERRMSG_SIZE). */
+static int check_snapshot(struct srv *s, const char *dir, struct snap_manifest *m, char *err)
+{
+    int rv = snap_verify(dir, m, err);
+    /* A read error or no memory says nothing about the snapshot's content: keep it. */
+    if (rv == SNAP_ECORRUPT || rv == SNAP_EMALFORMED || rv == SNAP_EVERSION) {
+        set_aside(s, dir, err); /* the message names the file */
+    }
+    return rv;
+}
+
+/* Start-up: check every stored snapshot whole and set aside each damaged one, so that none is
+ * ever sent to a follower or installed; the newest good one is then the member's.  A missing
+ * manifest is a create or a removal that a crash interrupted, not damage (retention removes
+ * it).  Reads every snapshot's files once: the tables are hard links shared with the store, so
+ * this also reads most live tables into the page cache. */
+static void check_stored(struct srv *s)
+{
+    struct snap_entry *v = NULL;
+    size_t n = 0, checked = 0;
+    char err[SNAP_ERRMSG_SIZE] = "";
+    uint64_t t0 = srv_now_ms();
+    if (snap_list(s->snap_root, &v, &n, err) != 0) {
+        srv_log(SRV_LOG_WARN, "snap", "cannot list %s: %s", s->snap_root, err);
+        return;
+    }
+    for (size_t i = n; i-- > 0;) {
+        char name[64], dir[PATH_MAX];
+        snap_dir_name(v[i].index, v[i].term, name, sizeof name);
+        snprintf(dir, sizeof dir, "%s/%s", s->snap_root, name);
+        if (v[i].status == SNAP_INCOMPLETE) {
+            continue;
+        }
+        if (v[i].status == SNAP_BAD) {
+            set_aside(s, dir, v[i].why); /* names the file */
+        } else {
+            checked++;
+            check_snapshot(s, dir, NULL, err);
+        }
+    }
+    free(v);
+    srv_log(SRV_LOG_INFO, "snap", "checked %zu stored snapshots whole in %llu ms", checked,
+            (unsigned long long)(srv_now_ms() - t0));
+}
+
 int srv_snap_init(struct srv *s, char *errmsg)
 {
     snprintf(s->snap_root, sizeof s->snap_root, "%s/member/snap", s->cfg.data_dir);
@@ -59,6 +121,7 @@ int srv_snap_init(struct srv *s, char *errmsg)
         snprintf(errmsg, SRV_ERRMSG, "mkdir %s: %s", s->snap_root, strerror(errno));
         return SRV_EIO;
     }
+    check_stored(s);
     struct snap_manifest m;
     bool found = false;
     size_t skipped = 0;
@@ -318,7 +381,8 @@ static void *finish_main(void *arg)
 bool srv_snap_due(struct srv *s, uint64_t applied)
 {
     /* Not due, or the previous one is still being written. */
-    return applied >= s->last_snap_index + s->cfg.snapshot_count && !atomic_load(&s->snap_building);
+    return (applied >= s->last_snap_index + s->cfg.snapshot_count || atomic_load(&s->snap_redo)) &&
+           !atomic_load(&s->snap_building);
 }
 
 void srv_snap_after_apply(struct srv *s, uint64_t applied)
@@ -326,6 +390,7 @@ void srv_snap_after_apply(struct srv *s, uint64_t applied)
     if (!srv_snap_due(s, applied)) {
         return;
     }
+    atomic_store(&s->snap_redo, false);
     struct pending_snap *p = checkpoint(s);
     if (p == NULL) {
         return;
@@ -403,7 +468,7 @@ static void *client_stream_main(void *arg)
     if (rv == 0) {
         /* Retention cannot remove it under us: its files are opened below under the lock. */
         pthread_mutex_lock(&cs->s->snap_mu);
-        rv = snap_verify(cs->dir, &m, err);
+        rv = check_snapshot(cs->s, cs->dir, &m, err);
     } else {
         pthread_mutex_lock(&cs->s->snap_mu);
     }
@@ -753,7 +818,14 @@ static void *sender_main(void *arg)
     char err[SNAP_ERRMSG_SIZE] = "";
     struct snap_sender *snd = NULL;
     uint64_t t0 = now_ns();
-    int rv = snap_sender_open(j->dir, NULL, &snd, err);
+    /* Never send a damaged snapshot: the follower would refuse it at the end, and the next try
+     * would send it again.  Under snap_mu, as retention could remove it meanwhile. */
+    pthread_mutex_lock(&s->snap_mu);
+    int rv = check_snapshot(s, j->dir, NULL, err);
+    pthread_mutex_unlock(&s->snap_mu);
+    if (rv == 0) {
+        rv = snap_sender_open(j->dir, NULL, &snd, err);
+    }
     if (rv == 0 && SRV_FAILPOINT(s->cfg.member_id, "snap_send") == SRV_FP_ERROR) {
         snprintf(err, sizeof err, "failpoint snap_send");
         rv = SRV_EIO;
@@ -1011,10 +1083,21 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     struct lsm_store *fresh = NULL;
     char err[256] = "";
     uint64_t t0 = now_ns();
-    int rv = lsm_open_from_tables(dir, next, &lo, &fresh, err);
+    /* Checked again whatever the receiver found: one received earlier (already here when the
+     * leader sent it again) may have been damaged on disk since. */
+    struct snap_manifest m;
+    pthread_mutex_lock(&s->snap_mu);
+    int rv = check_snapshot(s, dir, &m, err);
+    pthread_mutex_unlock(&s->snap_mu);
+    if (rv != 0) {
+        srv_log(SRV_LOG_WARN, "snap", "not installing %s: %s", dir, err);
+        return SRV_EIO;
+    }
+    rv = lsm_open_from_tables(dir, next, &lo, &fresh, err);
     if (rv != 0) {
         srv_log(SRV_LOG_WARN, "snap", "build a store from %s: %s: %s", dir, lsm_strerror(rv), err);
         srv_remove_tree(next);
+        snap_manifest_fini(&m);
         return SRV_EIO;
     }
     lsm_close(fresh);
@@ -1028,6 +1111,7 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     pthread_rwlock_unlock(&s->lsm_lock);
     if (rv != 0 || orv != 0) {
         srv_log(SRV_LOG_ERROR, "snap", "swapping in the snapshot store failed: %s", err);
+        snap_manifest_fini(&m);
         *fatal = true;
         return SRV_EIO;
     }
@@ -1037,14 +1121,12 @@ int srv_snap_install(struct srv *s, const char *dir, uint64_t index, bool *fatal
     char serr[SRV_ERRMSG] = "";
     if (srv_state_load(s, dir, files, false, serr) != 0) {
         srv_log(SRV_LOG_ERROR, "snap", "installed snapshot %s: %s", dir, serr);
+        snap_manifest_fini(&m);
         *fatal = true; /* the store is the snapshot's, the state beside it is not */
         return SRV_EIO;
     }
-    struct snap_manifest m;
-    if (snap_verify(dir, &m, err) == 0) {
-        meta_to_conf(&m.meta, &s->apply_conf);
-        snap_manifest_fini(&m);
-    }
+    meta_to_conf(&m.meta, &s->apply_conf);
+    snap_manifest_fini(&m);
     s->last_snap_index = st.applied_index;
     srv_log(SRV_LOG_INFO, "snap", "installed snapshot at index %llu (revision %lld) in %.0f ms",
             (unsigned long long)st.applied_index, (long long)st.revision,

@@ -373,6 +373,7 @@ int srv_open(const struct srv_config *cfg, struct srv **out, char *errmsg)
     }
     s->cfg = *cfg;
     s->hash_start_pending = cfg->initial_corrupt_check;
+    pthread_mutex_init(&s->verify_mu, NULL);
     s->client_l.fd = -1;
     s->peer_l.fd = -1;
     s->request_timeout_ms = REQUEST_TIMEOUT_BASE_MS + 2ull * cfg->election_ms;
@@ -414,6 +415,7 @@ int srv_open(const struct srv_config *cfg, struct srv **out, char *errmsg)
         goto err;
     }
     srv_peer_start(s);
+    srv_store_verify_start(s);
     *out = s;
     return 0;
 err:
@@ -510,5 +512,7 @@ void srv_close(struct srv *s)
     if (s->loop != NULL) {
         ev_loop_destroy(s->loop);
     }
+    free(s->corrupt_early);
+    pthread_mutex_destroy(&s->verify_mu);
     free(s);
 }

@@ -460,6 +460,14 @@ struct srv
     atomic_bool bg_stop;             /* srv_close: snapshot transfers give up at once */
     atomic_bool snap_receiving;      /* a snapshot receiver thread runs (one at a time) */
     pthread_mutex_t snap_mu;         /* retention vs. readers of the snapshot directory */
+    atomic_bool snap_redo;           /* the newest snapshot was set aside: take one at the next
+                                        applied entry */
+
+    /* a damaged store (corrupt.c) */
+    atomic_bool store_corrupt; /* reads are refused; the member is stopping */
+    struct srv_corrupt_report
+        *corrupt_early;        /* found during start-up, reported once the threads run */
+    pthread_mutex_t verify_mu; /* one lsm_verify at a time (they share a scratch dir) */
 
     /* corruption check (hashcheck.c) */
     struct srv_hash_round hash_rounds[SRV_HASH_ROUNDS]; /* apply thread */
@@ -467,6 +475,22 @@ struct srv
     uint64_t hash_next_ms;                              /* loop: next round as leader */
     bool hash_start_pending;                            /* loop: the start-up report is due */
 };
+
+/* corrupt.c: a damaged store */
+
+/* A read or apply met LSM_ECORRUPT (@what: "read", "apply", ...; @detail: the store's
+ * message).  From now on reads answer an error instead of reading, and the member stops with
+ * one fatal line naming the damaged table (found with lsm_verify on a background thread when
+ * @detail does not name it) and what to do.  The first call wins.  Any thread. */
+void srv_store_corrupt(struct srv *s, const char *what, const char *detail);
+
+/* Whether a damaged store was found: reads are not served.  Any thread. */
+bool srv_store_is_corrupt(struct srv *s);
+
+/* After the threads started: check every live table in the background (lsm_verify); a damaged
+ * one stops the member as srv_store_corrupt does.  Reports one found during start-up instead.
+ * Loop thread, once. */
+void srv_store_verify_start(struct srv *s);
 
 /* node.c: the Ready loop */
 void srv_node_drive(struct srv *s);

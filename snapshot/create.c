@@ -273,8 +273,9 @@ static int read_manifest(const char *dir, struct snap_manifest *m, char *errmsg)
     if (rv == 0) {
         rv = snap_fs_read_file(path, SNAP_MANIFEST_READ_MAX, &buf, &len, errmsg);
     }
-    if (rv == 0) {
-        rv = snap_manifest_decode(buf, len, m, errmsg);
+    char why[SNAP_ERRMSG_SIZE] = "";
+    if (rv == 0 && (rv = snap_manifest_decode(buf, len, m, why)) != 0 && errmsg != NULL) {
+        snprintf(errmsg, SNAP_ERRMSG_SIZE, "%.180s: %.70s", path, why); /* name the file */
     }
     free(buf);
     return rv;
@@ -302,14 +303,14 @@ static void check_dir(const char *root, struct snap_entry *e, struct snap_manife
         return;
     }
     if (m.meta.index != e->index || m.meta.term != e->term) {
-        msg(e->why, 0, "%s: manifest is of another snapshot%s", name, "");
+        msg(e->why, 0, "%.180s: manifest is of another snapshot%s", dir, "");
         snap_manifest_fini(&m);
         return;
     }
     for (uint32_t i = 0; i < m.n_files; i++) {
         if (snap_fs_path(path, sizeof path, e->why, "%s/%s", dir, m.files[i].name) != 0 ||
             stat(path, &st) != 0 || (uint64_t)st.st_size != m.files[i].size) {
-            msg(e->why, 0, "%s: file %.128s missing or of the wrong size", name, m.files[i].name);
+            msg(e->why, 0, "%.140s/%.64s missing or of the wrong size", dir, m.files[i].name);
             snap_manifest_fini(&m);
             return;
         }
@@ -390,8 +391,7 @@ int snap_verify(const char *dir, struct snap_manifest *out, char *errmsg)
             rv = snap_fs_file_crc(path, &size, &crc, errmsg);
         }
         if (rv == 0 && (size != m.files[i].size || crc != m.files[i].crc)) {
-            rv = msg(errmsg, SNAP_ECORRUPT, "verify %.64s: file %.128s does not match the manifest",
-                     dir, m.files[i].name);
+            rv = msg(errmsg, SNAP_ECORRUPT, "%.200s does not match the manifest%s", path, "");
         }
     }
     if (rv != 0) {
@@ -486,6 +486,38 @@ int snap_retain(const char *root, size_t keep, size_t *n_removed, char *errmsg)
     }
     if (n_removed != NULL) {
         *n_removed = removed;
+    }
+    return rv;
+}
+
+int snap_set_aside(const char *dir, char *out, char *errmsg)
+{
+    char to[PATH_MAX], parent[PATH_MAX];
+    int rv = snap_fs_path(to, sizeof to, errmsg, "%s.broken", dir);
+    if (rv == 0) {
+        rv = snap_fs_path(parent, sizeof parent, errmsg, "%s", dir);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL) {
+        snprintf(parent, sizeof parent, ".");
+    } else {
+        *slash = '\0';
+    }
+    struct stat st;
+    if (stat(to, &st) == 0) {
+        rv = snap_fs_remove_dir(to, errmsg); /* an earlier one of the same snapshot */
+    }
+    if (rv == 0) {
+        rv = snap_fs_rename(dir, to, errmsg);
+    }
+    if (rv == 0) {
+        rv = snap_fs_fsync_dir(parent, errmsg);
+    }
+    if (rv == 0 && out != NULL) {
+        snprintf(out, PATH_MAX, "%s", to);
     }
     return rv;
 }

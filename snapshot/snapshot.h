@@ -170,6 +170,13 @@ int snap_latest(const char *root,
  * @n_removed (may be NULL): directories removed.  Errors: SNAP_EINVAL, SNAP_EIO, SNAP_ENOMEM. */
 int snap_retain(const char *root, size_t keep, size_t *n_removed, char *errmsg);
 
+/* Set the snapshot directory @dir aside after it failed a check: rename it to <dir>.broken
+ * (replacing an older directory of that name) and fsync its parent.  The name is not a
+ * snapshot name, so nothing lists, sends, installs or removes it any more; it stays for a look.
+ * @out (may be NULL, PATH_MAX bytes): the new path.
+ * Errors: SNAP_EINVAL (@dir too long), SNAP_EIO, SNAP_ENOSPC. */
+int snap_set_aside(const char *dir, char *out, char *errmsg);
+
 /* ---- Wire messages ----------------------------------------------------------------------- */
 
 /* A decoded chunk: a view into the buffer it was decoded from (no copy). */

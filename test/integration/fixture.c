@@ -1,6 +1,7 @@
 #include "test/integration/fixture.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 void ih_fix_close_clients(struct ih_fix *f)
 {
@@ -54,4 +55,17 @@ struct ih_fix *ih_fix_start(size_t n, const char *const *extra, unsigned start_m
         return NULL;
     }
     return f;
+}
+
+bool ih_fix_eventually_local(struct ih_fix *f, size_t i, const char *key, const char *want)
+{
+    uint64_t deadline = ih_now_ms() + 30000;
+    while (ih_now_ms() < deadline) {
+        char v[64];
+        if (ih_get(f->k[i], key, true, v, sizeof v) == 1 && strcmp(v, want) == 0) {
+            return true;
+        }
+        ih_sleep_ms(50);
+    }
+    return false;
 }

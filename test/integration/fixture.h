@@ -26,6 +26,10 @@ int ih_fix_setup(void **state, size_t n, const char *const *extra, unsigned star
  * released).  Release with ih_fix_teardown on a pointer to it. */
 struct ih_fix *ih_fix_start(size_t n, const char *const *extra, unsigned start_ms, size_t member);
 
+/* Poll member @i's serializable (local) read of @key through f->k[@i] for up to 30 s until it
+ * returns @want. */
+bool ih_fix_eventually_local(struct ih_fix *f, size_t i, const char *key, const char *want);
+
 /* Close the clients (a test that restarts members opens new ones). */
 void ih_fix_close_clients(struct ih_fix *f);
 

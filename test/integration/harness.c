@@ -783,3 +783,58 @@ int ih_get(struct kvc *k, const char *key, bool serializable, char *val, size_t 
     kvdb__range_response__free_unpacked(r, NULL);
     return found;
 }
+
+bool ih_member_log_has(const struct ih_member *m, const char *needle)
+{
+    FILE *fp = fopen(m->log, "r");
+    char line[4096];
+    bool found = false;
+    while (fp != NULL && !found && fgets(line, sizeof line, fp) != NULL) {
+        found = strstr(line, needle) != NULL;
+    }
+    if (fp != NULL) {
+        fclose(fp);
+    }
+    return found;
+}
+
+/* Replace @path by a copy of itself: a new inode under the same name. */
+static int unshare_file(const char *path)
+{
+    char tmp[1100], buf[65536];
+    snprintf(tmp, sizeof tmp, "%s.copy", path);
+    int in = open(path, O_RDONLY), out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ssize_t n = 0;
+    int rv = in < 0 || out < 0 ? -1 : 0;
+    while (rv == 0 && (n = read(in, buf, sizeof buf)) > 0) {
+        rv = write(out, buf, (size_t)n) == n ? 0 : -1;
+    }
+    rv = rv == 0 && n == 0 ? 0 : -1;
+    if (in >= 0) {
+        close(in);
+    }
+    if (out >= 0 && close(out) != 0) {
+        rv = -1;
+    }
+    return rv == 0 ? rename(tmp, path) : -1;
+}
+
+int ih_file_flip(const char *path, long off, bool unshare)
+{
+    if (unshare && unshare_file(path) != 0) {
+        fprintf(stderr, "[integ] copy %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int fd = open(path, O_RDWR);
+    unsigned char c = 0;
+    int rv = fd >= 0 && pread(fd, &c, 1, off) == 1 ? 0 : -1;
+    c ^= 0x01;
+    rv = rv == 0 && pwrite(fd, &c, 1, off) == 1 ? 0 : -1;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rv != 0) {
+        fprintf(stderr, "[integ] flip %s at %ld: %s\n", path, off, strerror(errno));
+    }
+    return rv;
+}

@@ -109,6 +109,14 @@ int64_t ih_put(struct kvc *k, const char *key, const char *val);
  * found, -1 error (printed). */
 int ih_get(struct kvc *k, const char *key, bool serializable, char *val, size_t cap);
 
+/* Whether member @m's log has a line containing @needle. */
+bool ih_member_log_has(const struct ih_member *m, const char *needle);
+
+/* XOR the byte at @off of file @path with 0x01, in place (every hard link of it sees the
+ * change) or, with @unshare, in a copy renamed over @path first (only this name sees it: a
+ * table that only a snapshot still holds).  0 or -1 (printed). */
+int ih_file_flip(const char *path, long off, bool unshare);
+
 /* ---- raw sockets ---- */
 
 /* A blocking TCP connection to 127.0.0.1:@port, or -1. */

@@ -24,21 +24,6 @@ static int setup(void **state)
     return ih_fix_setup(state, N, extra, 30000, false);
 }
 
-/* Whether member @m's log has a line containing @needle. */
-static bool log_has(const struct ih_member *m, const char *needle)
-{
-    FILE *fp = fopen(m->log, "r");
-    char line[2048];
-    bool found = false;
-    while (fp != NULL && !found && fgets(line, sizeof line, fp) != NULL) {
-        found = strstr(line, needle) != NULL;
-    }
-    if (fp != NULL) {
-        fclose(fp);
-    }
-    return found;
-}
-
 /* The highest index of the "created snapshot <index>-<term>" lines in member @m's log (0: none). */
 static unsigned long long created_snapshot(const struct ih_member *m)
 {
@@ -56,20 +41,6 @@ static unsigned long long created_snapshot(const struct ih_member *m)
         fclose(fp);
     }
     return best;
-}
-
-/* Poll member @i's serializable (local) read of @key until it returns @want. */
-static bool eventually_local(struct ih_fix *f, size_t i, const char *key, const char *want)
-{
-    uint64_t deadline = ih_now_ms() + 30000;
-    while (ih_now_ms() < deadline) {
-        char v[64];
-        if (ih_get(f->k[i], key, true, v, sizeof v) == 1 && strcmp(v, want) == 0) {
-            return true;
-        }
-        ih_sleep_ms(50);
-    }
-    return false;
 }
 
 /* A follower is down while the others take ~600 writes (several snapshot intervals); after a
@@ -106,10 +77,10 @@ static void follower_down_during_compaction_catches_up(void **state)
     assert_int_equal(0, ih_member_start(&f->c, down));
     assert_int_equal(0, ih_member_wait_up(&f->c, down, 30000));
     assert_non_null(f->k[down] = ih_client(&f->c, down, 15000));
-    assert_true(eventually_local(f, down, "marker", "last"));
+    assert_true(ih_fix_eventually_local(f, down, "marker", "last"));
     /* It got there by snapshot: the leader's log was compacted past it (the server's
      * "installed snapshot" log line is the observable trace of the install). */
-    assert_true(log_has(&f->c.m[down], "installed snapshot"));
+    assert_true(ih_member_log_has(&f->c.m[down], "installed snapshot"));
     assert_true(ih_writer_check(w, f->k[down]) >= 600);
     /* And it takes part again: a write through it is read back everywhere. */
     assert_true(ih_put(f->k[down], "back", "yes") > 0);

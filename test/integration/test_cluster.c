@@ -103,20 +103,6 @@ static void linearizable_reads_everywhere(void **state)
     }
 }
 
-/* Poll member @i's serializable (local) read of @key until it returns @want. */
-static bool eventually_local(struct ih_fix *f, size_t i, const char *key, const char *want)
-{
-    uint64_t deadline = ih_now_ms() + 30000;
-    while (ih_now_ms() < deadline) {
-        char v[64];
-        if (ih_get(f->k[i], key, true, v, sizeof v) == 1 && strcmp(v, want) == 0) {
-            return true;
-        }
-        ih_sleep_ms(50);
-    }
-    return false;
-}
-
 /* kill -9 the leader while a client writes: a new leader takes over, writes continue, every
  * acknowledged write survives, and the old leader restarts and catches up. */
 static void kill_leader(void **state)
@@ -157,7 +143,7 @@ static void kill_leader(void **state)
 
     int64_t rev = ih_put(f->k[nl], "after-restart", "fresh");
     assert_true(rev > 0);
-    assert_true(eventually_local(f, (size_t)old, "after-restart", "fresh"));
+    assert_true(ih_fix_eventually_local(f, (size_t)old, "after-restart", "fresh"));
     for (size_t i = 0; i < N; i++) {
         assert_true(ih_writer_check(w, f->k[i]) >= (long)before + 150);
     }

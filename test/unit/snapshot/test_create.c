@@ -261,6 +261,40 @@ static void latest_skips_incomplete_and_corrupt(void **state)
     free(v);
 }
 
+/* A snapshot set aside is out of every listing (so never sent, installed or counted by
+ * retention) but its files stay; setting the same snapshot aside again replaces the old copy. */
+static void set_aside_hides_a_snapshot_and_keeps_its_files(void **state)
+{
+    struct fixture *f = *state;
+    char err[SNAP_ERRMSG_SIZE] = "", dir[PATH_MAX], out[PATH_MAX], path[PATH_MAX];
+    assert_int_equal(create(f, 10, 1), 0);
+    assert_int_equal(create(f, 20, 1), 0);
+    snap_path(f, 20, 1, NULL, dir);
+    assert_int_equal(snap_set_aside(dir, out, err), 0);
+    assert_non_null(strstr(out, ".broken"));
+    join(path, out, names[0]);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_not_equal(stat(dir, &st), 0);
+    struct snap_entry *v;
+    size_t n, removed;
+    assert_int_equal(snap_list(f->root, &v, &n, err), 0);
+    assert_int_equal(n, 1);
+    assert_true(v[0].index == 10);
+    free(v);
+    bool found;
+    struct snap_manifest m;
+    assert_int_equal(snap_latest(f->root, true, &found, &m, &removed, err), 0);
+    assert_true(found && m.meta.index == 10);
+    snap_manifest_fini(&m);
+    assert_int_equal(snap_retain(f->root, 1, &removed, err), 0);
+    assert_int_equal(stat(out, &st), 0);
+    assert_int_equal(create(f, 20, 1), 0);
+    assert_int_equal(snap_set_aside(dir, NULL, err), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_not_equal(stat(dir, &st), 0);
+}
+
 /* Keep the newest K valid; older ones and dead ones behind them go. */
 static void retention_keeps_newest(void **state)
 {
@@ -380,6 +414,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(create_copies_on_exdev, setup, teardown),
         cmocka_unit_test_setup_teardown(create_rejects_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(latest_skips_incomplete_and_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(set_aside_hides_a_snapshot_and_keeps_its_files, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(retention_keeps_newest, setup, teardown),
         cmocka_unit_test_setup_teardown(create_crash_at_every_step, setup, teardown),
         cmocka_unit_test_setup_teardown(create_error_at_every_step, setup, teardown),
