@@ -41,8 +41,9 @@ static void propose_report(struct srv *s, const struct srv_done *d)
     size_t n = kvdb__internal_request__pack(&ir, buf);
     int rv = srv_node_propose(s, buf, n, s->next_req_id++); /* an id: a follower forwards */
     if (rv != 0) {
-        srv_log(SRV_LOG_WARN, "corrupt", "cannot propose this member's hash at revision %" PRId64
-                                         ": %s (the next round asks again)",
+        srv_log(SRV_LOG_WARN, "corrupt",
+                "cannot propose this member's hash at revision %" PRId64
+                ": %s (the next round asks again)",
                 d->hash_rev, raft_strerror(rv));
     }
 }
@@ -82,8 +83,10 @@ void srv_hash_on_done(struct srv *s, const struct srv_done *d)
     /* SRV_DONE_CORRUPT */
     srv_log(SRV_LOG_ERROR, "corrupt",
             "member %" PRIx64 " holds different data: its HashKV at revision %" PRId64
-            " (compact revision %" PRId64 ") is %08" PRIx32 ", a majority of the members has "
-            "%08" PRIx32 "%s; raising the CORRUPT alarm (writes are refused cluster-wide). "
+            " (compact revision %" PRId64 ") is %08" PRIx32
+            ", a majority of the members has "
+            "%08" PRIx32
+            "%s; raising the CORRUPT alarm (writes are refused cluster-wide). "
             "Restore that member from a snapshot or remove it and add it again, then "
             "disarm the alarm",
             d->hash_member, d->hash_rev, d->hash_compact, d->hash, (uint32_t)d->next_rev,

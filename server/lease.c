@@ -297,6 +297,15 @@ int srv_lease_grant(struct srv *s, int64_t id, int64_t ttl)
 /* Apply thread: build the store op of a revoke (a txn deleting every key of the lease, one
  * revision), with arrays from @a.  Returns 0, or LSM_EKEYNOTFOUND when there is no such lease.
  * The table entry goes at srv_lease_revoked(), after the op is applied. */
+/* Byte order of user keys (shorter first on a common prefix), as etcd sorts a lease's keys. */
+static int key_cmp(const void *pa, const void *pb)
+{
+    const struct lease_key *a = pa, *b = pb;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = n > 0 ? memcmp(a->key, b->key, n) : 0;
+    return c != 0 ? c : (a->len > b->len) - (a->len < b->len);
+}
+
 int srv_lease_revoke_op(struct srv *s, int64_t id, struct srv_arena *a, struct lsm_op *op)
 {
     struct srv_lease *l = find(s->leases, s->n_leases, id);
@@ -306,6 +315,11 @@ int srv_lease_revoke_op(struct srv *s, int64_t id, struct srv_arena *a, struct l
     struct lsm_op *dels = srv_arena_alloc(a, (l->n_keys > 0 ? l->n_keys : 1) * sizeof *dels);
     if (dels == NULL) {
         return LSM_ENOMEM;
+    }
+    /* In key order: the list's own order depends on each member's history (swap removals, a
+     * rebuild by scan), and the deletes' sub-revisions must be the same on every member. */
+    if (l->n_keys > 1) {
+        qsort(l->keys, l->n_keys, sizeof *l->keys, key_cmp);
     }
     for (size_t i = 0; i < l->n_keys; i++) {
         dels[i].type = LSM_OP_DELETE_RANGE;
