@@ -114,7 +114,7 @@ void srv_config_defaults(struct srv_config *c)
     c->compaction_retention = 0; /* off, as in etcd */
     c->compaction_interval_ms = 5 * 60 * 1000;
     c->corrupt_check_ms = 5 * 60 * 1000;
-    c->initial_corrupt_check = true;
+    c->initial_corrupt_check = false; /* as etcd: a false alarm at start was seen once (note) */
     c->quota_backend_bytes = 2ull << 30;
 }
 
@@ -463,7 +463,7 @@ void srv_config_usage(void *out)
         "  --corrupt-check-interval D         members compare HashKV through the log every D\n"
         "                                     (5m; 0 = off; also "
         "--experimental-corrupt-check-time)\n"
-        "  --initial-corrupt-check true|false report this member's HashKV once at start (true)\n"
+        "  --initial-corrupt-check true|false report this member's HashKV once at start (false)\n"
         "  --backend-compression none|snappy  new store tables (snappy)\n"
         "  --auto-compaction-mode periodic|revision (periodic)\n"
         "  --auto-compaction-retention R      0 = off; periodic: 1h, 30m, 10s (a plain\n"
