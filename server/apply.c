@@ -1,6 +1,6 @@
-/* The apply thread (committed entries -> one LSM write batch per group) and the read thread
- * (ranges once the applied index reaches their read index).  Both post finished requests back
- * to the loop through s->done_* and the ev_async watcher. */
+/* The apply thread (committed entries -> one LSM write batch per group), the job queues it
+ * shares with the read thread (read.c), and the done queue: both threads post finished requests
+ * back to the loop through s->done_* and the ev_async watcher. */
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -21,7 +21,7 @@ static void queue_init(struct srv_queue *q)
     q->stop = false;
 }
 
-static void queue_push(struct srv_queue *q, struct srv_job *j)
+void srv_queue_push(struct srv_queue *q, struct srv_job *j)
 {
     j->next = NULL;
     pthread_mutex_lock(&q->mu);
@@ -72,7 +72,7 @@ static void apply_release(struct srv_queue *q)
 }
 
 /* Take every queued job (a list), waiting for one; NULL once stopped and drained. */
-static struct srv_job *queue_take_all(struct srv_queue *q)
+struct srv_job *srv_queue_take_all(struct srv_queue *q)
 {
     pthread_mutex_lock(&q->mu);
     while (q->head == NULL && !q->stop) {
@@ -98,9 +98,7 @@ void srv_post_done(struct srv *s, struct srv_done *d)
     ev_async_send(s->loop, &s->wake);
 }
 
-static struct srv_done *make_done(const struct lsm_result *res,
-                                  int err,
-                                  const Kvdb__ResponseHeader *h)
+struct srv_done *srv_make_done(const struct lsm_result *res, int err, const Kvdb__ResponseHeader *h)
 {
     struct srv_done *d = calloc(1, sizeof *d);
     if (d == NULL) {
@@ -502,7 +500,7 @@ static void finish_entry(struct srv *s,
     }
     Kvdb__ResponseHeader h;
     srv_header(s, &h, term);
-    struct srv_done *d = make_done(res, 0, &h);
+    struct srv_done *d = srv_make_done(res, 0, &h);
     if (d != NULL) {
         d->req_id = ir->id;
         srv_post_done(s, d);
@@ -814,7 +812,7 @@ void srv_apply_snapshot_job(struct srv *s, int fd, uint64_t frame_id)
     j->type = SRV_JOB_SNAPSHOT;
     j->fd = fd;
     j->frame_id = frame_id;
-    queue_push(&s->applyq, j);
+    srv_queue_push(&s->applyq, j);
 }
 
 void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *msg)
@@ -829,7 +827,7 @@ void srv_apply_install(struct srv *s, const char *dir, const struct raft_msg *ms
     j->type = SRV_JOB_INSTALL;
     j->dir = d;
     j->msg = *msg;
-    queue_push(&s->applyq, j);
+    srv_queue_push(&s->applyq, j);
 }
 
 #define INLINE_MAX_ENTRIES 8
@@ -882,240 +880,7 @@ void srv_apply_submit(struct srv *s, const struct raft_entry *ents, size_t n)
             return;
         }
     }
-    queue_push(&s->applyq, j);
-}
-
-/* ---- reads ---- */
-
-static bool wait_applied(struct srv *s, uint64_t index)
-{
-    pthread_mutex_lock(&s->applied_mu);
-    while (s->applied_index < index && !s->readq.stop) {
-        pthread_cond_wait(&s->applied_cond, &s->applied_mu);
-    }
-    bool ok = s->applied_index >= index;
-    pthread_mutex_unlock(&s->applied_mu);
-    return ok;
-}
-
-/* HashKV: a hash of the keyspace at a revision (etcd's), to compare members. */
-static struct srv_done *run_hash(struct srv *s, const struct srv_read *r)
-{
-    Kvdb__HashKVRequest *req = kvdb__hash_kvrequest__unpack(NULL, r->len, r->body);
-    struct srv_done *d = calloc(1, sizeof *d);
-    if (d == NULL) {
-        if (req != NULL) {
-            kvdb__hash_kvrequest__free_unpacked(req, NULL);
-        }
-        return NULL;
-    }
-    const char *msg;
-    if (req == NULL) {
-        d->code = srv_conv_error(LSM_EINVAL, &msg);
-        d->errmsg = strdup("malformed HashKVRequest");
-        return d;
-    }
-    uint32_t hash = 0;
-    int64_t hrev = 0, crev = 0;
-    char err[256] = "";
-    int rv = LSM_ECORRUPT; /* a damaged store serves nothing */
-    if (!srv_store_is_corrupt(s)) {
-        pthread_rwlock_rdlock(&s->lsm_lock);
-        rv = lsm_hash_kv(s->lsm, req->revision, &hash, &hrev, &crev, err);
-        pthread_rwlock_unlock(&s->lsm_lock);
-        if (rv == LSM_ECORRUPT) {
-            srv_store_corrupt(s, "a HashKV read", err);
-        }
-    }
-    kvdb__hash_kvrequest__free_unpacked(req, NULL);
-    d->code = srv_conv_error(rv, &msg);
-    if (rv != 0) {
-        d->errmsg = strdup(msg);
-        return d;
-    }
-    Kvdb__ResponseHeader h;
-    srv_header(s, &h, atomic_load(&s->term_pub));
-    h.revision = hrev;
-    Kvdb__HashKVResponse resp;
-    kvdb__hash_kvresponse__init(&resp);
-    resp.header = &h;
-    resp.hash = hash;
-    resp.compact_revision = crev;
-    resp.hash_revision = hrev;
-    d->len = kvdb__hash_kvresponse__get_packed_size(&resp);
-    d->body = malloc(d->len);
-    if (d->body != NULL) {
-        kvdb__hash_kvresponse__pack(&resp, d->body);
-    }
-    return d;
-}
-
-static void run_read(struct srv *s, struct srv_read *r)
-{
-    struct srv_done *d = NULL;
-    if (r->method == KVDB__METHOD__METHOD_HASH_KV) {
-        d = run_hash(s, r);
-        if (d != NULL) {
-            d->slot = r->slot;
-            d->gen = r->gen;
-            d->frame_id = r->frame_id;
-            d->method = r->method;
-            srv_post_done(s, d);
-        }
-        return;
-    }
-    Kvdb__RangeRequest *req = kvdb__range_request__unpack(NULL, r->len, r->body);
-    Kvdb__ResponseHeader h;
-    srv_header(s, &h, atomic_load(&s->term_pub));
-    if (req == NULL) {
-        d = make_done(NULL, LSM_EINVAL, &h);
-    } else {
-        struct lsm_range_req lr;
-        srv_conv_range(req, &lr);
-        struct lsm_result res;
-        memset(&res, 0, sizeof res);
-        char err[256];
-        int rv = LSM_ECORRUPT; /* a damaged store serves nothing */
-        if (!srv_store_is_corrupt(s)) {
-            pthread_rwlock_rdlock(&s->lsm_lock);
-            rv = lsm_range(s->lsm, &lr, &res, err);
-            pthread_rwlock_unlock(&s->lsm_lock);
-            if (rv == LSM_ECORRUPT) {
-                srv_store_corrupt(s, "a read", err);
-            }
-        }
-        d = make_done(&res, rv, &h);
-        lsm_result_fini(&res);
-        kvdb__range_request__free_unpacked(req, NULL);
-    }
-    if (d != NULL) {
-        d->slot = r->slot;
-        d->gen = r->gen;
-        d->frame_id = r->frame_id;
-        d->method = r->method;
-        srv_post_done(s, d);
-    }
-}
-
-static void run_history(struct srv *s, struct srv_job *j)
-{
-    struct srv_done *d = calloc(1, sizeof *d);
-    if (d == NULL) {
-        return;
-    }
-    struct lsm_bytes key = {j->buf, j->klen}, end = {j->buf + j->klen, j->elen};
-    char err[256];
-    d->err = LSM_ECORRUPT; /* a damaged store serves nothing */
-    if (!srv_store_is_corrupt(s)) {
-        pthread_rwlock_rdlock(&s->lsm_lock);
-        d->err = lsm_events_read(s->lsm, key, end, j->start_rev, j->max_events, &d->events,
-                                 &d->n_events, &d->next_rev, err);
-        pthread_rwlock_unlock(&s->lsm_lock);
-        if (d->err == LSM_ECORRUPT) {
-            srv_store_corrupt(s, "a watch's history read", err);
-        }
-    }
-    d->kind = SRV_DONE_HISTORY;
-    d->watch_id = j->watch_id;
-    d->complete = d->err == 0 && (j->max_events == 0 || d->n_events < j->max_events);
-    srv_post_done(s, d);
-}
-
-void srv_watch_read_submit(struct srv *s,
-                           int64_t id,
-                           const uint8_t *key,
-                           size_t klen,
-                           const uint8_t *end,
-                           size_t elen,
-                           int64_t start_rev,
-                           size_t max)
-{
-    struct srv_job *j = calloc(1, sizeof *j);
-    char *buf = malloc(klen + elen + 1);
-    if (j == NULL || buf == NULL) {
-        free(j);
-        free(buf);
-        /* Report the failure so the watcher is cancelled rather than stuck. */
-        struct srv_done *d = calloc(1, sizeof *d);
-        if (d != NULL) {
-            d->kind = SRV_DONE_HISTORY;
-            d->watch_id = id;
-            d->err = LSM_ENOMEM;
-            srv_post_done(s, d);
-        }
-        return;
-    }
-    memcpy(buf, key, klen);
-    memcpy(buf + klen, end, elen);
-    j->type = SRV_JOB_HISTORY;
-    j->buf = buf;
-    j->klen = klen;
-    j->elen = elen;
-    j->watch_id = id;
-    j->start_rev = start_rev;
-    j->max_events = max;
-    queue_push(&s->readq, j);
-}
-
-void srv_read_hash(struct srv *s, int64_t rev, uint64_t round)
-{
-    struct srv_job *j = calloc(1, sizeof *j);
-    if (j == NULL) {
-        return; /* the next round asks again */
-    }
-    j->type = SRV_JOB_HASH;
-    j->start_rev = rev;
-    j->watch_id = (int64_t)round;
-    queue_push(&s->readq, j);
-}
-
-static void *read_main(void *arg)
-{
-    pthread_setname_np(pthread_self(), "kv-read");
-    struct srv *s = arg;
-    struct srv_job *jobs;
-    while ((jobs = queue_take_all(&s->readq)) != NULL) {
-        for (struct srv_job *j = jobs; j != NULL;) {
-            struct srv_job *next = j->next;
-            if (j->type == SRV_JOB_HASH) {
-                srv_hash_run(s, j->start_rev, (uint64_t)j->watch_id);
-                free(j);
-                j = next;
-                continue;
-            }
-            if (j->type == SRV_JOB_HISTORY) {
-                run_history(s, j);
-                free(j->buf);
-                free(j);
-                j = next;
-                continue;
-            }
-            for (struct srv_read *r = j->reads; r != NULL;) {
-                struct srv_read *rn = r->next;
-                if (wait_applied(s, r->read_index)) {
-                    run_read(s, r);
-                }
-                free(r->body);
-                free(r);
-                r = rn;
-            }
-            free(j);
-            j = next;
-        }
-    }
-    return NULL;
-}
-
-void srv_read_submit(struct srv *s, struct srv_read *reads)
-{
-    struct srv_job *j = calloc(1, sizeof *j);
-    if (j == NULL) {
-        srv_reads_free(reads);
-        return; /* the clients time out */
-    }
-    j->type = SRV_JOB_READ;
-    j->reads = reads;
-    queue_push(&s->readq, j);
+    srv_queue_push(&s->applyq, j);
 }
 
 /* ---- lifecycle and the loop side ---- */
@@ -1168,7 +933,7 @@ int srv_apply_start(struct srv *s)
         s->inline_group = NULL;
         return SRV_ENOMEM;
     }
-    if (pthread_create(&s->read_thread, NULL, read_main, s) != 0) {
+    if (pthread_create(&s->read_thread, NULL, srv_read_main, s) != 0) {
         s->applyq.stop = true;
         pthread_cond_signal(&s->applyq.cond);
         pthread_join(s->apply_thread, NULL);

@@ -600,6 +600,17 @@ void srv_alarm_request(struct srv_conn *c, const Kvdb__Frame *f);
  * returns how many alarms (a full disk here counts as NOSPACE). */
 size_t srv_alarm_describe(const struct srv *s, char *out, size_t cap);
 
+/* apply.c: the job queues shared by the apply and read threads (any thread pushes; the
+ * queue's own thread takes: every queued job as a list, waiting for one; NULL once stopped and
+ * drained), and the done item of a request's result (@res, or the error @err; NULL when memory
+ * ran out).  read.c: the read thread's main (started by srv_apply_start). */
+void srv_queue_push(struct srv_queue *q, struct srv_job *j);
+struct srv_job *srv_queue_take_all(struct srv_queue *q);
+struct srv_done *srv_make_done(const struct lsm_result *res,
+                               int err,
+                               const Kvdb__ResponseHeader *h);
+void *srv_read_main(void *arg);
+
 /* hashcheck.c: the corruption check through the log.
  * srv_hash_tick (loop, every sweep): start a round as leader every --corrupt-check-interval,
  * and this member's start-up report once it has applied its leader's commit index.
