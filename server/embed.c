@@ -44,22 +44,32 @@ struct srv_embed
 };
 
 /* A port the kernel considers free right now (bind to port 0, read it, close). */
+/* A loopback port that binds now, below the kernel's ephemeral range (32768 and up by default):
+ * a port the kernel hands out for bind(0) is also what it picks as the source port of outgoing
+ * connections, so one picked that way and released was seen taken by a client of another test
+ * before the member listened on it ("Address already in use"). */
 static uint16_t free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        return 0;
+    static _Atomic uint32_t seq;
+    uint32_t x =
+        (uint32_t)getpid() * 2654435761u ^ (uint32_t)time(NULL) ^ atomic_fetch_add(&seq, 7919);
+    for (int tries = 0; tries < 200; tries++) {
+        x = x * 1103515245u + 12345u;
+        uint16_t port = (uint16_t)(3000 + (x >> 8) % 7000); /* the integration harness takes
+                                                             * 10000-31999 (by pid) */
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) {
+            return 0;
+        }
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(fd);
+        if (ok) {
+            return port;
+        }
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    uint16_t port = 0;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
-        port = ntohs(sa.sin_port);
-    }
-    close(fd);
-    return port;
+    return 0;
 }
 
 static void apply_cuts(struct srv_embed *c);
